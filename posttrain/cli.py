@@ -1,0 +1,35 @@
+"""`posttrain`: the command line of keye-posttrain.
+
+Each subcommand lives in `posttrain/commands/<name>.py` and exposes `register(subparsers)`; this file only
+assembles them, so adding a command never touches the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from posttrain.commands import demo, model
+
+COMMANDS = [model, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posttrain", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"posttrain {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
