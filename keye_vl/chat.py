@@ -239,9 +239,8 @@ def parse_response(text: str) -> ParsedResponse:
     out.think, closed = _between(text, THINK_OPEN, THINK_CLOSE)
     if out.think is not None and not closed:
         out.problems.append("unclosed <think>")
-    for tag in (ANALYSIS_CLOSE, THINK_CLOSE):
-        if out.think is None and tag == THINK_CLOSE and tag in text:
-            out.problems.append("</think> without <think>")
+    if out.think is None and THINK_CLOSE in text:
+        out.problems.append("</think> without <think>")
     rest = text
     for tag in (ANALYSIS_CLOSE, THINK_CLOSE):
         if tag in rest:

@@ -27,10 +27,16 @@ class KeyeProjector(nn.Module):
 
     def forward(self, features: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         # features: [N, D_vision] in raster order -> [N / merge^2, D_text]
-        features = self.pre_norm(features)
-        m, dim = self.merge, features.shape[-1]
-        merged = []
-        for (t, h, w), item in zip(grid_thw.tolist(), features.split(segment_lengths(grid_thw))):
-            item = item.view(t, h // m, m, w // m, m, dim).permute(0, 1, 3, 2, 4, 5)
-            merged.append(item.reshape(t * (h // m) * (w // m), m * m * dim))
-        return self.linear_2(self.act(self.linear_1(torch.cat(merged))))
+        merged = merge_patches(self.pre_norm(features), grid_thw, self.merge)
+        return self.linear_2(self.act(self.linear_1(merged)))
+
+
+def merge_patches(features: torch.Tensor, grid_thw: torch.Tensor, m: int) -> torch.Tensor:
+    """[N, D] raster-order patches -> [N / m^2, m^2 * D]: each m x m block concatenated, row offset outer
+    (einops: "(t h p1 w p2) d -> (t h w) (p1 p2 d)")."""
+    dim = features.shape[-1]
+    merged = []
+    for (t, h, w), item in zip(grid_thw.tolist(), features.split(segment_lengths(grid_thw))):
+        item = item.view(t, h // m, m, w // m, m, dim).permute(0, 1, 3, 2, 4, 5)
+        merged.append(item.reshape(t * (h // m) * (w // m), m * m * dim))
+    return torch.cat(merged)
