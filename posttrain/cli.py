@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from posttrain.commands import demo, model
+from posttrain.commands import demo, generate, model
 
-COMMANDS = [model, demo]
+COMMANDS = [model, generate, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,104 @@
+"""Prompts as token ids plus their vision tensors, and batching them with left padding.
+
+An `EncodedPrompt` is the engine's unit of work. Keeping ids (not text) lets the agentic loop append sandbox
+output and images to a partial response without re-tokenizing what the model already sampled, which could
+merge tokens across the boundary and change the sequence the learner trains on.
+
+Works with a Keye-VL processor (images, videos) or a plain tokenizer (text-only causal LMs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from keye_vl import chat
+from keye_vl.image_processing import process_images
+from keye_vl.processing import KeyeVLProcessor
+from rollout.types import GenerationRequest
+
+VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+
+
+@dataclass
+class EncodedPrompt:
+    input_ids: list[int]
+    vision: dict[str, torch.Tensor] = field(default_factory=dict)  # the VISION_KEYS present
+    images: list[Any] = field(default_factory=list)  # raw images, prompt first, then sandbox ones
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class PromptEncoder:
+    """Turns requests into `EncodedPrompt`s; raises ValueError/TypeError on input the processor rejects."""
+
+    def __init__(self, processor_or_tokenizer):
+        if isinstance(processor_or_tokenizer, KeyeVLProcessor):
+            self.processor, self.tokenizer = processor_or_tokenizer, processor_or_tokenizer.tokenizer
+        else:
+            self.processor, self.tokenizer = None, processor_or_tokenizer
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def eos_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(chat.IM_END)}
+        return sorted(i for i in ids if i is not None and i != self.tokenizer.unk_token_id)
+
+    def encode(self, request: GenerationRequest, continue_final_message: bool = False) -> EncodedPrompt:
+        if self.processor is None:
+            return self._encode_text(request, continue_final_message)
+        batch = self.processor.process_conversations([request.messages], request.mode,
+                                                     continue_final_message=continue_final_message)
+        images, _ = chat.vision_inputs(request.messages)
+        vision = {k: batch[k] for k in VISION_KEYS if k in batch}
+        return EncodedPrompt(batch["input_ids"][0].tolist(), vision, list(images))
+
+    def _encode_text(self, request: GenerationRequest, continue_final_message: bool) -> EncodedPrompt:
+        images, videos = chat.vision_inputs(request.messages)
+        if images or videos:
+            raise ValueError(f"request {request.request_id} has images or videos but the model is text-only")
+        messages = chat.with_mode(request.messages, request.mode) if request.mode else request.messages
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not
+                                                      continue_final_message,
+                                                      continue_final_message=continue_final_message)
+        else:
+            text = chat.render_chat(messages, None, True, continue_final_message)
+        return EncodedPrompt(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def text_ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def append(self, prompt: EncodedPrompt, ids: list[int], images: list[Any] = ()) -> tuple[EncodedPrompt, list[int]]:
+        """`prompt` followed by `ids` and then one vision block per image; returns it and the added ids."""
+        added = list(ids)
+        vision = dict(prompt.vision)
+        if images:
+            if self.processor is None:
+                raise ValueError("the sandbox returned an image but the model is text-only")
+            data = process_images(list(images), self.processor.vision)
+            tok = self.tokenizer.convert_tokens_to_ids
+            for n in data.tokens_per_item:
+                added += [tok(chat.VISION_START)] + [tok(chat.IMAGE_PAD)] * n + [tok(chat.VISION_END)]
+            for key, value in (("pixel_values", data.pixel_values), ("image_grid_thw", data.grid_thw)):
+                vision[key] = torch.cat([vision[key], value]) if key in vision else value
+        return EncodedPrompt(prompt.input_ids + added, vision, prompt.images + list(images)), added
+
+
+def collate(prompts: list[EncodedPrompt], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded input_ids/attention_mask and the concatenated vision tensors, in prompt order."""
+    longest = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, longest - len(prompt):] = torch.tensor(prompt.input_ids)
+        mask[row, longest - len(prompt):] = 1
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    for key in VISION_KEYS:
+        parts = [p.vision[key] for p in prompts if key in p.vision]
+        if parts:
+            batch[key] = torch.cat(parts)
+    return batch

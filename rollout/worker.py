@@ -1,0 +1,92 @@
+"""The rollout role: one engine, generating its shard of a batch with the current weights.
+
+A plain class, testable without Ray; `rollout.group` launches it as a Ray actor. Agentic requests go through
+the agentic loop (code runs in the sandbox), the rest through the engine directly. Every completion is stamped
+with the weight version it was sampled with, the worker's name and its timings.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from keye_vl.chat import Mode, parse_mode
+from rollout.agentic import AgenticLoop, ToolRunner
+from rollout.hf_engine import TransformersEngine
+from rollout.types import Completion, GenerationRequest, SamplingParams
+from rollout.weight_sync import BroadcastGroup, TensorMeta
+
+
+class RolloutWorker:
+    def __init__(self, model_dir: str | Path, worker_id: str = "rollout-0", num_threads: int = 1,
+                 engine: str = "transformers", max_batch_size: int = 64, bf16_autocast: bool = False,
+                 max_tool_turns: int = 3, run_tool: ToolRunner | None = None):
+        torch.set_num_threads(max(1, num_threads))
+        self.worker_id = worker_id
+        self.engine = build_engine(engine, model_dir, max_batch_size=max_batch_size, bf16_autocast=bf16_autocast)
+        self.agentic = AgenticLoop(self.engine, run_tool or default_tool_runner(), max_tool_turns)
+        self.broadcast_group: BroadcastGroup | None = None
+
+    def ping(self) -> str:
+        return self.worker_id
+
+    def weight_version(self) -> int:
+        return self.engine.weight_version
+
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        start = time.perf_counter()
+        agentic = [r for r in requests if r.mode is not None and parse_mode(r.mode) is Mode.AGENTIC]
+        plain = [r for r in requests if r not in agentic]
+        done = {}
+        for batch, generate in ((plain, self.engine.generate), (agentic, self.agentic.generate)):
+            if batch:
+                for completion in generate(batch, sampling):
+                    done[(completion.request_id, completion.sample_index)] = completion
+        seconds = time.perf_counter() - start
+        out = [done[(r.request_id, k)] for r in requests for k in range(sampling.n)]
+        for completion in out:
+            completion.worker = self.worker_id
+            completion.timings["worker_s"] = seconds
+        return out
+
+    # ------------------------------------------------------------------------------------------ weights
+    def update_weights(self, version: int, buckets: list[Any]) -> int:
+        """Load buckets of {name: tensor}; the elements may be Ray ObjectRefs (the CPU object-store path)."""
+        loaded = 0
+        for bucket in buckets:
+            if type(bucket).__name__ == "ObjectRef":
+                import ray
+
+                bucket = ray.get(bucket)
+            loaded += self.engine.load_weights(version, bucket)
+        return loaded
+
+    def join_broadcast_group(self, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
+        self.broadcast_group = BroadcastGroup(port, rank, world_size, backend)
+
+    def receive_broadcast(self, version: int, metas: list[TensorMeta]) -> int:
+        if self.broadcast_group is None:
+            raise RuntimeError("receive_broadcast before join_broadcast_group")
+        return self.engine.load_weights(version, self.broadcast_group.receive(metas))
+
+    def probe_logprobs(self, token_ids: list[int]) -> torch.Tensor:
+        return self.engine.probe_logprobs(token_ids)
+
+
+def build_engine(kind: str, model_dir: str | Path, **kwargs):
+    if kind == "transformers":
+        return TransformersEngine.from_pretrained(model_dir, **kwargs)
+    if kind == "vllm":
+        from rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_pretrained(model_dir)
+    raise ValueError(f"unknown rollout engine {kind!r}; choose 'transformers' (CPU/GPU) or 'vllm' (GPU)")
+
+
+def default_tool_runner() -> ToolRunner:
+    from rollout.sandbox_tool import sandbox_tool_runner
+
+    return sandbox_tool_runner()
