@@ -22,7 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/model.py
+	$(PY) -m bench.model
+	$(PY) -m bench.rollout
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

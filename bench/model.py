@@ -2,7 +2,7 @@
 
 Both models have the same decoder (layers, widths, heads, vocab); Keye adds 3-D RoPE and the vision tower
 (unused for text). The target is a ratio >= 0.9: the multimodal plumbing must not tax text training.
-Runs alternate A/B and report medians. Usage: python bench/model.py [--batch 8 --seq 256 --steps 10]
+Runs alternate A/B and report medians. Usage: python -m bench.model [--batch 8 --seq 256 --steps 10]
 """
 
 from __future__ import annotations
