@@ -1,0 +1,112 @@
+"""`posttrain reward check|list`: score JSONL rows with a reward, the way a user debugs it before a long run.
+
+`check` prints one JSON line per row (total, components, error, message) and a summary on stderr; it exits
+1 when any row failed. With ``--workers 0`` (default) the reward runs in this process behind the worker's
+watchdog (exceptions, timeouts and invalid values are isolated; a reward that kills its process takes the
+command with it); ``--workers K`` scores through the Ray worker pool exactly as training does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("reward", help="check reward functions on data before training")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    check = actions.add_parser("check", help="score JSONL rows and print one JSON line per row")
+    check.add_argument("--reward", action="append", required=True, metavar="SPEC[=WEIGHT]",
+                       help="registered name, module.path:func or path/to/file.py:func; repeat (with =WEIGHT) "
+                            "for a weighted combination")
+    check.add_argument("--data", type=Path, required=True, help="JSONL rows with prompt, completion, ground truth")
+    check.add_argument("--options", default="{}", help="JSON object of options for a single reward "
+                                                       "(e.g. '{\"max_length\": 512}')")
+    check.add_argument("--workers", type=int, default=0, help="0: in this process; K: a K-worker Ray pool")
+    check.add_argument("--deadline", type=float, default=30.0, help="seconds per sample")
+    check.add_argument("--on-error", default="zero", choices=["zero", "skip", "fail"])
+    check.set_defaults(run=run_check)
+
+    listing = actions.add_parser("list", help="print the registered reward names")
+    listing.set_defaults(run=run_list)
+
+
+def parse_reward_args(values: list[str]) -> str | dict[str, float]:
+    """`["math"]` -> "math"; `["math=1", "format=0.5"]` -> {"math": 1.0, "format": 0.5}."""
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    weights = {}
+    for value in values:
+        spec, _, weight = value.rpartition("=") if "=" in value else (value, "", "1")
+        try:
+            weights[spec] = float(weight)
+        except ValueError:
+            raise ValueError(f"--reward {value!r}: the weight after '=' must be a number") from None
+    return weights
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"--data {path} does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not JSON ({error})") from None
+    return rows
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from rewards.result import summarize
+    from rewards.sample import Sample
+
+    spec = parse_reward_args(args.reward)
+    options = json.loads(args.options)
+    samples = [Sample.from_row(row) for row in read_rows(args.data)]
+    results = _score_pool(spec, options, samples, args) if args.workers else _score_here(spec, options, samples,
+                                                                                         args)
+    for i, result in enumerate(results):
+        print(json.dumps({"row": i, "total": result.total, "components": result.components,
+                          "error": result.error, "message": result.message, "skipped": result.skipped}))
+    metrics = summarize(results)
+    print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("reward/components/")}), file=sys.stderr)
+    return 1 if metrics["reward/errors"] else 0
+
+
+def _score_here(spec, options: dict, samples: list, args: argparse.Namespace) -> list:
+    from rewards.pool import apply_policy
+    from rewards.worker import RewardWorker
+
+    worker, results = RewardWorker(spec, options), []
+    for sample in samples:
+        if worker.tainted:  # a timed-out call is still running in its thread: continue with a fresh worker
+            worker = RewardWorker(spec, options)
+        results.extend(worker.score([sample], args.deadline).results)
+    if args.on_error != "fail":  # `fail` leaves failed totals empty: check reports, it does not raise
+        apply_policy(results, args.on_error)
+    return results
+
+
+def _score_pool(spec, options: dict, samples: list, args: argparse.Namespace) -> list:
+    from rewards.pool import PoolConfig, RewardFailed, RewardPool, local_cluster
+
+    config = PoolConfig(num_workers=args.workers, deadline_s=args.deadline, on_error=args.on_error,
+                        cpus_per_worker=min(0.5, 1.0 / args.workers))
+    with local_cluster():
+        with RewardPool(spec, options, config) as pool:
+            try:
+                return pool.score(samples).results
+            except RewardFailed as failure:  # still print every row: that is what `check` is for
+                return failure.batch.results
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from rewards.registry import registered
+
+    print("\n".join(registered()))
+    return 0

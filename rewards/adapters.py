@@ -1,0 +1,127 @@
+"""Signature adapters: three ways of writing a reward, one way of calling it.
+
+Every reward, whatever its form, becomes a `LoadedReward`: `reward(samples) -> list[raw]`, one raw value per
+sample (a number, a dict of numbers, or None). The forms, detected from the signature:
+
+- native:          ``f(sample) -> float | dict[str, float]`` (sync or async);
+- native batched:  ``f(samples) -> list[...]``, marked by ``@reward(name, batched=True)`` (models score batches);
+- TRL:             ``f(prompts, completions, **columns) -> list[float | None]`` (sync or async), called with
+  keywords as TRL calls it: ``prompts``, ``completions``, ``completion_ids`` and every dataset column;
+- verl:            ``compute_score(data_source, solution_str, ground_truth, extra_info)``.
+
+This module knows nothing about where a function comes from (that is `registry`) or how failures are
+isolated (that is `worker`); it only maps calls and checks the number of values returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rewards.result import InvalidReward
+from rewards.sample import Sample
+
+FORMS_HELP = ("expected one of: a native reward `f(sample) -> float | dict[str, float]`; a TRL reward "
+              "`f(prompts, completions, **columns) -> list[float | None]`; a verl reward "
+              "`compute_score(data_source, solution_str, ground_truth, extra_info)`")
+# Columns that TRL passes under their own keyword names rather than as dataset columns.
+_TRL_OWN = ("prompt", "completion", "completion_ids")
+
+
+@dataclass
+class LoadedReward:
+    spec: str  # what the user wrote: a registered name, module:func or path.py:func
+    name: str  # how its value is logged
+    form: str  # "native" | "native_batched" | "trl" | "verl"
+    fn: Callable
+
+    @property
+    def batched(self) -> bool:
+        return self.form in ("native_batched", "trl")
+
+    def __call__(self, samples: list[Sample]) -> list[Any]:
+        call = {"native": _call_native, "native_batched": _call_native_batched,
+                "trl": _call_trl, "verl": _call_verl}[self.form]
+        out = call(self.fn, samples)
+        if len(out) != len(samples):
+            raise InvalidReward(f"reward {self.spec!r} returned {len(out)} values for {len(samples)} samples; "
+                                f"a batched reward returns one value per sample")
+        return out
+
+
+def detect_form(fn: Callable, spec: str) -> str:
+    """Which of the three forms `fn` is written in; TypeError naming `spec` when it fits none."""
+    if getattr(fn, "__reward_batched__", False):
+        return "native_batched"
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"reward {spec!r}: cannot read the signature of {fn!r} ({error}); {FORMS_HELP}") from None
+    names = set(params)
+    if {"data_source", "solution_str", "ground_truth"} <= names:
+        return "verl"
+    if "completions" in names:
+        return "trl"
+    required = [p for p in params.values() if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(required) == 1:
+        return "native"
+    shown = f"{getattr(fn, '__name__', type(fn).__name__)}{inspect.signature(fn)}"
+    raise TypeError(f"reward {spec!r} has signature {shown}, which fits no reward form; {FORMS_HELP}")
+
+
+def _resolve(value):
+    return asyncio.run(value) if inspect.isawaitable(value) else value
+
+
+def _call_native(fn, samples: list[Sample]) -> list:
+    return [_resolve(fn(sample)) for sample in samples]
+
+
+def _call_native_batched(fn, samples: list[Sample]) -> list:
+    out = _resolve(fn(samples))
+    return _as_list(out, fn)
+
+
+def _as_list(out, fn) -> list:
+    if not isinstance(out, (list, tuple)):
+        raise InvalidReward(f"batched reward {getattr(fn, '__name__', fn)!r} returned {type(out).__name__}; "
+                            f"expected a list with one value per sample")
+    return list(out)
+
+
+def trl_arguments(samples: list[Sample]) -> dict[str, list]:
+    """The keywords TRL passes a reward function. Conversational prompts (message lists) get conversational
+    completions (``[{"role": "assistant", "content": ...}]``), as in TRL; text prompts get text."""
+    conversational = [not isinstance(s.columns.get("prompt", s.prompt), str) for s in samples]
+    kwargs: dict[str, list] = {
+        "prompts": [s.prompt if conv else s.columns["prompt"] for s, conv in zip(samples, conversational)],
+        "completions": [[{"role": "assistant", "content": s.completion}] if conv else s.completion
+                        for s, conv in zip(samples, conversational)],
+        "completion_ids": [list(s.completion_ids) for s in samples],
+    }
+    keys = sorted({k for s in samples for k in s.columns if k not in _TRL_OWN})
+    for key in keys:
+        kwargs[key] = [s.columns.get(key) for s in samples]
+    return kwargs
+
+
+def _call_trl(fn, samples: list[Sample]) -> list:
+    kwargs = trl_arguments(samples)
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    if "trainer_state" in params and "trainer_state" not in kwargs:
+        kwargs["trainer_state"] = None  # TRL >= 0.20 passes it; there is no trainer here
+    return _as_list(_resolve(fn(**kwargs)), fn)
+
+
+def _call_verl(fn, samples: list[Sample]) -> list:
+    out = []
+    for s in samples:
+        value = _resolve(fn(data_source=s.columns.get("data_source", ""), solution_str=s.completion,
+                            ground_truth=s.ground_truth, extra_info=s.columns.get("extra_info") or {}))
+        out.append(value)
+    return out

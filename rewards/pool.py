@@ -1,0 +1,285 @@
+"""The reward worker pool: K `RewardWorker` Ray actors, batched dispatch, deadlines, and replacement.
+
+A batch is cut into chunks, one in flight per worker. Each worker enforces the per-sample deadline itself
+(see `worker`); the driver adds a hard deadline (per-sample deadline x chunk size + grace) for hangs the
+worker cannot report, e.g. C code holding the GIL. Failures are localised, then recorded:
+- a worker that dies (os._exit, segfault) or stops answering is killed and replaced; its chunk is retried
+  one sample per call, so the sample that kills a worker is the one marked ``crash`` (or ``timeout``); a
+  sample is blamed for a crash only when it kills a second worker (workers also die for other reasons);
+- samples a tainted worker never reached are sent to another worker unchanged.
+Every sample ends with a total or an error; `on_error` then decides what training sees: ``zero`` (total 0,
+error kept), ``skip`` (sample excluded), or ``fail`` (raise after the batch, with all errors). The policy,
+error counts and replacements are in the batch metrics. This module knows nothing about what the reward
+computes, and nothing about the rest of the RL step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rewards.registry import validate_reward
+from rewards.result import RewardResult, summarize
+from rewards.sample import Sample
+from rewards.worker import RewardWorker, WorkerReply
+
+ON_ERROR = ("zero", "skip", "fail")
+
+
+@dataclass
+class PoolConfig:
+    num_workers: int = 2
+    deadline_s: float = 30.0  # per sample
+    on_error: str = "zero"
+    chunk_size: int | None = None  # None: ceil(batch / (2 * workers)), so work spreads and balances
+    cpus_per_worker: float = 0.25  # small fractions: K workers fit beside learners on 2 cores
+    grace_s: float = 5.0  # beyond the worker's own deadline, before the driver declares it hung
+    startup_timeout_s: float = 120.0
+    max_replacements: int = 8  # per batch; a reward that kills every worker stops being retried
+    spare: bool = True  # after a first replacement, keep a started worker in reserve so the next is instant
+
+    def __post_init__(self):
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"reward on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if self.num_workers < 1 or self.deadline_s <= 0:
+            raise ValueError(f"reward pool needs num_workers >= 1 and deadline_s > 0 (got {self.num_workers}, "
+                             f"{self.deadline_s})")
+
+
+@dataclass
+class ScoredBatch:
+    results: list[RewardResult]
+    metrics: dict
+
+
+class RewardFailed(RuntimeError):
+    """Raised by `on_error: fail` after the whole batch was scored; carries the results and metrics."""
+
+    def __init__(self, message: str, batch: ScoredBatch):
+        super().__init__(message)
+        self.batch = batch
+
+
+@dataclass
+class _Job:
+    slot: int
+    indices: list[int]
+    deadline: float
+
+
+@contextmanager
+def local_cluster(num_cpus: int = 2, object_store_mb: int = 128):
+    """A loopback Ray cluster for one process (tests, CLI, benchmarks), always shut down."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             object_store_memory=object_store_mb * 2**20)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class RewardPool:
+    def __init__(self, reward, options: dict | None = None, config: PoolConfig | None = None):
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("RewardPool needs a running Ray cluster: call ray.init(...) first or use "
+                               "`with rewards.pool.local_cluster(): ...`")
+        validate_reward(reward, **(options or {}))  # a broken spec fails here, not inside K actors
+        self.reward, self.options = reward, options or {}
+        self.config = config or PoolConfig()
+        self._remote = ray.remote(RewardWorker)
+        self.actors = [self._launch() for _ in range(self.config.num_workers)]
+        self._await_ready(self.actors)
+        self._spare = None  # started after the first replacement: a reward that broke one worker may again
+        self.replaced_total = 0
+        self._replaced_batch, self._crashed_once = 0, set()
+
+    # ------------------------------------------------------------------------------------- actors
+    def _launch(self):
+        cpus = self.config.cpus_per_worker
+        return self._remote.options(num_cpus=cpus, max_restarts=0).remote(self.reward, self.options, cpus)
+
+    def _await_ready(self, actors) -> None:
+        import ray
+
+        try:
+            ray.get([a.ready.remote() for a in actors], timeout=self.config.startup_timeout_s)
+        except Exception as error:
+            raise RuntimeError(f"reward workers for {self.reward!r} failed to start: {error}") from error
+
+    def _replace(self, slot: int) -> None:
+        """Kill the worker in `slot`; the warm spare takes its place and a new spare starts in the background.
+        (A worker starts in seconds: it imports the reward and its dependencies.)"""
+        import ray
+
+        ray.kill(self.actors[slot], no_restart=True)
+        candidate, self._spare = self._spare or self._launch(), None
+        try:
+            self._await_ready([candidate])
+        except RuntimeError:  # the spare itself died while waiting: start one from scratch
+            candidate = self._launch()
+            self._await_ready([candidate])
+        self.actors[slot] = candidate
+        self._spare = self._launch() if self.config.spare else None
+        self.replaced_total += 1
+        self._replaced_batch += 1
+
+    def _check_health(self) -> None:
+        """Replace workers that died or hung while idle, so no sample is blamed for them."""
+        import ray
+
+        refs = {a.ready.remote(): slot for slot, a in enumerate(self.actors)}
+        ready, stuck = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.grace_s)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                self._replace(refs[ref])
+        for ref in stuck:
+            self._replace(refs[ref])
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors + ([self._spare] if self._spare else []):
+            ray.kill(actor, no_restart=True)
+        self.actors, self._spare = [], None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------- scoring
+    def score(self, samples: list[Sample]) -> ScoredBatch:
+        start = time.perf_counter()
+        self._replaced_batch, self._crashed_once = 0, set()
+        self._check_health()
+        results: list[RewardResult | None] = [None] * len(samples)
+        self._run(samples, results)
+        batch = ScoredBatch(results, {})
+        errors = apply_policy(results, self.config.on_error)
+        batch.metrics = {**summarize(results), "reward/on_error": self.config.on_error,
+                         "reward/workers_replaced": self._replaced_batch,
+                         "timing/reward_s": time.perf_counter() - start}
+        if errors and self.config.on_error == "fail":
+            shown = "; ".join(f"sample {i}: {r.error}: {r.message}" for i, r in errors[:5])
+            raise RewardFailed(f"{len(errors)} of {len(samples)} samples failed ({shown})", batch)
+        return batch
+
+    def _chunks(self, n: int) -> list[list[int]]:
+        size = self.config.chunk_size or max(1, math.ceil(n / (2 * len(self.actors))))
+        return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+
+    def _run(self, samples: list[Sample], results: list) -> None:
+        import ray
+
+        queue, in_flight = deque(self._chunks(len(samples))), {}
+        idle = list(range(len(self.actors)))
+        deadline_s = self.config.deadline_s
+        while queue or in_flight:
+            while queue and idle:
+                indices = queue.popleft()
+                if self._replaced_batch >= self.config.max_replacements:
+                    self._give_up(indices, results)
+                    continue
+                slot = idle.pop()
+                ref = self.actors[slot].score.remote([samples[i] for i in indices], deadline_s)
+                hard = time.perf_counter() + deadline_s * len(indices) + self.config.grace_s
+                in_flight[ref] = _Job(slot, indices, hard)
+            if not in_flight:
+                continue
+            wait = max(0.0, min(j.deadline for j in in_flight.values()) - time.perf_counter())
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait)
+            if ready:  # take every reply that is in, not just the first
+                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
+            for ref in ready:
+                job = in_flight.pop(ref)
+                self._collect(ref, job, results, queue)
+                idle.append(job.slot)
+            self._expire(in_flight, idle, results, queue)
+
+    def _expire(self, in_flight: dict, idle: list, results: list, queue: deque) -> None:
+        """Kill and replace workers past their hard deadline (their watchdog did not answer: stuck outside
+        Python). A reply that arrived while the driver was busy replacing another worker is collected."""
+        import ray
+
+        now = time.perf_counter()
+        expired = [ref for ref, job in in_flight.items() if now >= job.deadline]
+        if not expired:
+            return
+        arrived, _ = ray.wait(expired, num_returns=len(expired), timeout=0)
+        for ref in expired:
+            job = in_flight.pop(ref)
+            if ref in arrived:
+                self._collect(ref, job, results, queue)
+            else:
+                self._replace(job.slot)
+                self._retry_or_fail(job.indices, "timeout", f"worker gave no answer within "
+                                    f"{self.config.deadline_s:g}s per sample (+{self.config.grace_s:g}s grace); "
+                                    f"it was killed and replaced", results, queue)
+            idle.append(job.slot)
+
+    def _collect(self, ref, job: _Job, results: list, queue: deque) -> None:
+        import ray
+
+        try:
+            reply: WorkerReply = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            self._replace(job.slot)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = f"reward worker process died while scoring ({first})"
+            if len(job.indices) == 1 and job.indices[0] not in self._crashed_once:
+                self._crashed_once.add(job.indices[0])  # a worker can die for other reasons: blame on the 2nd
+                queue.append(job.indices)
+            else:
+                self._retry_or_fail(job.indices, "crash", message, results, queue)
+            return
+        except ray.exceptions.RayError as error:  # the call itself failed (e.g. a sample that cannot pickle)
+            for i in job.indices:
+                results[i] = RewardResult.failed("exception", f"reward worker call failed: {error}")
+            return
+        leftover = [i for i, r in zip(job.indices, reply.results) if r is None]
+        for i, r in zip(job.indices, reply.results):
+            if r is not None:
+                results[i] = r
+        if reply.tainted:
+            self._replace(job.slot)
+        if leftover and len(leftover) == len(job.indices) and len(leftover) > 1:
+            queue.extend([i] for i in leftover)  # a batched call hung: find the culprit one by one
+        elif leftover:
+            queue.append(leftover)  # never reached: innocent, score them elsewhere
+
+    @staticmethod
+    def _retry_or_fail(indices: list[int], kind: str, message: str, results: list, queue: deque) -> None:
+        if len(indices) == 1:
+            results[indices[0]] = RewardResult.failed(kind, message)
+        else:
+            queue.extend([i] for i in indices)
+
+    def _give_up(self, indices: list[int], results: list) -> None:
+        for i in indices:
+            results[i] = RewardResult.failed(
+                "crash", f"not scored: {self._replaced_batch} workers were replaced in this batch (limit "
+                         f"max_replacements={self.config.max_replacements}); the reward keeps killing or hanging "
+                         f"its workers")
+
+
+def apply_policy(results: list[RewardResult], on_error: str) -> list[tuple[int, RewardResult]]:
+    """Apply `on_error` to failed samples (their error stays recorded); returns the failed (index, result)."""
+    errors = [(i, r) for i, r in enumerate(results) if r.error is not None]
+    for _, result in errors:
+        if on_error == "zero":
+            result.total = 0.0
+        elif on_error == "skip":
+            result.skipped = True
+    return errors
