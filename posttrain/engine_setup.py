@@ -1,0 +1,175 @@
+"""Building blocks of a learner's DeepSpeed engine: process group, model loading, freezing, parameter groups,
+learning-rate schedule and the DeepSpeed config dict.
+
+Boundary: nothing here runs a training step; `learner.py` does. CPU facts (DESIGN.md): gloo backend, an
+optimizer with no compiled op (`torch_adam`), and the one-time shm comm-op build cached in a stable
+TORCH_EXTENSIONS_DIR so tests and CI reuse it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from posttrain.learner_config import LearnerConfig
+
+
+def extension_cache() -> str:
+    """Pin TORCH_EXTENSIONS_DIR (unless set) so DeepSpeed's JIT-built comm op (~25-40 s) is built once."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "keye-posttrain" / "torch_extensions"
+    return os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(default))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_process_group() -> None:
+    """Join (or create) the torch.distributed group from RANK/WORLD_SIZE/MASTER_* env; gloo on CPU, NCCL on GPU.
+
+    A lone process without those variables becomes a group of one on a free local port.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    extension_cache()
+    if "RANK" not in os.environ:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                          LOCAL_RANK="0")
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
+                               dist_init_required=True)
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16_autocast(config: LearnerConfig) -> bool:
+    if config.precision != "auto":
+        return config.precision == "bf16-autocast"
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
+
+
+def load_model(config: LearnerConfig, path: str | None = None, ds_config: dict | None = None) -> nn.Module:
+    """A model from a Hugging Face directory; importing keye_vl registers Keye-VL with the Auto classes.
+
+    Under ZeRO-3 (`ds_config` given) the weights are partitioned while loading (transformers' zero.Init path),
+    so no rank ever holds the whole model: what makes an 8B model fit beside its optimizer state.
+    """
+    import keye_vl.modeling  # noqa: F401  (Auto-class registration)
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.integrations import HfDeepSpeedConfig
+
+    path = path or config.model
+    if path is None:
+        raise ValueError("learner.model is not set: give a model directory (or pass a module to Learner)")
+    if not Path(path, "config.json").is_file():
+        raise FileNotFoundError(f"{path}/config.json not found: learner.model must be a saved model directory "
+                                f"(`posttrain model init` or save_pretrained writes one)")
+    cls = AutoModelForSequenceClassification if config.model_class == "sequence_classification" \
+        else AutoModelForCausalLM
+    zero3 = HfDeepSpeedConfig(ds_config) if ds_config and config.zero_stage == 3 else None  # noqa: F841 (alive
+    return cls.from_pretrained(path, dtype=torch.float32)                                   # while loading)
+
+
+def freeze_groups(model: nn.Module, groups: list[str]) -> None:
+    """requires_grad=False on every parameter under the named top-level modules (`visual`, `mlp_AR`, ...)."""
+    children = dict(model.named_children())
+    unknown = [g for g in groups if g not in children]
+    if unknown:
+        raise ValueError(f"learner.freeze names {unknown}, which this model does not have; its module groups "
+                         f"are {sorted(children)}")
+    for group in groups:
+        for param in children[group].parameters():
+            param.requires_grad_(False)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters, decay on matrices only (norm weights and biases are not decayed)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:  # a ZeRO-3 partitioned parameter keeps its real shape in ds_shape
+            (decay if len(getattr(param, "ds_shape", param.shape)) >= 2 else no_decay).append(param)
+    if not decay and not no_decay:
+        raise ValueError("every parameter is frozen (learner.freeze): nothing to train")
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+@dataclass
+class WarmupDecay:
+    """LR multiplier: linear warmup to 1 over `warmup` steps, then cosine/linear decay to `floor` at `total`.
+
+    A callable object (not a lambda) so LambdaLR's state_dict saves it and resume restores it.
+    Step k (0-based) of warmup uses (k + 1) / warmup, so the first update is not wasted at lr 0.
+    """
+
+    warmup: int
+    total: int | None
+    kind: str
+    floor: float
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant" or self.total is None:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.kind == "cosine" else 1.0 - progress
+        return self.floor + (1.0 - self.floor) * shape
+
+
+def schedule(config: LearnerConfig) -> WarmupDecay:
+    return WarmupDecay(config.warmup_steps, config.total_steps, config.schedule, config.min_lr_ratio)
+
+
+def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config. Accumulation is caller-owned (`managed_gradient_accumulation: false`): the learner
+    calls backward once per micro-batch and `step()` once per update. Stage 0 clips in the learner (DeepSpeed's
+    stage-0 path does not report the norm); ZeRO stages clip in their optimizer."""
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": config.grad_accum_steps,
+        "train_batch_size": config.grad_accum_steps * world_size,
+        "managed_gradient_accumulation": False,
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": config.lr, "betas": list(config.betas), "eps": config.eps, "weight_decay": config.weight_decay,
+            "torch_adam": True}},
+        "gradient_clipping": config.grad_clip if config.zero_stage > 0 else 0.0,
+        "zero_optimization": {"stage": config.zero_stage, "overlap_comm": False},
+        "steps_per_print": 2**62,
+        "wall_clock_breakdown": False,
+    }
+    if config.zero_stage == 3:
+        ds["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
+    _merge(ds, config.deepspeed)
+    return ds
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

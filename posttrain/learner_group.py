@@ -1,0 +1,154 @@
+"""Learner group: N Ray actors, one torch.distributed process group (gloo on CPU, NCCL on GPU), one `Learner`
+(DeepSpeed engine) per actor: data parallelism over ranks, ZeRO from the learner config.
+
+`LearnerActor` is the Ray role (a thin shell around `Learner`; `ray.remote` is applied only where the group
+launches it). `LearnerGroup` is the driver-side handle: it shards each batch over the ranks, calls every rank
+(the engines' collectives need all of them) and returns rank 0's whole-batch metrics.
+
+Boundary: placement is Ray's; each actor asks for `cpus_per_rank` CPUs (and `gpus_per_rank` GPUs) and sets
+torch's thread count to its CPUs, because oversubscribing cores is ruinous (DESIGN.md). The caller owns
+`ray.init` (or uses `local_ray`), so several groups (policy, rollout, reward) share one cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from posttrain.batch import TrainBatch, VisionLayout
+from posttrain.learner_config import LearnerConfig
+
+
+@contextmanager
+def local_ray(num_cpus: int, **kwargs) -> Iterator[None]:
+    """A Ray instance on this machine only (127.0.0.1, no dashboard), always shut down."""
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class LearnerActor:
+    """One rank. Construct, then `init` once rank 0's address is known (multi-node safe)."""
+
+    def __init__(self, num_threads: int):
+        self.num_threads = max(1, int(num_threads))
+        torch.set_num_threads(self.num_threads)
+        os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
+        self.learner = None
+
+    def address(self) -> tuple[str, int]:
+        import ray
+
+        from posttrain.engine_setup import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def init(self, rank: int, world_size: int, master_addr: str, master_port: int, config: dict) -> bool:
+        from posttrain.learner import Learner
+
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")  # Ray gives each actor its own device
+        self.learner = Learner(LearnerConfig.model_validate(config))
+        return True
+
+    def vision_layout(self) -> VisionLayout | None:
+        return self.learner.vision_layout
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        return self.learner.train_step(batch)
+
+    def forward_logprobs(self, batch: TrainBatch, reference: bool = False) -> Tensor:
+        return self.learner.forward_logprobs(batch, reference)
+
+    def save(self, directory: str, data_state: dict | None = None) -> str:
+        return str(self.learner.save(directory, data_state))
+
+    def load(self, directory: str) -> dict:
+        return self.learner.load(directory)
+
+    def export_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> list[dict[str, Tensor]]:
+        return self.learner.export_weights(bucket_bytes, dtype, rank0_only=True)
+
+    def local_parameters(self) -> dict[str, Tensor]:
+        """This rank's own copy of each parameter (full under ZeRO 0-2, its partition under ZeRO-3)."""
+        return {n: p.detach().cpu().clone() for n, p in self.learner.module.named_parameters()}
+
+    def shutdown(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()  # without it, a rank that exits first can abort the others' last collective
+            dist.destroy_process_group()
+
+
+class LearnerGroup:
+    def __init__(self, config: LearnerConfig, world_size: int = 1, cpus_per_rank: float = 1,
+                 gpus_per_rank: float = 0, num_threads: int | None = None):
+        """`num_threads` (default: the CPUs asked for, at least 1) lets a fractional Ray CPU share still run
+        torch on whole cores, e.g. on a box where rollout and learner alternate rather than overlap."""
+        import ray
+
+        if world_size < 1:
+            raise ValueError(f"world_size must be >= 1, got {world_size}")
+        self.config, self.world_size = config, world_size
+        remote = ray.remote(num_cpus=cpus_per_rank, num_gpus=gpus_per_rank)(LearnerActor)
+        threads = num_threads or max(1, int(cpus_per_rank))
+        self.actors = [remote.remote(threads) for _ in range(world_size)]
+        addr, port = ray.get(self.actors[0].address.remote())
+        config_dict = config.model_dump(mode="json")
+        ray.get([actor.init.remote(rank, world_size, addr, port, config_dict)
+                 for rank, actor in enumerate(self.actors)])
+        self.vision_layout = ray.get(self.actors[0].vision_layout.remote())
+
+    def _all(self, calls: list) -> list:
+        import ray
+
+        return ray.get(calls)
+
+    def shards(self, batch: TrainBatch) -> list[TrainBatch]:
+        return [batch.shard(rank, self.world_size, self.vision_layout) for rank in range(self.world_size)]
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """One update on the whole batch (split evenly over ranks); whole-batch metrics."""
+        results = self._all([a.train_step.remote(s) for a, s in zip(self.actors, self.shards(batch))])
+        return results[0]
+
+    def forward_logprobs(self, batch: TrainBatch, reference: bool = False) -> Tensor:
+        parts = self._all([a.forward_logprobs.remote(s, reference) for a, s in zip(self.actors, self.shards(batch))])
+        return torch.cat(parts)
+
+    def save(self, directory: str, data_state: dict | None = None) -> str:
+        return self._all([a.save.remote(str(directory), data_state) for a in self.actors])[0]
+
+    def load(self, directory: str) -> dict:
+        return self._all([a.load.remote(str(directory)) for a in self.actors])[0]
+
+    def export_weights(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None) -> list[dict]:
+        return self._all([a.export_weights.remote(bucket_bytes, dtype) for a in self.actors])[0]
+
+    def local_parameters(self) -> list[dict[str, Tensor]]:
+        return self._all([a.local_parameters.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        import ray
+
+        try:
+            self._all([a.shutdown.remote() for a in self.actors])
+        finally:
+            for actor in self.actors:
+                ray.kill(actor)
+            self.actors = []
+
+    def __enter__(self) -> LearnerGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()

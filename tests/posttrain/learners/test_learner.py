@@ -1,0 +1,167 @@
+"""A Learner (DeepSpeed engine, group of one) on tiny models: real numbers for SFT, RL and preference steps."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from posttrain.batch import TrainBatch
+from posttrain.learner import Learner
+from posttrain.learner_config import LearnerConfig
+
+
+def keye_batch(processor, rows=4):
+    def conv(*items, text):
+        return [{"role": "user", "content": [*items, {"type": "text", "text": text}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "The answer is 4."}]}]
+    frames = np.random.default_rng(0).integers(0, 255, (8, 56, 84, 3), dtype=np.uint8)
+    convs = [conv({"type": "image", "image": Image.new("RGB", (56, 56), "red")},
+                  {"type": "image", "image": Image.new("RGB", (224, 112), "blue")}, text="How many?"),
+             conv(text="What is 2 + 2? Explain."),
+             conv({"type": "video", "video": frames, "fps": 4}, text="What happens?"),
+             conv({"type": "image", "image": Image.new("RGB", (100, 60), "green")}, text="Colour?")][:rows]
+    b = processor.process_conversations(convs)
+    attn = b["attention_mask"]
+    return TrainBatch(input_ids=b["input_ids"], attention_mask=attn, loss_mask=attn.clone(),
+                      **{k: b.get(k) for k in ("pixel_values", "image_grid_thw", "pixel_values_videos",
+                                               "video_grid_thw", "video_second_per_grid")})
+
+
+def manual_logprobs(model, batch):
+    """Reference computation with the plain model: log p(token_t | <t), 0 on padding and first tokens."""
+    vision = {k: v for k, v in batch.to_dict().items() if k.startswith(("pixel", "image", "video")) and v is not None}
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **vision).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+    logp = torch.nn.functional.pad(logp, (1, 0)) * batch.attention_mask
+    first = batch.attention_mask.long().argmax(-1)
+    logp[torch.arange(len(first)), first] = 0.0
+    return logp
+
+
+def test_sft_first_loss_is_the_plain_nll_and_then_falls(tiny_model_dir, make_batch):
+    batch = make_batch(8, 24, vocab=1000, ragged=True)
+    learner = Learner(LearnerConfig(model=str(tiny_model_dir), lr=3e-3, precision="fp32"))
+    mask = batch.loss_mask.float() * (batch.attention_mask.cumsum(-1) > 1)
+    expected = -(manual_logprobs(learner.module, batch) * mask).sum() / mask.sum()
+    losses = [learner.train_step(batch)["loss"] for _ in range(12)]
+    assert losses[0] == pytest.approx(expected.item(), abs=1e-5)
+    assert losses[-1] < 0.75 * losses[0]
+
+
+def test_packing_and_bucketing_give_the_plain_models_logprobs_with_images_and_video(tiny_model_dir, tiny_processor):
+    batch = keye_batch(tiny_processor)
+    results = {}
+    for mode in ("pack", "bucket"):
+        learner = Learner(LearnerConfig(model=str(tiny_model_dir), micro_batching=mode, grad_accum_steps=2,
+                                        precision="fp32", pack_length=2 * batch.input_ids.shape[1]))
+        results[mode] = learner.forward_logprobs(batch)
+    expected = manual_logprobs(learner.module.eval(), batch)
+    assert (results["pack"] - expected).abs().max() < 1e-4
+    assert (results["bucket"] - expected).abs().max() < 1e-4
+
+
+def test_freezing_leaves_frozen_groups_bit_identical(tiny_model_dir, tiny_processor):
+    batch = keye_batch(tiny_processor)
+    learner = Learner(LearnerConfig(model=str(tiny_model_dir), lr=1e-2, freeze=["visual", "mlp_AR"]))
+    before = {n: p.detach().clone() for n, p in learner.module.named_parameters()}
+    for _ in range(2):
+        learner.train_step(batch)
+    after = dict(learner.module.named_parameters())
+    frozen = [n for n in before if n.startswith(("visual.", "mlp_AR."))]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    assert not torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert not torch.equal(before["lm_head.weight"], after["lm_head.weight"])
+    with pytest.raises(ValueError, match="does not have; its module groups are"):
+        Learner(LearnerConfig(model=str(tiny_model_dir), freeze=["vision_tower"]))
+
+
+def test_bad_batches_are_explained(qwen_dir, make_batch):
+    learner = Learner(LearnerConfig(model=qwen_dir))
+    batch = make_batch(4, 12)
+    with pytest.raises(ValueError, match="no trainable tokens"):
+        learner.train_step(batch.with_fields(loss_mask=torch.zeros_like(batch.loss_mask)))
+    with pytest.raises(ValueError, match="ref_logprobs has shape \\(4, 11\\)"):
+        learner.train_step(batch.with_fields(ref_logprobs=torch.zeros(4, 11)))
+    grpo = Learner(LearnerConfig(model=qwen_dir, loss={"name": "grpo"}))
+    with pytest.raises(ValueError, match="needs \\['advantages'\\]"):
+        grpo.train_step(batch)
+
+
+def test_grpo_step_with_a_reference_model(qwen_dir, make_batch):
+    batch = make_batch(4, 12)
+    batch = batch.with_fields(advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    learner = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, reference="policy", precision="fp32",
+                                    loss={"name": "grpo", "args": {"kl_coef": 0.1, "clip_high": 0.28}}))
+    mask = batch.loss_mask.float() * (batch.attention_mask.cumsum(-1) > 1)
+    n = mask.sum(-1)
+    before = (learner.forward_logprobs(batch) * mask).sum(-1) / n
+    first = learner.train_step(batch)
+    assert first["kl"] == pytest.approx(0.0, abs=1e-7)  # policy == reference before the first update
+    assert first["pg_loss"] == pytest.approx(-float((batch.advantages * n).sum() / n.sum()), abs=1e-6)
+    assert first["ratio"] == pytest.approx(1.0) and first["entropy"] > 0
+    for _ in range(2):
+        last = learner.train_step(batch)
+    assert last["kl"] > 1e-4
+    change = (learner.forward_logprobs(batch) * mask).sum(-1) / n - before
+    assert (torch.sign(change) == torch.sign(batch.advantages)).all()  # positive advantage: more likely
+
+
+def test_dpo_starts_at_log2_and_learns_the_preference(qwen_dir, make_batch):
+    batch = make_batch(4, 10, seed=3).with_fields(chosen=torch.tensor([True, False, False, True]),
+                                                 group_ids=torch.tensor([0, 0, 1, 1]))
+    learner = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, reference="policy", grad_accum_steps=2,
+                                    loss={"name": "mpo", "args": {"beta": 0.5}}))
+    first = learner.train_step(batch)
+    assert first["dpo"] == pytest.approx(math.log(2), abs=1e-6)
+    assert first["bco"] == pytest.approx(2 * math.log(2), abs=1e-6)
+    for _ in range(5):
+        last = learner.train_step(batch)
+    assert last["dpo"] < first["dpo"] and last["reward_accuracy"] == 1.0
+
+
+def test_reward_model_with_bradley_terry(tmp_path, make_batch):
+    from transformers import Qwen3Config, Qwen3ForSequenceClassification
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_labels=1, pad_token_id=0)
+    Qwen3ForSequenceClassification(config).save_pretrained(tmp_path)
+    batch = make_batch(8, 10, seed=5, ragged=False)
+    ids = batch.input_ids.clone()
+    ids[0::2, -1], ids[1::2, -1] = 7, 9  # the chosen row of each pair ends in token 7
+    batch = batch.with_fields(input_ids=ids, chosen=torch.arange(8) % 2 == 0, group_ids=torch.arange(8) // 2)
+    learner = Learner(LearnerConfig(model=str(tmp_path), model_class="sequence_classification", lr=3e-2,
+                                    loss={"name": "bradley_terry"}, micro_batching="pack", precision="fp32"))
+    with torch.no_grad():
+        scores = learner.module(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 0]
+    expected = -torch.nn.functional.logsigmoid(scores[0::2] - scores[1::2]).mean()
+    first = learner.train_step(batch)
+    assert first["loss"] == pytest.approx(expected.item(), abs=1e-5)
+    for _ in range(10):
+        last = learner.train_step(batch)
+    assert last["loss"] < 0.5 * first["loss"] and last["rm_accuracy"] == 1.0
+
+
+def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch):
+    batch = make_batch(8, 32, vocab=1000)
+    stage0 = Learner(LearnerConfig(model=str(tiny_model_dir), precision="fp32"))
+    learner = Learner(LearnerConfig(model=str(tiny_model_dir), zero_stage=3, lr=3e-3, precision="fp32",
+                                    reference="policy", loss={"name": "grpo", "args": {"kl_coef": 0.1}}))
+    assert torch.allclose(learner.forward_logprobs(batch), stage0.forward_logprobs(batch), atol=1e-5)
+    assert torch.allclose(learner.forward_logprobs(batch, reference=True), stage0.forward_logprobs(batch), atol=1e-5)
+    step = learner.train_step(batch.with_fields(advantages=torch.linspace(-1, 1, 8)))
+    assert step["kl"] == pytest.approx(0.0, abs=1e-6) and learner.train_step(
+        batch.with_fields(advantages=torch.linspace(-1, 1, 8)))["kl"] > 0
+    sft = Learner(LearnerConfig(model=str(tiny_model_dir), zero_stage=3, lr=3e-3))
+    losses = [sft.train_step(batch)["loss"] for _ in range(8)]
+    assert losses[-1] < 0.85 * losses[0]
+    buckets = sft.export_weights(bucket_bytes=1 << 20)
+    full = {k: v for b in buckets for k, v in b.items()}
+    reference = dict(stage0.module.named_parameters())
+    assert len(buckets) > 1 and full.keys() == reference.keys()
+    assert all(full[k].shape == reference[k].shape for k in full)
+    assert all(sum(v.numel() * 4 for v in b.values()) <= 1 << 20 or len(b) == 1 for b in buckets)
+    assert not torch.equal(full["lm_head.weight"], reference["lm_head.weight"])  # the trained values
