@@ -1,4 +1,4 @@
-# Two entry points on a fresh machine: `make demo` (the main job) and `make test`.
+# Two entry points on a fresh machine: `make run` (the main job: the tiny end-to-end recipe) and `make test`.
 # Both create .venv on first use. torch is the CPU build pinned in constraints.txt: pip takes the wheel on
 # this machine's disk; every later install is constrained so nothing swaps in a multi-GB CUDA build.
 VENV := .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: run demo test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+run: $(STAMP)
+	$(VENV)/bin/posttrain run tiny/rl_math
+
 demo: $(STAMP)
 	$(VENV)/bin/posttrain demo
 
@@ -22,8 +25,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PIP) install -q -c constraints.txt -e ".[dev,bench]"
 	$(PY) -m bench.model
 	$(PY) -m bench.rollout
+	$(PY) -m bench.rewards
+	$(PY) -m bench.learner
+	$(PY) -m bench.cold_start
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -181,4 +181,19 @@ class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         return positions
 
 
-__all__ = ["KeyeVLForConditionalGeneration", "KeyeVLPreTrainedModel", "KeyeVisionEncoderLayer"]
+def register_auto_classes() -> None:
+    """Make AutoConfig / AutoModel* resolve Keye directories (runs when this module is imported)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from keye_vl.configuration import KeyeTextConfig, KeyeVisionConfig
+
+    for config in (KeyeVLConfig, KeyeVisionConfig, KeyeTextConfig):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+    for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
+        auto_class.register(KeyeVLConfig, KeyeVLForConditionalGeneration, exist_ok=True)
+
+
+register_auto_classes()
+
+__all__ = ["KeyeVLForConditionalGeneration", "KeyeVLPreTrainedModel", "KeyeVisionEncoderLayer",
+           "register_auto_classes"]

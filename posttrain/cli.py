@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from posttrain.commands import demo, generate, model
+from posttrain.commands import cold_start, demo, generate, model, recipes, reward
 
-COMMANDS = [model, generate, demo]
+COMMANDS = [recipes, model, generate, reward, cold_start, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
         print(f"posttrain {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -40,11 +40,33 @@ class PromptEncoder:
             self.processor, self.tokenizer = processor_or_tokenizer, processor_or_tokenizer.tokenizer
         else:
             self.processor, self.tokenizer = None, processor_or_tokenizer
+        self.processor_or_tokenizer = processor_or_tokenizer
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def from_model_dir(cls, path) -> "PromptEncoder":
+        """The encoder of a model directory: its Keye processor if it has one, else its tokenizer."""
+        from pathlib import Path
+
+        from transformers import AutoTokenizer
+
+        from keye_vl.processing import PREPROCESSOR_FILE
+
+        path = Path(path)
+        if (path / PREPROCESSOR_FILE).exists():
+            return cls(KeyeVLProcessor.from_pretrained(path))
+        return cls(AutoTokenizer.from_pretrained(str(path)))
 
     @property
     def eos_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(chat.IM_END)}
+        return sorted(i for i in ids if i is not None and i != self.tokenizer.unk_token_id)
+
+    @property
+    def vision_ids(self) -> list[int]:
+        """Placeholder tokens the model must never write itself (only the processor places them)."""
+        tokens = (chat.VISION_START, chat.VISION_END, chat.IMAGE_PAD, chat.VIDEO_PAD, "<|vision_pad|>")
+        ids = {self.tokenizer.convert_tokens_to_ids(t) for t in tokens}
         return sorted(i for i in ids if i is not None and i != self.tokenizer.unk_token_id)
 
     def encode(self, request: GenerationRequest, continue_final_message: bool = False) -> EncodedPrompt:

@@ -24,9 +24,9 @@ RECOVERABLE = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 class RolloutGroup:
     def __init__(self, model_dir: str, num_workers: int = 1, cpus_per_worker: float = 1.0,
-                 max_redispatch: int = 2, **worker_kwargs: Any):
+                 max_redispatch: int = 2, threads: int | None = None, **worker_kwargs: Any):
         actor = ray.remote(RolloutWorker).options(num_cpus=cpus_per_worker, max_restarts=-1, max_task_retries=0)
-        threads = max(1, int(cpus_per_worker))
+        threads = threads or max(1, int(cpus_per_worker))
         self.workers = [actor.remote(model_dir, worker_id=f"rollout-{i}", num_threads=threads, **worker_kwargs)
                         for i in range(num_workers)]
         self.max_redispatch = max_redispatch

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
 
-import keye_vl  # noqa: F401  (registers Keye with the Auto classes)
-from keye_vl.processing import PREPROCESSOR_FILE, KeyeVLProcessor
+import keye_vl.modeling  # noqa: F401  (registers Keye with the Auto classes)
 from rollout.encoding import EncodedPrompt, PromptEncoder, collate
 from rollout.types import Completion, GenerationRequest, SamplingParams
 
@@ -43,11 +42,7 @@ class TransformersEngine:
             raise FileNotFoundError(f"{path}/config.json not found: not a model directory (create one with "
                                     f"`posttrain model init --preset keye-tiny {path}`)")
         model = AutoModelForCausalLM.from_pretrained(str(path))
-        if (path / PREPROCESSOR_FILE).exists():
-            processor = KeyeVLProcessor.from_pretrained(path)
-        else:
-            processor = AutoTokenizer.from_pretrained(str(path))
-        return cls(model, processor, **kwargs)
+        return cls(model, PromptEncoder.from_model_dir(path).processor_or_tokenizer, **kwargs)
 
     # ------------------------------------------------------------------------------------------ generation
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams,
@@ -112,7 +107,7 @@ class TransformersEngine:
         room = self.max_model_len - prompt_len
         kwargs = dict(max_new_tokens=max(1, min(sampling.max_tokens, room)), output_logits=True,
                       return_dict_in_generate=True, eos_token_id=self.encoder.eos_ids + sampling.stop_token_ids,
-                      pad_token_id=self.encoder.pad_id)
+                      pad_token_id=self.encoder.pad_id, suppress_tokens=self.encoder.vision_ids or None)
         if sampling.greedy:
             return {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         return {**kwargs, "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,

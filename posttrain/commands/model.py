@@ -43,7 +43,7 @@ def run_init(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     import torch
 
-    import keye_vl  # noqa: F401  (registers the config class)
+    import keye_vl.modeling  # noqa: F401  (registers the config class)
     from keye_vl.configuration import KeyeVLConfig
     from keye_vl.modeling import KeyeVLForConditionalGeneration
     from keye_vl.weights import parameter_counts

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-import keye_vl  # noqa: F401  (registers the Auto classes)
+import keye_vl.modeling  # noqa: F401  (registers the Auto classes)
 from keye_vl.configuration import KeyeVLConfig
 from keye_vl.weights import count_preset_parameters
 

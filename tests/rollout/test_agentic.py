@@ -93,7 +93,6 @@ def test_sandbox_image_goes_into_the_context(tiny_tokenizer, tiny_processor):
 @pytest.mark.slow
 def test_tiny_model_end_to_end_after_learning_one_tool_call(tiny_model_dir, tmp_path):
     """Teach the tiny model one agentic response, then let it run: its code must really execute."""
-    pytest.importorskip("rewards.sandbox")  # TODO(rewards issue): remove once the sandbox has landed
     from rollout.hf_engine import TransformersEngine
     from rollout.sandbox_tool import sandbox_tool_runner
 

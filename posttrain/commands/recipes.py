@@ -1,0 +1,100 @@
+"""`posttrain run|validate|ls|cp`: run a recipe, check one, list the shipped ones, copy one to edit.
+
+A recipe argument is a path or the name of a shipped recipe (`tiny/rl_math`). Overrides follow the recipe as
+`key.sub=value` (e.g. `stages.1.steps=50 rollout.sampling.temperature=0.8`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def register(subparsers) -> None:
+    run = subparsers.add_parser("run", help="run (or resume) a recipe end to end")
+    run.add_argument("recipe")
+    run.add_argument("overrides", nargs="*", help="key.sub=value")
+    run.set_defaults(run=run_recipe_command)
+
+    validate = subparsers.add_parser("validate", help="check a recipe without running it")
+    validate.add_argument("recipe")
+    validate.add_argument("overrides", nargs="*")
+    validate.set_defaults(run=validate_command)
+
+    ls = subparsers.add_parser("ls", help="list the shipped recipes")
+    ls.set_defaults(run=ls_command)
+
+    cp = subparsers.add_parser("cp", help="copy a shipped recipe to edit it")
+    cp.add_argument("name")
+    cp.add_argument("dest", type=Path)
+    cp.set_defaults(run=cp_command)
+
+
+def resolve(recipe: str) -> Path:
+    path = Path(recipe)
+    if path.exists():
+        return path
+    shipped = RECIPES_DIR / (recipe if recipe.endswith(".yaml") else f"{recipe}.yaml")
+    if shipped.exists():
+        return shipped
+    raise FileNotFoundError(f"recipe {recipe!r} is neither a file nor a shipped recipe; shipped: "
+                            f"{', '.join(shipped_names())}")
+
+
+def shipped_names() -> list[str]:
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    from posttrain.recipe import load_recipe
+
+    recipe = load_recipe(resolve(args.recipe), args.overrides)
+    stages = ", ".join(f"{s.kind}" for s in recipe.stages)
+    Console().print(f"[green]ok[/] {args.recipe}: {recipe.name} ({stages})")
+    return 0
+
+
+def run_recipe_command(args: argparse.Namespace) -> int:
+    from posttrain.recipe import load_recipe
+    from posttrain.runner import run_recipe
+
+    recipe = load_recipe(resolve(args.recipe), args.overrides)
+    console = Console()
+    summaries = run_recipe(recipe, console)
+    table = Table(title=f"{recipe.name}: {recipe.run_dir}")
+    for column in ("stage", "seconds", "result"):
+        table.add_column(column)
+    for s in summaries:
+        table.add_row(s["stage"], str(s.get("seconds", "")), s.get("headline", ""))
+    console.print(table)
+    return 0
+
+
+def ls_command(args: argparse.Namespace) -> int:
+    from posttrain.recipe import load_recipe
+
+    table = Table(title="shipped recipes")
+    table.add_column("name")
+    table.add_column("stages")
+    table.add_column("description")
+    for name in shipped_names():
+        recipe = load_recipe(RECIPES_DIR / f"{name}.yaml")
+        table.add_row(name, " -> ".join(s.kind for s in recipe.stages), recipe.description)
+    Console().print(table)
+    return 0
+
+
+def cp_command(args: argparse.Namespace) -> int:
+    source = resolve(args.name)
+    dest = args.dest / source.name if args.dest.is_dir() else args.dest
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists; choose another destination")
+    shutil.copyfile(source, dest)
+    Console().print(f"copied {source.relative_to(RECIPES_DIR)} to {dest}; edit it, then `posttrain run {dest}`")
+    return 0

@@ -1,0 +1,83 @@
+"""A run's starting model and data files, prepared once per run directory.
+
+`prepare_model` returns the model directory the first stage reads (an existing one, or a preset initialised into
+`runs/<name>/init-model`). `prepare_data` writes `runs/<name>/data/{sft,prompts,eval}.jsonl`:
+- `arithmetic`: 2-digit additions (`cold_start_data.arithmetic_sft`) split into disjoint SFT / RL / held-out
+  sets. The SFT teacher drops the carry on `carry_drop_rate` of the problems that carry: an imperfect teacher
+  whose mistakes a verifier can select against, as sampled cold-start data is. Without that flaw, RL at this
+  scale has nothing to improve on.
+- `files`: your own JSONL files, checked and copied.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from posttrain.recipe import ArithmeticData, FileData, Recipe
+
+
+def prepare_model(recipe: Recipe, console: Console) -> Path:
+    if recipe.model.path:
+        path = Path(recipe.model.path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model.path {path} has no config.json; point it at a Hugging Face model "
+                                    f"directory or remove it to start from preset {recipe.model.preset!r}")
+        return path
+    path = recipe.run_dir / "init-model"
+    if not (path / "config.json").exists():
+        from keye_vl.weights import init_model_dir
+
+        init_model_dir(path, recipe.model.preset, recipe.model.tokenizer, seed=recipe.model.seed)
+        console.print(f"initialised {recipe.model.preset} in {path}")
+    return path
+
+
+def prepare_data(recipe: Recipe, console: Console) -> Path:
+    out = recipe.run_dir / "data"
+    if (out / "done").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(recipe.data, ArithmeticData):
+        files = arithmetic_files(recipe.data)
+    else:
+        files = user_files(recipe.data)
+    for name, rows in files.items():
+        write_jsonl(out / f"{name}.jsonl", rows)
+    (out / "done").write_text("")
+    console.print(f"data: {', '.join(f'{n} {len(r)}' for n, r in files.items())} rows in {out}")
+    return out
+
+
+def arithmetic_files(data: ArithmeticData) -> dict[str, list[dict]]:
+    """SFT rows, then RL prompts on other pairs, then held-out prompts per mode (all pairs disjoint)."""
+    from cold_start_data.arithmetic_sft import arithmetic_sft_rows
+
+    split = arithmetic_sft_rows(data.sft_rows + data.rl_prompts, seed=data.seed,
+                                carry_drop_rate=data.carry_drop_rate, modes=tuple(data.modes),
+                                n_eval=data.eval_prompts)
+    keys = ("prompt", "answer", "mode", "carry")
+    sft = split.train[: data.sft_rows]
+    rl = [{"id": f"rl{i}", **{k: row[k] for k in keys}} for i, row in enumerate(split.train[data.sft_rows:])]
+    held_out = [{"id": f"eval{i}", **row} for i, row in enumerate(split.eval)]
+    return {"sft": sft, "prompts": rl, "eval": held_out}
+
+
+def user_files(data: FileData) -> dict[str, list[dict]]:
+    from posttrain.sft_data import read_jsonl
+
+    files = {}
+    for name in ("sft", "prompts", "eval"):
+        path = getattr(data, name)
+        if path is not None:
+            files[name] = read_jsonl(path)
+    return files
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    temp = path.with_suffix(".tmp")
+    temp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.move(temp, path)

@@ -1,0 +1,67 @@
+"""Held-out evaluation: greedy answers per mode, accuracy with a 95% interval, think-rate in auto mode.
+
+Accuracy intervals are Wilson score intervals (they stay inside [0, 1] and behave at 0% and 100%, where the
+normal approximation does not).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion.
+
+    >>> [round(x, 3) for x in wilson_interval(50, 100)]
+    [0.404, 0.596]
+    >>> wilson_interval(0, 0)
+    (0.0, 1.0)
+    """
+    if total == 0:
+        return 0.0, 1.0
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class ModeAccuracy:
+    mode: str
+    correct: int
+    total: int
+    reasoned: int  # responses that contained reasoning (the think-rate numerator)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.total)
+
+    def describe(self) -> str:
+        low, high = self.interval
+        return f"{self.mode} {100 * self.accuracy:.1f}% [{100 * low:.1f}, {100 * high:.1f}] (n={self.total})"
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        low, high = self.interval
+        out = {f"{prefix}/accuracy/{self.mode}": self.accuracy, f"{prefix}/accuracy_low/{self.mode}": low,
+               f"{prefix}/accuracy_high/{self.mode}": high}
+        if self.mode == "auto_think":
+            out[f"{prefix}/think_rate"] = self.reasoned / self.total if self.total else 0.0
+        return out
+
+
+def accuracy_by_mode(rows: list[tuple[str, bool, bool]]) -> dict[str, ModeAccuracy]:
+    """rows: (mode, correct, reasoned) per held-out prompt."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for mode, correct, reasoned in rows:
+        c = counts[mode]
+        c[0] += int(correct)
+        c[1] += 1
+        c[2] += int(reasoned)
+    return {mode: ModeAccuracy(mode, c[0], c[1], c[2]) for mode, c in sorted(counts.items())}

@@ -1,0 +1,277 @@
+"""The recipe schema: what a YAML recipe may say, checked before anything starts.
+
+Sections mirror the roles (`model`, `data`, `rollout`, `reward`, `learner`, `cluster`, `trace`) and each actor
+gets only its own section; `stages` lists the pipeline. Unknown keys are rejected, values are typed, and every
+error names the file, the line, the key, the bad value and the valid choices (with a "did you mean").
+Command-line overrides (`key.sub=value`) are parsed as YAML scalars and validated like the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from posttrain.learner_config import LearnerConfig
+from posttrain.yaml_lines import line_of, load_yaml
+from rollout.types import SamplingParams
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Section):
+    path: str | None = None  # an existing Hugging Face model directory; None = create one from `preset`
+    preset: Literal["keye-tiny", "keye-vl-8b"] = "keye-tiny"
+    tokenizer: str | None = None  # tokenizer files for presets that need them (keye-vl-8b)
+    seed: int = 0
+
+
+class ArithmeticData(Section):
+    """Built-in synthetic 2-digit addition (cold_start_data.arithmetic): SFT rows from a flawed teacher plus
+    RL and held-out prompts, all disjoint."""
+
+    kind: Literal["arithmetic"] = "arithmetic"
+    sft_rows: int = Field(4000, ge=1)
+    rl_prompts: int = Field(2000, ge=1)
+    eval_prompts: int = Field(500, ge=1)
+    carry_drop_rate: float = Field(0.6, ge=0.0, le=1.0)
+    modes: list[Literal["think", "no_think", "auto_think"]] = ["think", "no_think"]
+    seed: int = 0
+
+
+class FileData(Section):
+    """Your own JSONL files: `sft` rows have `messages`; `prompts`/`eval` rows have `prompt` or `messages`,
+    `answer`, optional `mode` and any columns your rewards read."""
+
+    kind: Literal["files"] = "files"
+    sft: str | None = None
+    prompts: str | None = None
+    eval: str | None = None
+
+
+DataSection = Annotated[Union[ArithmeticData, FileData], Field(discriminator="kind")]
+
+
+class RolloutSection(Section):
+    engine: Literal["transformers", "vllm"] = "transformers"
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(0.5, gt=0)  # Ray's share; rollout and learner alternate on a CPU box
+    threads: int = Field(2, ge=1)  # torch threads per worker while it generates
+    max_batch_size: int = Field(64, ge=1)
+    bf16_autocast: bool = False
+    sampling: SamplingParams = SamplingParams()
+    eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
+    max_tool_turns: int = Field(3, ge=0)
+
+
+class RewardComponent(Section):
+    spec: str  # a registered name, module.path:func or path/to/file.py:func
+    weight: float = 1.0
+    options: dict[str, Any] = {}
+
+
+class RewardSection(Section):
+    components: list[RewardComponent] = [RewardComponent(spec="math")]
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(0.25, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    on_error: Literal["zero", "skip", "fail"] = "zero"
+    eval_reward: str = "math"  # held-out accuracy: a sample is correct when this reward is >= 0.5
+
+
+class ClusterSection(Section):
+    address: str | None = None  # None: start a local loopback cluster
+    num_cpus: int = Field(2, ge=1)
+    num_learners: int = Field(1, ge=1)  # data-parallel learner ranks
+    cpus_per_learner: float = Field(0.5, gt=0)
+    learner_threads: int = Field(2, ge=1)
+    object_store_mb: int = Field(256, ge=64)
+
+
+class TraceSection(Section):
+    enabled: bool = True
+    save_images: bool = True
+    tensorboard: bool = True
+
+
+class SftStage(Section):
+    kind: Literal["sft"] = "sft"
+    name: str | None = None
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    learner: dict[str, Any] = {}  # overrides of the top-level learner section for this stage
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class RlStage(Section):
+    kind: Literal["rl"] = "rl"
+    name: str | None = None
+    steps: int = Field(100, ge=1)
+    prompts_per_step: int = Field(8, ge=1)
+    group_size: int = Field(8, ge=2)
+    std_normalize: bool = True  # divide advantages by the group std (False: Dr.GRPO)
+    dynamic_sampling: bool = False  # drop zero-variance groups and refill (DAPO)
+    max_refills: int = Field(2, ge=0)
+    learner: dict[str, Any] = {}
+    eval_every: int = Field(0, ge=0)  # 0: no evaluation inside the stage
+    checkpoint_every: int = Field(25, ge=1)
+
+
+class EvalStage(Section):
+    kind: Literal["eval"] = "eval"
+    name: str | None = None
+    modes: list[Literal["think", "no_think", "auto_think", "agentic"]] | None = None  # None: the data's modes
+
+
+Stage = Annotated[Union[SftStage, RlStage, EvalStage], Field(discriminator="kind")]
+
+
+class Recipe(Section):
+    name: str
+    description: str = ""
+    seed: int = 0
+    runs_dir: str = "runs"
+    model: ModelSection = ModelSection()
+    data: DataSection = ArithmeticData()
+    rollout: RolloutSection = RolloutSection()
+    reward: RewardSection = RewardSection()
+    learner: LearnerConfig = LearnerConfig()
+    cluster: ClusterSection = ClusterSection()
+    trace: TraceSection = TraceSection()
+    stages: list[Stage]
+
+    @field_validator("stages")
+    @classmethod
+    def _not_empty(cls, stages):
+        if not stages:
+            raise ValueError("a recipe needs at least one stage")
+        return stages
+
+    @model_validator(mode="after")
+    def _stage_learners(self):
+        for stage in self.stages:
+            if getattr(stage, "learner", None):
+                self.stage_learner(stage)  # unknown or mistyped overrides fail here, at load time
+        return self
+
+    def stage_learner(self, stage) -> LearnerConfig:
+        """The top-level learner section with this stage's overrides applied."""
+        merged = {**self.learner.model_dump(exclude_unset=True), **getattr(stage, "learner", {})}
+        return LearnerConfig.model_validate(merged)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def stage_dirs(self) -> list[Path]:
+        return [self.run_dir / f"{i:02d}-{stage.name or stage.kind}" for i, stage in enumerate(self.stages)]
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; raises RecipeError with file:line for every problem."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe {path} not found; `posttrain ls` lists the shipped recipes")
+    data, lines = load_yaml(path)
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(format_errors(path, error, data, lines)) from None
+
+
+def apply_override(data: dict, override: str) -> None:
+    """`rollout.sampling.temperature=0.8` sets that key; the value is parsed as YAML (typed by the schema)."""
+    if "=" not in override:
+        raise RecipeError(f"override {override!r} must look like key.sub=value")
+    key, raw = override.split("=", 1)
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    value = yaml.safe_load(raw)
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def format_errors(path: Path, error: ValidationError, data: dict, lines) -> str:
+    messages = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        where = f"{path}:{line_of(lines, loc) or '?'}"
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        messages.append(f"{where}: {key}: {_explain(item, loc, data)}")
+    return "invalid recipe\n  " + "\n  ".join(messages)
+
+
+_UNION_TAGS = {"arithmetic", "files", "sft", "rl", "eval"}
+
+
+def _explain(item: dict, loc: tuple, data: dict) -> str:
+    kind, value = item["type"], item.get("input")
+    if kind == "extra_forbidden":
+        choices = list(getattr(_model_at(loc[:-1], data), "model_fields", {}))
+        return f"unknown key {loc[-1]!r}{_did_you_mean(loc[-1], choices)} (valid keys: {', '.join(sorted(choices))})"
+    if kind in ("literal_error", "union_tag_invalid"):
+        ctx = item.get("ctx", {})
+        expected = str(ctx.get("expected", "") or ctx.get("expected_tags", ""))
+        choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
+        bad = value if kind == "literal_error" else ctx.get("tag")
+        return f"{bad!r} is not one of {choices}{_did_you_mean(bad, choices)}"
+    return f"{item['msg']} (got {value!r})" if value is not None and kind != "missing" else item["msg"]
+
+
+def _did_you_mean(bad, choices: list[str]) -> str:
+    guess = difflib.get_close_matches(str(bad), choices, n=1)
+    return f"; did you mean {guess[0]!r}?" if guess else ""
+
+
+def _model_at(loc: tuple, data: Any) -> Any:
+    """The schema model at `loc`, choosing union members by the data's `kind` (for the key list)."""
+    model, node, annotation = Recipe, data, None
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+        if not isinstance(part, int):  # a list index keeps the list's item annotation
+            field = getattr(model, "model_fields", {}).get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+        model = _member(annotation, node)
+    return model
+
+
+def _member(annotation, node) -> Any:
+    members = list(_models_in(annotation))
+    kind = node.get("kind") if isinstance(node, dict) else None
+    for member in members:
+        if "kind" in member.model_fields and member.model_fields["kind"].default == kind:
+            return member
+    return members[0] if members else None
+
+
+def _models_in(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()) or ():  # Union[...], list[...], Annotated[...]
+        yield from _models_in(arg)
+    if hasattr(annotation, "__origin__") and not getattr(annotation, "__args__", None):
+        yield from _models_in(annotation.__origin__)

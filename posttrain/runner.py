@@ -1,0 +1,89 @@
+"""The stage runner: stages in order, each in `runs/<name>/<nn>-<stage>/`, resumable after any stop.
+
+A stage is done when its `done.json` exists (written last, atomically); a finished stage is skipped on the next
+run and its model directory feeds the next stage. A stage that was stopped resumes from its own latest
+checkpoint (the stage's code does that). Stage kinds register in STAGES; each gets a `StageContext`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from rich.console import Console
+
+from posttrain.recipe import Recipe
+
+STAGES: dict[str, Callable[["StageContext"], dict[str, Any]]] = {}
+
+
+def stage_kind(kind: str):
+    def register(fn):
+        STAGES[kind] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class StageContext:
+    recipe: Recipe
+    index: int
+    stage: Any
+    dir: Path
+    model_in: Path
+    data_dir: Path
+    console: Console
+
+    @property
+    def model_out(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:02d}-{self.stage.name or self.stage.kind}"
+
+
+def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) every stage; returns each stage's summary."""
+    from posttrain.cluster import check_fits, ray_cluster
+    from posttrain.data import prepare_data, prepare_model
+    from posttrain.stages import register_all
+
+    register_all()
+    console = console or Console()
+    check_fits(recipe)
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    (recipe.run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    model = prepare_model(recipe, console)
+    data_dir = prepare_data(recipe, console)
+    summaries = []
+    with ray_cluster(recipe):
+        for index, (stage, stage_dir) in enumerate(zip(recipe.stages, recipe.stage_dirs())):
+            ctx = StageContext(recipe, index, stage, stage_dir, model, data_dir, console)
+            done = stage_dir / "done.json"
+            if done.exists():
+                console.print(f"[dim]{ctx.label}: done earlier, skipped[/]")
+                summary = json.loads(done.read_text())
+            else:
+                stage_dir.mkdir(parents=True, exist_ok=True)
+                console.rule(f"{ctx.label}")
+                start = time.perf_counter()
+                summary = {"stage": ctx.label, **STAGES[stage.kind](ctx),
+                           "seconds": round(time.perf_counter() - start, 1)}
+                write_json_atomic(done, summary)
+            if (ctx.model_out / "config.json").exists():
+                model = ctx.model_out
+            summaries.append(summary)
+    return summaries
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    temp = path.with_suffix(path.suffix + ".tmp")
+    temp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temp, path)

@@ -1,0 +1,101 @@
+"""Chat rows to `TrainBatch`es for supervised fine-tuning.
+
+A row is `{"messages": [..., {"role": "assistant", "content": ...}], "mode": optional}`. The prompt (every
+message before the last, with the mode suffix) is encoded exactly as the rollout engine encodes prompts, and the
+assistant turn plus `<|im_end|>` is appended segment by segment, as the agentic loop appends: SFT trains on the
+very token sequences that RL later samples. Loss falls on the assistant's own tokens only: sandbox outputs
+(`<sandbox_output>...</sandbox_output>`, and any image inside them) are context, not targets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from keye_vl.chat import IM_END, SANDBOX_CLOSE, SANDBOX_OPEN, content_items
+from posttrain.batch import TrainBatch
+from rollout.encoding import EncodedPrompt, PromptEncoder
+from rollout.types import GenerationRequest
+
+
+@dataclass
+class SftExample:
+    prompt: EncodedPrompt  # the prompt with the whole response appended (its vision includes response images)
+    prompt_len: int
+    completion_ids: list[int]
+    loss_mask: list[int]
+
+    def __len__(self) -> int:
+        return self.prompt_len + len(self.completion_ids)
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a JSONL file; errors name the file, the line and the missing key."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} not found")
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise ValueError(f"{path}:{line_no}: row lacks {missing} (has {sorted(row)})")
+        rows.append(row)
+    return rows
+
+
+def encode_sft_row(row: dict, encoder: PromptEncoder, where: str = "") -> SftExample:
+    messages = row["messages"]
+    if not messages or messages[-1].get("role") != "assistant":
+        raise ValueError(f"{where}: an SFT row's last message must be the assistant's answer")
+    prompt = encoder.encode(GenerationRequest(where, messages[:-1], row.get("mode")))
+    start, ids, mask = len(prompt), [], []
+    for piece, trained, images in _segments([*content_items(messages[-1]), {"type": "text", "text": IM_END}]):
+        prompt, added = encoder.append(prompt, encoder.text_ids(piece) if piece else [], images)
+        ids += added
+        mask += [int(trained)] * len(added)
+    return SftExample(prompt, start, ids, mask)
+
+
+def _segments(items: list[dict]):
+    """(text, trained, images) pieces of a response: sandbox outputs (tags, text, images) are not trained."""
+    inside = False
+    for item in items:
+        if item["type"] == "image":
+            yield "", False, [item["image"]]
+            continue
+        if item["type"] != "text":
+            raise ValueError(f"assistant content of type {item['type']!r} is not supported in SFT rows")
+        for part in re.split(f"({re.escape(SANDBOX_OPEN)}|{re.escape(SANDBOX_CLOSE)})", item["text"]):
+            inside = inside or part == SANDBOX_OPEN
+            if part:
+                yield part, not inside, []
+            inside = inside and part != SANDBOX_CLOSE
+
+
+def sft_batch(examples: list[SftExample], pad_id: int) -> TrainBatch:
+    """Right-padded batch with loss on the completion tokens."""
+    longest = max(len(e) for e in examples)
+    ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    loss = torch.zeros_like(ids)
+    for row, e in enumerate(examples):
+        sequence = e.prompt.input_ids
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention[row, : len(sequence)] = 1
+        loss[row, e.prompt_len: len(sequence)] = torch.tensor(e.loss_mask)
+    vision = {}
+    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
+        parts = [e.prompt.vision[key] for e in examples if key in e.prompt.vision]
+        if parts:
+            vision[key] = torch.cat(parts)
+    return TrainBatch(input_ids=ids, attention_mask=attention, loss_mask=loss, **vision)

@@ -1,0 +1,6 @@
+"""Stage kinds. Each module registers its runner with `posttrain.runner.stage_kind`; importing them all here
+keeps the runner ignorant of what kinds exist."""
+
+
+def register_all() -> None:
+    from posttrain.stages import evaluate, rl, sft  # noqa: F401

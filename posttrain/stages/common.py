@@ -1,0 +1,60 @@
+"""What the stages share: the progress bar, the learner group for a stage, checkpoints and the final model."""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from posttrain.learner_config import LearnerConfig
+from posttrain.runner import StageContext
+
+
+@contextmanager
+def stage_progress(ctx: StageContext, total: int, start: int = 0):
+    """A bar with ETA and a free-text metrics column (`progress.update(task, metrics="...")`)."""
+    columns = [TextColumn(f"[bold]{ctx.label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}")]
+    with Progress(*columns, console=ctx.console, transient=False) as progress:
+        task = progress.add_task(ctx.label, total=total, completed=start, metrics="")
+        yield progress, task
+
+
+def learner_config(ctx: StageContext, **fixed) -> LearnerConfig:
+    config = ctx.recipe.stage_learner(ctx.stage).model_copy(update={"model": str(ctx.model_in), **fixed})
+    return LearnerConfig.model_validate(config.model_dump())
+
+
+def start_learners(ctx: StageContext, config: LearnerConfig):
+    from posttrain.learner_group import LearnerGroup
+
+    cluster = ctx.recipe.cluster
+    return LearnerGroup(config, world_size=cluster.num_learners, cpus_per_rank=cluster.cpus_per_learner,
+                        num_threads=cluster.learner_threads)
+
+
+def latest_checkpoint(ctx: StageContext) -> Path | None:
+    root = ctx.dir / "checkpoints"
+    steps = sorted((int(p.name.split("-")[1]), p) for p in root.glob("step-*") if p.is_dir()) if root.exists() else []
+    return steps[-1][1] if steps else None
+
+
+def save_checkpoint(ctx: StageContext, group, step: int, keep: int = 2) -> Path:
+    """Save at `step` (= steps done) and prune older checkpoints, keeping the newest `keep`."""
+    path = ctx.dir / "checkpoints" / f"step-{step:06d}"
+    group.save(str(path), {"step": step})
+    old = sorted(p for p in path.parent.glob("step-*") if p.is_dir())[:-keep]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+    return path
+
+
+def publish_model(ctx: StageContext, checkpoint: Path) -> None:
+    """The stage's output model: the checkpoint's Hugging Face directory, copied to `<stage>/model`."""
+    temp = ctx.model_out.with_name("model.tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    shutil.copytree(checkpoint / "model", temp)
+    shutil.rmtree(ctx.model_out, ignore_errors=True)
+    temp.rename(ctx.model_out)

@@ -1,0 +1,99 @@
+"""Held-out evaluation: greedy answers to the eval prompts in each mode, scored by `reward.eval_reward`.
+
+Used inside RL stages (before, every `eval_every` steps, after) and as a stage of its own (`kind: eval`).
+Reports accuracy per mode with 95% Wilson intervals and the think-rate in auto mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keye_vl.chat import parse_response
+from posttrain.evaluation import ModeAccuracy, accuracy_by_mode
+from posttrain.prompts import load_prompts, request_of, sample_of
+from posttrain.runner import StageContext, stage_kind
+from posttrain.traces import StepLog
+
+
+@dataclass
+class EvalResult:
+    label: str
+    by_mode: dict[str, ModeAccuracy]
+
+    @property
+    def summary(self) -> dict:
+        return {m: {"accuracy": a.accuracy, "interval": list(a.interval), "n": a.total,
+                    **({"think_rate": a.reasoned / a.total} if m == "auto_think" and a.total else {})}
+                for m, a in self.by_mode.items()}
+
+    @property
+    def metrics(self) -> dict:
+        out = {}
+        for a in self.by_mode.values():
+            out.update(a.metrics())
+        return out
+
+    def describe(self) -> str:
+        return "; ".join(a.describe() for a in self.by_mode.values())
+
+    def compare(self, before: "EvalResult | None") -> str:
+        if before is None:
+            return self.describe()
+        parts = []
+        for mode, after in self.by_mode.items():
+            old = before.by_mode.get(mode)
+            parts.append(f"{mode} {100 * old.accuracy:.1f}% -> {100 * after.accuracy:.1f}%" if old else
+                         after.describe())
+        return "; ".join(parts)
+
+
+class Evaluator:
+    def __init__(self, ctx: StageContext, rollout, modes: list[str] | None = None):
+        from rewards.pool import PoolConfig, RewardPool
+
+        self.ctx, self.rollout = ctx, rollout
+        path = ctx.data_dir / "eval.jsonl"
+        self.rows = load_prompts(path, "e") if path.exists() else []
+        data_modes = getattr(ctx.recipe.data, "modes", None)
+        self.modes = modes or data_modes or sorted({r.get("mode") or "auto_think" for r in self.rows})
+        reward = ctx.recipe.reward
+        self.pool = RewardPool(reward.eval_reward, {}, PoolConfig(num_workers=1, deadline_s=reward.timeout_s,
+                                                                  on_error="zero", spare=False,
+                                                                  cpus_per_worker=reward.cpus_per_worker))
+        self.log = StepLog(ctx.dir / "eval.jsonl")
+
+    def run(self, step: int, label: str) -> EvalResult:
+        if not self.rows:
+            return EvalResult(label, {})
+        sampling = self.ctx.recipe.rollout.eval_sampling.model_copy(update={"n": 1})
+        # rows that name a mode are asked in it; the others in every evaluated mode
+        rows = [r for r in self.rows if r.get("mode")] + [{**r, "mode": m} for m in self.modes
+                                                          for r in self.rows if not r.get("mode")]
+        completions = self.rollout.generate([request_of(r) for r in rows], sampling)
+        results = self.pool.score([sample_of(r, c, i, 1) for i, (r, c) in enumerate(zip(rows, completions))]).results
+        outcomes = [(r["mode"], (res.total or 0.0) >= 0.5, parse_response(c.text).reasoned)
+                    for r, c, res in zip(rows, completions, results)]
+        result = EvalResult(label, accuracy_by_mode(outcomes))
+        self.log.write_step(step, [{"label": label, **result.summary}])
+        self.ctx.console.print(f"[bold]eval {label}[/]: {result.describe()}")
+        return result
+
+    def close(self) -> None:
+        self.log.close()
+        self.pool.close()
+
+
+@stage_kind("eval")
+def run_eval(ctx: StageContext) -> dict:
+    from rollout.group import RolloutGroup
+
+    r = ctx.recipe.rollout
+    rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
+                           max_batch_size=r.max_batch_size, max_tool_turns=r.max_tool_turns)
+    evaluator = Evaluator(ctx, rollout, ctx.stage.modes)
+    try:
+        result = evaluator.run(0, ctx.label)
+    finally:
+        evaluator.close()
+        rollout.shutdown()
+    return {"eval": result.summary, "headline": result.describe()}

@@ -1,0 +1,229 @@
+"""Mixed-mode RL stage (GRPO family) on the Ray actor system.
+
+One step, in order (each phase timed as `timing/<phase>_s`):
+  1. sample prompts      - P rows from the prompt stream; their modes mix in one batch
+  2. generate            - G samples per prompt on the rollout workers, with the current weights
+  3. score               - rewards on the reward workers; failures are recorded per sample
+  4. advantages          - group-normalised; with dynamic sampling, zero-variance groups are dropped and
+                           refilled from the stream (DAPO)
+  5. train               - one learner step (loss from the learner config: grpo / gspo / ...)
+  6. sync weights        - learner -> rollout workers, with a version
+  7. log                 - a trace record per sample, metrics per step
+Held-out evaluation (greedy, per mode) runs before the first step, every `eval_every` steps and at the end.
+Departures from the papers: progressive hints and pass-rate filtering are not implemented yet.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
+from posttrain.rl_batch import rl_batch
+from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, save_checkpoint,
+                                     stage_progress, start_learners)
+from posttrain.stages.evaluate import Evaluator
+from posttrain.traces import MetricsLog, StepLog, save_images
+from posttrain.losses import group_advantages
+from rollout.encoding import PromptEncoder
+
+
+@contextmanager
+def timed(timings: dict, phase: str):
+    start = time.perf_counter()
+    yield
+    timings[f"timing/{phase}_s"] = timings.get(f"timing/{phase}_s", 0.0) + time.perf_counter() - start
+
+
+class RlLoop:
+    def __init__(self, ctx: StageContext):
+        from rewards.pool import PoolConfig, RewardPool
+        from rollout.group import RolloutGroup
+
+        self.ctx, self.stage, recipe = ctx, ctx.stage, ctx.recipe
+        self.sampler = PromptSampler(load_prompts(ctx.data_dir / "prompts.jsonl", "p"), recipe.seed)
+        self.encoder = PromptEncoder.from_model_dir(ctx.model_in)
+        self.sampling = recipe.rollout.sampling.model_copy(update={"n": self.stage.group_size})
+        config = learner_config(ctx, temperature=self.sampling.logprob_temperature, total_steps=self.stage.steps)
+        self.learners = start_learners(ctx, config)
+        checkpoint = latest_checkpoint(ctx)
+        self.start = self.learners.load(str(checkpoint))["step"] if checkpoint else 0
+        r = recipe.rollout
+        self.rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
+                                    max_batch_size=r.max_batch_size, bf16_autocast=r.bf16_autocast,
+                                    max_tool_turns=r.max_tool_turns)
+        w = recipe.reward
+        spec = {c.spec: c.weight for c in w.components}
+        options = w.components[0].options if len(w.components) == 1 else {}
+        self.rewards = RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
+                                                            on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
+        self.evaluator = Evaluator(ctx, self.rollout)
+        self.traces = StepLog(ctx.dir / "traces.jsonl", resume_after=self.start - 1)
+        self.metrics = MetricsLog(ctx.dir, self.start - 1, recipe.trace.tensorboard)
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        self.sync_weights(self.start)
+        before = self.evaluator.run(self.start, "before") if self.start == 0 else None
+        with stage_progress(self.ctx, self.stage.steps, self.start) as (progress, task):
+            for step in range(self.start, self.stage.steps):
+                metrics = self.step(step)
+                progress.update(task, advance=1, metrics=_headline(metrics))
+                done = step + 1
+                if self.stage.eval_every and done % self.stage.eval_every == 0 and done < self.stage.steps:
+                    self.metrics.write(step, self.evaluator.run(done, f"step {done}").metrics)
+                if done % self.stage.checkpoint_every == 0 and done < self.stage.steps:
+                    save_checkpoint(self.ctx, self.learners, done)
+        after = self.evaluator.run(self.stage.steps, "after")
+        publish_model(self.ctx, save_checkpoint(self.ctx, self.learners, self.stage.steps))
+        return {"eval_before": before.summary if before else None, "eval_after": after.summary,
+                "headline": after.compare(before)}
+
+    def step(self, step: int) -> dict:
+        timings: dict[str, float] = {}
+        with timed(timings, "sample"):
+            rows = self.sampler.draw(step, self.stage.prompts_per_step)
+        with timed(timings, "generate"):
+            completions = self.generate(rows)
+        with timed(timings, "reward"):
+            scored = self.score(rows, completions)
+        with timed(timings, "advantages"):
+            rows, completions, results, advantages, stats = self.advantages(step, rows, completions, scored, timings)
+        with timed(timings, "train"):
+            train_metrics = self.train(rows, completions, results, advantages)
+        with timed(timings, "sync"):
+            self.sync_weights(step + 1)
+        with timed(timings, "log"):
+            metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(completions, results)}
+            self.log(step, rows, completions, results, advantages)
+            self.metrics.write(step, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------ phases
+    def generate(self, rows: list[dict]):
+        """G completions per row, grouped contiguously."""
+        return self.rollout.generate([request_of(r) for r in rows], self.sampling)
+
+    def score(self, rows, completions):
+        g = self.stage.group_size
+        samples = [sample_of(rows[i // g], c, i // g, g) for i, c in enumerate(completions)]
+        return self.rewards.score(samples)
+
+    def advantages(self, step, rows, completions, scored, timings):
+        """Group advantages; with dynamic sampling, drop groups whose rewards are all equal and refill."""
+        g = self.stage.group_size
+        results = list(scored.results)
+        stats = {f"reward_pool/{k}": v for k, v in scored.metrics.items() if isinstance(v, (int, float))}
+        kept_rows, kept_completions, kept_results = _varied_groups(rows, completions, results, g,
+                                                                   self.stage.dynamic_sampling)
+        refills = 0
+        while (self.stage.dynamic_sampling and len(kept_rows) < self.stage.prompts_per_step
+               and refills < self.stage.max_refills):
+            refills += 1
+            extra = self.sampler.draw(step, self.stage.prompts_per_step, offset=refills * self.stage.prompts_per_step)
+            with timed(timings, "refill"):
+                extra_completions = self.generate(extra)
+                extra_results = self.score(extra, extra_completions).results
+            more = _varied_groups(extra, extra_completions, list(extra_results), g, True)
+            kept_rows += more[0]
+            kept_completions += more[1]
+            kept_results += more[2]
+        kept_rows = kept_rows[: self.stage.prompts_per_step]
+        kept_completions, kept_results = kept_completions[: len(kept_rows) * g], kept_results[: len(kept_rows) * g]
+        totals = torch.tensor([_train_reward(r) for r in kept_results])
+        advantages = group_advantages(totals, g, scale_std=self.stage.std_normalize) if len(totals) else totals
+        stats.update({"rl/groups_kept": len(kept_rows), "rl/refills": refills,
+                      "rl/zero_variance_fraction": 1 - len(kept_rows) / max(1, self.stage.prompts_per_step)})
+        return kept_rows, kept_completions, kept_results, advantages, stats
+
+    def train(self, rows, completions, results, advantages) -> dict:
+        if not completions:
+            return {"rl/skipped_step": 1.0}
+        g = self.stage.group_size
+        batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder)
+        skipped = torch.tensor([r.skipped for r in results])
+        if skipped.any():  # on_error: skip -> these samples carry no loss
+            batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
+        return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
+
+    def sync_weights(self, version: int) -> None:
+        buckets = self.learners.export_weights(bucket_bytes=64 << 20)
+        self.rollout.update_weights(version, buckets)
+
+    def rollout_metrics(self, completions, results) -> dict:
+        if not completions:
+            return {}
+        lengths = torch.tensor([float(c.num_tokens) for c in completions])
+        totals = [r.total for r in results if r.total is not None]
+        return {"rollout/length_mean": float(lengths.mean()), "rollout/length_max": float(lengths.max()),
+                "rollout/truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
+                "reward/mean": sum(totals) / max(1, len(totals))}
+
+    def log(self, step, rows, completions, results, advantages) -> None:
+        if not self.ctx.recipe.trace.enabled:
+            return
+        g = self.stage.group_size
+        records = []
+        for i, (c, r) in enumerate(zip(completions, results)):
+            row = rows[i // g]
+            images = (save_images(c.images, self.ctx.dir / "trace_images", f"{step}-{i}")
+                      if c.images and self.ctx.recipe.trace.save_images else [])
+            records.append({
+                "run": self.ctx.recipe.name, "stage": self.ctx.label, "prompt_id": row["id"],
+                "sample_index": c.sample_index, "group": i // g, "mode": row.get("mode"),
+                "prompt": row.get("prompt", row.get("messages")), "answer": row.get("answer"),
+                "completion": c.text, "finish_reason": c.finish_reason, "prompt_tokens": len(c.prompt_ids),
+                "completion_tokens": c.num_tokens, "reward": r.total, "reward_components": r.components,
+                "reward_error": r.error, "reward_message": r.message, "advantage": float(advantages[i]),
+                "weight_version": c.weight_version, "worker": c.worker, "timings": c.timings,
+                "tool_calls": c.tool_calls, "images": images})
+        self.traces.write_step(step, records)
+
+    def close(self) -> None:
+        for closer in (self.traces.close, self.metrics.close, self.evaluator.close, self.rewards.close,
+                       self.rollout.shutdown, self.learners.shutdown):
+            try:
+                closer()
+            except Exception:  # keep closing the rest; the first error has already been raised
+                pass
+
+
+def _train_reward(result) -> float:
+    return 0.0 if result.total is None else float(result.total)
+
+
+def _varied_groups(rows, completions, results, g, drop_constant: bool):
+    """Keep groups whose rewards differ (all groups when `drop_constant` is False)."""
+    kept = ([], [], [])
+    for k, row in enumerate(rows):
+        group = results[k * g:(k + 1) * g]
+        values = {_train_reward(r) for r in group}
+        if drop_constant and len(values) < 2:
+            continue
+        kept[0].append(row)
+        kept[1].extend(completions[k * g:(k + 1) * g])
+        kept[2].extend(group)
+    return kept
+
+
+def _headline(metrics: dict) -> str:
+    parts = [f"reward {metrics.get('reward/mean', float('nan')):.2f}"]
+    if "train/loss" in metrics:
+        parts.append(f"loss {metrics['train/loss']:.3f}")
+    if "rollout/length_mean" in metrics:
+        parts.append(f"len {metrics['rollout/length_mean']:.0f}")
+    step_s = sum(v for k, v in metrics.items() if k.startswith("timing/"))
+    parts.append(f"{step_s:.1f}s/step")
+    return "  ".join(parts)
+
+
+@stage_kind("rl")
+def run_rl(ctx: StageContext) -> dict:
+    loop = RlLoop(ctx)
+    try:
+        return loop.run()
+    finally:
+        loop.close()

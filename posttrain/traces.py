@@ -1,0 +1,118 @@
+"""Per-step JSONL logs (traces, metrics) that survive Ctrl-C and `kill -9` without duplicates or gaps.
+
+Records are appended a step at a time and fsynced. A resumed stage continues from its last checkpoint at step
+S, so it opens its logs with `resume_after=S`: records of later steps (written after that checkpoint, and about
+to be produced again) are dropped, and a torn last line from a crash mid-write is discarded. Images of a trace
+are written as PNG files next to the log and referenced by relative path.
+
+Knows nothing about what a step computes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+TRACE_FIELDS = ("run", "stage", "step", "prompt_id", "sample_index", "mode", "prompt", "completion",
+                "finish_reason", "prompt_tokens", "completion_tokens", "reward", "reward_components",
+                "reward_error", "advantage", "weight_version", "worker", "timings")
+
+
+class StepLog:
+    def __init__(self, path: str | Path, resume_after: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate(resume_after)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def _truncate(self, resume_after: int | None) -> None:
+        if not self.path.exists():
+            return
+        kept, dropped = [], 0
+        with open(self.path, encoding="utf-8") as source:
+            for line in source:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # torn write from a crash
+                    dropped += 1
+                    continue
+                if resume_after is None or record.get("step", -1) <= resume_after:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    dropped += 1
+        if dropped:
+            temp = self.path.with_suffix(self.path.suffix + ".tmp")
+            temp.write_text("".join(kept), encoding="utf-8")
+            os.replace(temp, self.path)
+
+    def write_step(self, step: int, records: Iterable[dict[str, Any]]) -> None:
+        lines = [json.dumps({"step": step, **r}, default=_jsonable) + "\n" for r in records]
+        self._file.write("".join(lines))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """All intact records (a torn last line is skipped)."""
+    records = []
+    if Path(path).exists():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
+
+
+class MetricsLog:
+    """metrics.jsonl plus TensorBoard scalars (when the tensorboard package is installed)."""
+
+    def __init__(self, stage_dir: Path, resume_after: int | None, tensorboard: bool = True):
+        self.log = StepLog(stage_dir / "metrics.jsonl", resume_after)
+        self.board = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(stage_dir / "tensorboard"))
+            except ImportError:
+                self.board = None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        self.log.write_step(step, [metrics])
+        if self.board is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.board.add_scalar(key, value, step)
+            self.board.flush()
+
+    def close(self) -> None:
+        self.log.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def save_images(images: list, directory: Path, prefix: str) -> list[str]:
+    """Write PIL images as PNGs; return paths relative to the directory's parent (the stage dir)."""
+    paths = []
+    for i, image in enumerate(images):
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{prefix}-{i}.png"
+        if not path.exists():
+            image.save(path)
+        paths.append(str(path.relative_to(directory.parent)))
+    return paths

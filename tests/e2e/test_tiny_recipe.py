@@ -1,0 +1,96 @@
+"""The real CLI on a tiny recipe: Ray + DeepSpeed learners + rollout and reward workers + math-verify."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+name: e2e
+runs_dir: {runs}
+data: {{kind: arithmetic, sft_rows: 128, rl_prompts: 64, eval_prompts: 16, modes: [think, no_think]}}
+rollout:
+  sampling: {{temperature: 1.0, top_p: 1.0, top_k: 0, max_tokens: 24}}
+  eval_sampling: {{temperature: 0.0, max_tokens: 24}}
+reward: {{components: [{{spec: math}}, {{spec: format, weight: 0.1}}]}}
+learner: {{precision: fp32}}
+stages:
+  - {{kind: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
+  - {{kind: rl, steps: {steps}, prompts_per_step: 2, group_size: 4, checkpoint_every: 2,
+      learner: {{lr: 1.0e-4, loss: {{name: grpo}}}}}}
+"""
+
+
+def write_recipe(tmp_path: Path, steps: int) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.format(runs=tmp_path / "runs", steps=steps))
+    return path
+
+
+def posttrain(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "posttrain.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def trace_steps(stage_dir: Path) -> Counter:
+    path = stage_dir / "traces.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return Counter(json.loads(line)["step"] for line in lines if line.strip())
+
+
+def test_recipe_end_to_end(tmp_path):
+    recipe = write_recipe(tmp_path, steps=3)
+    process = posttrain("run", str(recipe))
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    run = tmp_path / "runs" / "e2e"
+    sft, rl = run / "00-sft", run / "01-rl"
+    for stage in (sft, rl):
+        assert (stage / "done.json").exists() and (stage / "model" / "config.json").exists()
+    before = load_file(run / "init-model" / "model.safetensors")
+    after = load_file(rl / "model" / "model.safetensors")
+    assert any((before[k] - after[k]).abs().max() > 0 for k in before), "training changed no parameter"
+    sft_losses = [json.loads(line)["loss"] for line in (sft / "metrics.jsonl").read_text().splitlines()]
+    assert len(sft_losses) == 4 and sft_losses[-1] < sft_losses[0]
+    assert trace_steps(rl) == {0: 8, 1: 8, 2: 8}
+    record = json.loads((rl / "traces.jsonl").read_text().splitlines()[0])
+    for key in ("prompt_id", "sample_index", "mode", "completion", "reward", "reward_components", "advantage",
+                "weight_version", "worker", "finish_reason"):
+        assert key in record
+    summary = json.loads((rl / "done.json").read_text())
+    assert set(summary["eval_after"]) == {"think", "no_think"}
+    rerun = posttrain("run", str(recipe))
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and output.count("done earlier, skipped") == 2
+
+
+def test_kill_9_mid_stage_resumes_without_duplicate_or_missing_traces(tmp_path):
+    recipe = write_recipe(tmp_path, steps=6)
+    rl = tmp_path / "runs" / "e2e" / "01-rl"
+    process = posttrain("run", str(recipe), start_new_session=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        checkpoints = list((rl / "checkpoints").glob("step-*")) if (rl / "checkpoints").exists() else []
+        if checkpoints and max(trace_steps(rl), default=-1) >= 2:
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)  # the driver and its Ray processes, as a crash would
+    process.wait()
+    assert not (rl / "done.json").exists()
+    resumed = posttrain("run", str(recipe))
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert "00-sft: done earlier, skipped" in output
+    assert trace_steps(rl) == {step: 8 for step in range(6)}
+    metric_steps = [json.loads(line)["step"] for line in (rl / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(metric_steps) == list(range(6))

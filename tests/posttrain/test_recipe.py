@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from posttrain.commands.recipes import RECIPES_DIR, shipped_names
+from posttrain.recipe import RecipeError, load_recipe
+
+MINIMAL = "name: t\nstages:\n  - kind: sft\n"
+
+
+def write(tmp_path, text) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_every_shipped_recipe_validates(name):
+    recipe = load_recipe(RECIPES_DIR / f"{name}.yaml")
+    assert recipe.stages
+
+
+def test_typo_names_file_line_key_and_suggestion(tmp_path):
+    path = write(tmp_path, MINIMAL + "rollout:\n  smapling: {temperature: 1.0}\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert f"{path}:5: rollout.smapling: unknown key 'smapling'; did you mean 'sampling'?" in message
+
+
+def test_bad_choice_lists_the_valid_ones(tmp_path):
+    path = write(tmp_path, MINIMAL + "rollout:\n  engine: vlm\n")
+    with pytest.raises(RecipeError, match=r"recipe.yaml:5: rollout.engine: 'vlm' is not one of \['transformers', "
+                                          r"'vllm'\]; did you mean 'vllm'\?"):
+        load_recipe(path)
+
+
+def test_stage_keys_are_checked_against_their_kind(tmp_path):
+    path = write(tmp_path, "name: t\nstages:\n  - kind: rl\n    step: 5\n  - kind: rll\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert "recipe.yaml:4: stages.0.step: unknown key 'step'; did you mean 'steps'?" in str(error.value)
+    assert "stages.1: 'rll' is not one of ['sft', 'rl', 'eval']; did you mean 'rl'?" in str(error.value)
+
+
+def test_learner_overrides_are_validated_at_load(tmp_path):
+    path = write(tmp_path, "name: t\nlearner:\n  zero_stag: 2\nstages:\n  - kind: sft\n    learner: {lr: fast}\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert "recipe.yaml:3: learner.zero_stag: unknown key 'zero_stag'; did you mean 'zero_stage'?" in str(error.value)
+
+
+def test_overrides_are_typed(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["rollout.sampling.temperature=0.8", "stages.0.epochs=2", "model.seed=3"])
+    assert recipe.rollout.sampling.temperature == 0.8 and recipe.stages[0].epochs == 2 and recipe.model.seed == 3
+    with pytest.raises(RecipeError, match="stages.0.epochs"):
+        load_recipe(path, ["stages.0.epochs=many"])
+    with pytest.raises(RecipeError, match="must look like key.sub=value"):
+        load_recipe(path, ["stages.0.epochs"])
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="posttrain ls"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="recipe.yaml:3: not valid YAML"):
+        load_recipe(write(tmp_path, "name: t\nstages: [\n  - kind"))
+
+
+def test_actors_that_do_not_fit_fail_before_ray(tmp_path):
+    from posttrain.cluster import check_fits
+
+    recipe = load_recipe(write(tmp_path, MINIMAL + "rollout: {num_workers: 4, cpus_per_worker: 1.0}\n"))
+    with pytest.raises(ValueError, match="ask for .* CPUs .* cluster.num_cpus is 2"):
+        check_fits(recipe)
+
+
+def test_cli_validate_ls_cp(tmp_path, capsys):
+    from posttrain.cli import main
+
+    assert main(["validate", "tiny/rl_math"]) == 0
+    assert main(["ls"]) == 0
+    assert "tiny/rl_math" in capsys.readouterr().out
+    assert main(["cp", "tiny/rl_math", str(tmp_path)]) == 0
+    assert (tmp_path / "rl_math.yaml").read_text() == (RECIPES_DIR / "tiny" / "rl_math.yaml").read_text()
+    assert main(["cp", "tiny/rl_math", str(tmp_path)]) == 2  # no overwrite
+    assert main(["validate", "tiny/nothing"]) == 2
