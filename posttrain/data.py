@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -61,9 +62,23 @@ def arithmetic_files(data: ArithmeticData) -> dict[str, list[dict]]:
                                 n_eval=data.eval_prompts)
     keys = ("prompt", "answer", "mode", "carry")
     sft = split.train[: data.sft_rows]
-    rl = [{"id": f"rl{i}", **{k: row[k] for k in keys}} for i, row in enumerate(split.train[data.sft_rows:])]
+    rl = [{"id": f"rl{i}", **{k: row[k] for k in keys}, "hints": addition_hints(row["prompt"])}
+          for i, row in enumerate(split.train[data.sft_rows:])]
     held_out = [{"id": f"eval{i}", **row} for i, row in enumerate(split.eval)]
     return {"sft": sft, "prompts": rl, "eval": held_out}
+
+
+def addition_hints(prompt: str) -> list[str]:
+    """Five progressive hints for "What is a + b?": the method, the carry rule, then the solution step by step."""
+    from cold_start_data.sources.arithmetic import addition_steps
+
+    a, b = (int(x) for x in re.findall(r"\d+", prompt)[:2])
+    steps, _ = addition_steps(a, b, style="compact")
+    revealed = [" ".join(steps[:k]) for k in range(1, len(steps) + 1)]
+    hints = ["Add column by column, starting with the ones.",
+             "When a column adds up to 10 or more, write the ones digit and carry 1 into the next column.",
+             *revealed]
+    return (hints + revealed[-1:] * 5)[:5]
 
 
 def user_files(data: FileData) -> dict[str, list[dict]]:

@@ -117,6 +117,9 @@ class RlStage(Section):
     std_normalize: bool = True  # divide advantages by the group std (False: Dr.GRPO)
     dynamic_sampling: bool = False  # drop zero-variance groups and refill (DAPO)
     max_refills: int = Field(2, ge=0)
+    pass_rate_filter: bool = False  # skip prompts whose last group all passed (Keye-VL-1.5)
+    hints: bool = False  # progressive hints for prompts whose last group all failed (rows' `hints` column)
+    max_hint_level: int = Field(5, ge=1)
     learner: dict[str, Any] = {}
     eval_every: int = Field(0, ge=0)  # 0: no evaluation inside the stage
     checkpoint_every: int = Field(25, ge=1)

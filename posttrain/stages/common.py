@@ -41,10 +41,11 @@ def latest_checkpoint(ctx: StageContext) -> Path | None:
     return steps[-1][1] if steps else None
 
 
-def save_checkpoint(ctx: StageContext, group, step: int, keep: int = 2) -> Path:
-    """Save at `step` (= steps done) and prune older checkpoints, keeping the newest `keep`."""
+def save_checkpoint(ctx: StageContext, group, step: int, keep: int = 2, extra: dict | None = None) -> Path:
+    """Save at `step` (= steps done) with the stage's own data state (`extra`) and prune older checkpoints,
+    keeping the newest `keep`."""
     path = ctx.dir / "checkpoints" / f"step-{step:06d}"
-    group.save(str(path), {"step": step})
+    group.save(str(path), {"step": step, **(extra or {})})
     old = sorted(p for p in path.parent.glob("step-*") if p.is_dir())[:-keep]
     for p in old:
         shutil.rmtree(p, ignore_errors=True)

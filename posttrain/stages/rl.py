@@ -10,7 +10,8 @@ One step, in order (each phase timed as `timing/<phase>_s`):
   6. sync weights        - learner -> rollout workers, with a version
   7. log                 - a trace record per sample, metrics per step
 Held-out evaluation (greedy, per mode) runs before the first step, every `eval_every` steps and at the end.
-Departures from the papers: progressive hints and pass-rate filtering are not implemented yet.
+Optional (Keye-VL-1.5): pass-rate filtering skips prompts already solved; progressive hints help prompts that
+always fail (`posttrain.curriculum`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 
 import torch
 
+from posttrain.curriculum import Curriculum
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
 from posttrain.rl_batch import rl_batch
 from posttrain.runner import StageContext, stage_kind
@@ -49,8 +51,12 @@ class RlLoop:
         self.sampling = recipe.rollout.sampling.model_copy(update={"n": self.stage.group_size})
         config = learner_config(ctx, temperature=self.sampling.logprob_temperature, total_steps=self.stage.steps)
         self.learners = start_learners(ctx, config)
+        stage = self.stage
+        self.curriculum = Curriculum(stage.pass_rate_filter, stage.hints, stage.max_hint_level)
         checkpoint = latest_checkpoint(ctx)
-        self.start = self.learners.load(str(checkpoint))["step"] if checkpoint else 0
+        state = self.learners.load(str(checkpoint)) if checkpoint else {"step": 0}
+        self.start = state["step"]
+        self.curriculum.load_state_dict(state.get("curriculum", {}))
         r = recipe.rollout
         self.rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                                     max_batch_size=r.max_batch_size, bf16_autocast=r.bf16_autocast,
@@ -76,16 +82,19 @@ class RlLoop:
                 if self.stage.eval_every and done % self.stage.eval_every == 0 and done < self.stage.steps:
                     self.metrics.write(step, self.evaluator.run(done, f"step {done}").metrics)
                 if done % self.stage.checkpoint_every == 0 and done < self.stage.steps:
-                    save_checkpoint(self.ctx, self.learners, done)
+                    self.checkpoint(done)
         after = self.evaluator.run(self.stage.steps, "after")
-        publish_model(self.ctx, save_checkpoint(self.ctx, self.learners, self.stage.steps))
+        publish_model(self.ctx, self.checkpoint(self.stage.steps))
         return {"eval_before": before.summary if before else None, "eval_after": after.summary,
                 "headline": after.compare(before)}
+
+    def checkpoint(self, done: int):
+        return save_checkpoint(self.ctx, self.learners, done, extra={"curriculum": self.curriculum.state_dict()})
 
     def step(self, step: int) -> dict:
         timings: dict[str, float] = {}
         with timed(timings, "sample"):
-            rows = self.sampler.draw(step, self.stage.prompts_per_step)
+            rows = self.draw(step)
         with timed(timings, "generate"):
             completions = self.generate(rows)
         with timed(timings, "reward"):
@@ -103,6 +112,16 @@ class RlLoop:
         return metrics
 
     # ------------------------------------------------------------------------------------------ phases
+    def draw(self, step: int, offset: int = 0) -> list[dict]:
+        """P prompts the curriculum wants (solved ones skipped when filtering), with their hints applied."""
+        count, rows = self.stage.prompts_per_step, []
+        for attempt in range(4):
+            drawn = self.sampler.draw(step, count, offset=offset + attempt * count)
+            rows += [r for r in drawn if self.curriculum.wants(r)][: count - len(rows)]
+            if len(rows) == count:
+                break
+        return [self.curriculum.prepare(r) for r in rows or drawn]
+
     def generate(self, rows: list[dict]):
         """G completions per row, grouped contiguously."""
         return self.rollout.generate([request_of(r) for r in rows], self.sampling)
@@ -117,13 +136,16 @@ class RlLoop:
         g = self.stage.group_size
         results = list(scored.results)
         stats = {f"reward_pool/{k}": v for k, v in scored.metrics.items() if isinstance(v, (int, float))}
+        for k, row in enumerate(rows):
+            self.curriculum.update(row, [r.total for r in results[k * g:(k + 1) * g]])
+        stats.update(self.curriculum.metrics())
         kept_rows, kept_completions, kept_results = _varied_groups(rows, completions, results, g,
                                                                    self.stage.dynamic_sampling)
         refills = 0
         while (self.stage.dynamic_sampling and len(kept_rows) < self.stage.prompts_per_step
                and refills < self.stage.max_refills):
             refills += 1
-            extra = self.sampler.draw(step, self.stage.prompts_per_step, offset=refills * self.stage.prompts_per_step)
+            extra = self.draw(step, offset=4 * refills * self.stage.prompts_per_step)
             with timed(timings, "refill"):
                 extra_completions = self.generate(extra)
                 extra_results = self.score(extra, extra_completions).results
@@ -179,7 +201,7 @@ class RlLoop:
                 "completion_tokens": c.num_tokens, "reward": r.total, "reward_components": r.components,
                 "reward_error": r.error, "reward_message": r.message, "advantage": float(advantages[i]),
                 "weight_version": c.weight_version, "worker": c.worker, "timings": c.timings,
-                "tool_calls": c.tool_calls, "images": images})
+                "tool_calls": c.tool_calls, "images": images, "hint_level": row.get("hint_level", 0)})
         self.traces.write_step(step, records)
 
     def close(self) -> None:

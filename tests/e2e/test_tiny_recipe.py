@@ -26,7 +26,7 @@ learner: {{precision: fp32}}
 stages:
   - {{kind: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
   - {{kind: rl, steps: {steps}, prompts_per_step: 2, group_size: 4, checkpoint_every: 2,
-      learner: {{lr: 1.0e-4, loss: {{name: grpo}}}}}}
+      hints: true, pass_rate_filter: true, learner: {{lr: 1.0e-4, loss: {{name: grpo}}}}}}
 """
 
 

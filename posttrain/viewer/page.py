@@ -1,0 +1,51 @@
+"""The single-page viewer (`static/index.html`) filled in for one use: served live (it fetches `/api/...`) or
+exported (the samples ride inside the page as JSON and the same script filters them offline).
+
+Two defences against model text running as code: the page only ever inserts text with `textContent`, and a
+Content-Security-Policy allows exactly the page's own inline script (by hash), so even an escaping bug could
+not run a `<script>` from a completion. Knows nothing about where the samples come from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from importlib import resources
+
+_SCRIPT_RE = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def template() -> str:
+    return resources.files("posttrain.viewer").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def embed_json(value) -> str:
+    """JSON safe inside a `<script type="application/json">`: no `<`, `>` or `&` can end the element.
+
+    >>> embed_json({"completion": "</script><script>alert(1)</script>"})
+    '{"completion": "\\\\u003c/script\\\\u003e\\\\u003cscript\\\\u003ealert(1)\\\\u003c/script\\\\u003e"}'
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def content_security_policy(html: str, live: bool) -> str:
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
+                      for s in _SCRIPT_RE.findall(html))
+    connect = "'self'" if live else "'none'"
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src 'self' data:; "
+            f"connect-src {connect}; base-uri 'none'; form-action 'none'")
+
+
+def render(data=None, title: str = "traces") -> str:
+    """The page; `data` (run overview and view records) makes it an offline page, None a live one."""
+    html = template()
+    html = html.replace("__TITLE__", _escape_attr(title))
+    html = html.replace("__DATA__", "null" if data is None else embed_json(data))
+    return html.replace("__CSP__", content_security_policy(html, live=data is None))
+
+
+def _escape_attr(text: str) -> str:
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))

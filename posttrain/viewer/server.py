@@ -1,0 +1,114 @@
+"""`posttrain traces serve`: a small local HTTP server for the viewer page and its JSON API.
+
+Bound to 127.0.0.1 only (traces hold prompts and model output; they are not for the network), read-only, and
+stdlib-only (`http.server`). Endpoints, all GET:
+
+    /                   the page (static/index.html, live mode)
+    /api/run            stages with sample counts, step ranges, modes, torn/bad lines
+    /api/samples        a filtered page: TraceFilter fields as query parameters, plus offset and limit
+    /api/group          stage, step, group: the G samples of one prompt at one step
+    /api/prompt         prompt_id (and stage): one prompt's samples across steps
+    /files/STAGE/PATH   a trace image from inside that stage's directory
+
+Knows nothing about rendering: the page draws whatever the API returns.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from posttrain.viewer import page
+from posttrain.viewer.filters import TraceFilter
+from posttrain.viewer.records import view_record
+from posttrain.viewer.run import RunTraces
+
+HOST = "127.0.0.1"
+MAX_LIMIT = 500
+
+
+def image_url(stage: str, relative: str) -> str:
+    return f"/files/{quote(stage)}/{quote(relative)}"
+
+
+def views(rows) -> list[dict]:
+    return [view_record(record, stage, i, image_url) for stage, i, record in rows]
+
+
+class ViewerHandler(BaseHTTPRequestHandler):
+    run: RunTraces  # set on the subclass that `make_server` builds
+    quiet = True
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        url = urlsplit(self.path)
+        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            if url.path in ("/", "/index.html"):
+                self._send(HTTPStatus.OK, page.render(title=f"traces · {self.run.name}").encode(), "text/html")
+            elif url.path.startswith("/api/"):
+                self._json(HTTPStatus.OK, self._api(url.path[len("/api/"):], params))
+            elif url.path.startswith("/files/"):
+                self._file(unquote(url.path[len("/files/"):]))
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {url.path}"})
+        except ValueError as error:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+
+    def _api(self, endpoint: str, params: dict) -> dict:
+        if endpoint == "run":
+            return self.run.overview()
+        if endpoint == "samples":
+            offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 50)), MAX_LIMIT)
+            total, rows = self.run.query(TraceFilter.from_mapping(params), offset, limit)
+            return {"total": total, "offset": offset, "samples": views(rows)}
+        if endpoint == "group":
+            rows = self.run.group(_required(params, "stage"), int(_required(params, "step")),
+                                  int(_required(params, "group")))
+            return {"total": len(rows), "samples": views(rows)}
+        if endpoint == "prompt":
+            total, rows = self.run.prompt_history(_required(params, "prompt_id"), params.get("stage") or None)
+            return {"total": total, "samples": views(rows)}
+        raise ValueError(f"unknown endpoint /api/{endpoint}")
+
+    def _file(self, path: str) -> None:
+        stage, _, relative = path.partition("/")
+        found = self.run.image_path(stage, relative)
+        if found is None:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no image {path}"})
+            return
+        kind = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+        self._send(HTTPStatus.OK, found.read_bytes(), kind)
+
+    def _json(self, status: HTTPStatus, body: dict) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", f"{kind}; charset=utf-8" if kind.startswith(("text/", "application/json"))
+                         else kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+def _required(params: dict, name: str) -> str:
+    if not params.get(name):
+        raise ValueError(f"missing query parameter {name!r}")
+    return params[name]
+
+
+def make_server(run: RunTraces, port: int = 0, quiet: bool = True) -> ThreadingHTTPServer:
+    """A server on 127.0.0.1:`port` (0 picks a free port: read `server.server_address`)."""
+    handler = type("BoundViewerHandler", (ViewerHandler,), {"run": run, "quiet": quiet})
+    server = ThreadingHTTPServer((HOST, port), handler)
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,93 @@
+"""The terminal view of trace samples (`posttrain traces show`): one rich panel per sample with the prompt, the
+completion with its parts coloured, the reward components and errors, the advantage and the weight version.
+
+Model text is appended as `rich.text.Text` pieces, never as console markup, so a completion containing
+`[bold]` or escape-like text prints as written. Knows nothing about where the samples came from.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+STYLES = {"text": "", "tag": "dim", "special": "dim italic", "analysis": "magenta", "think": "cyan",
+          "answer": "bold green", "boxed": "bold black on yellow", "code": "blue", "sandbox": "yellow"}
+
+
+def completion_text(view: dict) -> Text:
+    text = Text()
+    for segment in view["segments"]:
+        text.append(segment["text"], style=STYLES.get(segment["kind"], ""))
+    return text
+
+
+def reward_line(view: dict) -> Text:
+    line = Text()
+    reward = view.get("reward")
+    line.append("reward ", style="bold")
+    line.append("—" if reward is None else f"{reward:.3f}", style="bold red" if reward is None else "bold")
+    for name, value in (view.get("reward_components") or {}).items():
+        line.append(f"  {name} ", style="dim")
+        line.append(_number(value))
+    advantage = view.get("advantage")
+    line.append("   advantage ", style="dim")
+    line.append(_number(advantage), style="green" if (advantage or 0) > 0 else "red" if (advantage or 0) < 0 else "")
+    line.append(f"   weights v{view.get('weight_version')}", style="dim")
+    line.append(f"   {view.get('finish_reason')}  {view.get('completion_tokens')} tokens", style="dim")
+    return line
+
+
+def error_line(view: dict) -> Text | None:
+    if not view.get("reward_error"):
+        return None
+    line = Text(f"reward error: {view['reward_error']}", style="bold red")
+    if view.get("reward_message"):
+        line.append(f"  {view['reward_message']}", style="red")
+    return line
+
+
+def parsed_line(view: dict) -> Text:
+    parsed = view["parsed"]
+    line = Text("parsed: ", style="dim")
+    line.append(f"boxed={parsed['boxed']!r}" if parsed["boxed"] is not None else "no boxed answer")
+    if view.get("answer") is not None:
+        line.append(f"   reference={view['answer']!r}", style="dim")
+    if parsed["problems"]:
+        line.append("   " + "; ".join(parsed["problems"]), style="yellow")
+    return line
+
+
+def sample_panel(view: dict) -> Panel:
+    title = Text(f"{view['stage']} · step {view['step']} · group {view['group']} · sample {view['sample_index']}"
+                 f" · {view['mode']} · {view['prompt_id']}")
+    parts = [Text(view["prompt_text"], style="dim"), Text(""), completion_text(view), Text(""), parsed_line(view),
+             reward_line(view)]
+    error = error_line(view)
+    if error is not None:
+        parts.append(error)
+    if view.get("images"):
+        parts.append(Text("images: " + ", ".join(view["images"]), style="dim"))
+    border = "red" if view.get("reward_error") else "green" if (view.get("reward") or 0) > 0 else "grey50"
+    return Panel(Group(*parts), title=title, title_align="left", border_style=border)
+
+
+def legend() -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_row(*[Text(kind, style=style or "default") for kind, style in STYLES.items() if kind != "text"])
+    return table
+
+
+def show(views: list[dict], total: int, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(legend())
+    for view in views:
+        console.print(sample_panel(view))
+    shown = len(views)
+    console.print(Text(f"{shown} of {total} matching samples shown" + (" (use --limit/--offset for more)"
+                                                                       if shown < total else ""), style="dim"))
+
+
+def _number(value) -> str:
+    return "—" if value is None else f"{value:+.3f}" if isinstance(value, float) else str(value)

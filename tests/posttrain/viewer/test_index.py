@@ -1,0 +1,80 @@
+"""The trace index, filters and run queries on a synthetic run (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+
+from posttrain.cli import main
+from posttrain.viewer.filters import TraceFilter
+from posttrain.viewer.index import TraceIndex
+from posttrain.viewer.run import RunTraces
+
+
+def test_index_reads_records_back_by_offset(run_dir, rows):
+    index = TraceIndex(run_dir / "01-rl" / "traces.jsonl")
+    assert len(index) == 12 and not index.torn and index.bad_lines == 0
+    assert [r for _, r in index.read([5, 0])] == [rows[5], rows[0]]
+    assert list(index.steps) == [0] * 4 + [1] * 4 + [2] * 4
+    assert index.distinct_modes() == ["no_think", "think"]
+    assert list(index.errors).count(1) == 1
+
+
+def test_truncated_last_line_still_loads_and_completes_on_refresh(make_run, rows):
+    tail = json.dumps(rows[-1])
+    run = make_run(rows[:-1], torn_tail=tail[:40])  # a crash mid-write
+    path = run / "01-rl" / "traces.jsonl"
+    index = TraceIndex(path)
+    assert len(index) == 11 and index.torn
+    assert next(index.read([10]))[1] == rows[10]
+    with open(path, "a") as f:  # the writer finishes the line (a live run)
+        f.write(tail[40:] + "\n")
+    index.refresh()
+    assert len(index) == 12 and not index.torn
+    assert next(index.read([11]))[1] == rows[11]
+
+
+def test_damaged_middle_line_is_counted_and_shrunk_file_is_reindexed(run_dir):
+    path = run_dir / "01-rl" / "traces.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "{not json\n" + "".join(lines[1:]))
+    index = TraceIndex(path)
+    assert len(index) == 12 and index.bad_lines == 1
+    path.write_text("".join(lines[:4]))  # a resumed run truncated the log
+    index.refresh()
+    assert len(index) == 4 and index.bad_lines == 0
+
+
+def test_filters(run_dir):
+    run = RunTraces(run_dir)
+    count = lambda **kw: run.query(TraceFilter(**kw))[0]  # noqa: E731
+    assert count() == 12
+    assert count(mode="think") == 6
+    assert count(step=1, group=0) == 2
+    assert count(min_reward=0.5) == 6
+    assert count(max_reward=0.5) == 5  # the failed reward (None) is in no range
+    assert count(error=True) == 1
+    assert count(text="ZEBRA") == 2
+    assert count(text="not bold") == 1  # reward messages are searched too
+    total, page = run.query(TraceFilter(mode="no_think"), offset=4, limit=10)
+    assert total == 6 and [r["step"] for _, _, r in page] == [2, 2]
+
+
+def test_group_prompt_history_and_images(run_dir):
+    run = RunTraces(run_dir)
+    group = run.group("01-rl", 2, 0)
+    assert [r["sample_index"] for _, _, r in group] == [0, 1]
+    total, rows = run.prompt_history("p1")
+    assert total == 6 and sorted({r["step"] for _, _, r in rows}) == [0, 1, 2]
+    assert run.image_path("01-rl", "trace_images/0-0-0.png").name == "0-0-0.png"
+    assert run.image_path("01-rl", "../01-rl/done.json") is not None  # inside the stage: allowed
+    assert run.image_path("01-rl", "../../synthetic/01-rl/../../etc") is None
+    assert run.image_path("01-rl", "/etc/passwd") is None
+
+
+def test_show_command_prints_matching_samples(run_dir, capsys):
+    assert main(["traces", "show", str(run_dir), "--mode", "think", "--max-reward", "0", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "\\boxed{78}" in out and "2 of 3 matching samples shown" in out
+    assert main(["traces", "show", str(run_dir), "--error"]) == 0
+    out = capsys.readouterr().out
+    assert "reward error: exception" in out and "<script>document.title" in out
