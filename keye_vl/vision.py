@@ -5,7 +5,8 @@ with `grid_thw` giving each item's shape. Three departures from plain SigLIP, al
 - the learned 27x27 position table is bilinearly interpolated to each item's patch grid (repeated per frame);
 - every attention layer rotates q and k by 2-D RoPE (first half of the rotary dims by patch row, second half by
   patch column, neox-style `rotate_half` over the whole head);
-- attention is block-diagonal: each image, and each whole video, attends only within itself. (The public
+- attention is block-diagonal: each image, and each whole video, attends only within itself (one SDPA call
+  per segment on CPU, flash-attn varlen on GPU). (The public
   code's non-flash path attends across images; that changes logits and is deliberately not reproduced.)
 
 Parameter names follow the public checkpoint: `visual.vision_model.{embeddings,encoder,post_layernorm}`. The
@@ -113,18 +114,13 @@ class KeyeVisionAttention(nn.Module):
             cu = torch.tensor([0, *lengths], device=x.device).cumsum(0).to(torch.int32)
             out = flash_attn_varlen_func(q, k, v, cu, cu, max(lengths), max(lengths), dropout_p=dropout)
         else:
-            out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-                                                 attn_mask=block_diagonal_mask(lengths, x.device),
-                                                 dropout_p=dropout).transpose(0, 1)
+            # One SDPA call per segment: exact block-diagonal attention at sum(n_i^2) cost, where one call with
+            # an [N, N] mask costs N^2 (measured 37x slower for 20 images of 256-512 patches on CPU).
+            q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # [heads, N, head_dim]
+            out = torch.cat([F.scaled_dot_product_attention(qs, ks, vs, dropout_p=dropout)
+                             for qs, ks, vs in zip(q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1))],
+                            dim=1).transpose(0, 1)
         return self.out_proj(out.reshape(n, -1))
-
-
-def block_diagonal_mask(lengths: list[int], device: torch.device) -> torch.Tensor | None:
-    """Boolean [N, N] mask letting each segment attend only to itself; None for a single segment."""
-    if len(lengths) == 1:
-        return None
-    ids = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))
-    return ids[:, None] == ids[None, :]
 
 
 class KeyeVisionMLP(nn.Module):

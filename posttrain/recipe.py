@@ -129,9 +129,19 @@ class EvalStage(Section):
     kind: Literal["eval"] = "eval"
     name: str | None = None
     modes: list[Literal["think", "no_think", "auto_think", "agentic"]] | None = None  # None: the data's modes
+    reward: str | None = None  # what "correct" means here (e.g. `format`); None: reward.eval_reward
 
 
-Stage = Annotated[Union[SftStage, RlStage, EvalStage], Field(discriminator="kind")]
+class ColdStartBuildStage(Section):
+    """Build the five-mode mixture (cold_start_data); later stages train and evaluate on it."""
+
+    kind: Literal["cold_start_build"] = "cold_start_build"
+    name: str | None = None
+    size: int = Field(1000, ge=1)
+    config: dict[str, Any] = {}  # further cold_start_data.config.BuildConfig fields (checked when the stage runs)
+
+
+Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage], Field(discriminator="kind")]
 
 
 class Recipe(Section):
@@ -223,7 +233,7 @@ def format_errors(path: Path, error: ValidationError, data: dict, lines) -> str:
     return "invalid recipe\n  " + "\n  ".join(messages)
 
 
-_UNION_TAGS = {"arithmetic", "files", "sft", "rl", "eval"}
+_UNION_TAGS = {"arithmetic", "files", "sft", "rl", "eval", "cold_start_build"}
 
 
 def _explain(item: dict, loc: tuple, data: dict) -> str:

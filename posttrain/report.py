@@ -35,9 +35,8 @@ class Stage:
     @classmethod
     def load(cls, path: Path) -> Stage:
         done = json.loads((path / "done.json").read_text()) if (path / "done.json").exists() else None
-        read = lambda name: list(stream_records(path / name)) if (path / name).exists() else []  # noqa: E731
         traces = TraceStats.read(path / "traces.jsonl") if (path / "traces.jsonl").exists() else None
-        return cls(path.name, read("metrics.jsonl"), read("eval.jsonl"), done, traces)
+        return cls(path.name, _read_jsonl(path / "metrics.jsonl"), _read_jsonl(path / "eval.jsonl"), done, traces)
 
     @property
     def stepped(self) -> bool:
@@ -64,6 +63,10 @@ class Stage:
         return after, before
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    return list(stream_records(path)) if path.exists() else []
+
+
 def _modes(record: dict) -> dict:
     return {k: v for k, v in record.items() if isinstance(v, dict) and "accuracy" in v}
 
@@ -85,7 +88,7 @@ class Axis:
         self.colors: dict[str, str] = {}
         self.labelled: set[str] = set()
 
-    def line(self, ax, stage: Stage, steps, values, label: str, raw: bool = True) -> None:
+    def line(self, ax, stage: Stage, steps, values, label: str, raw: bool = True, marker: str | None = None) -> None:
         if not steps:
             return
         x = [self.offsets.get(stage.name, 0) + s for s in steps]
@@ -95,7 +98,7 @@ class Axis:
         if raw and len(values) > 20:
             ax.plot(x, values, color=color, alpha=0.25, linewidth=0.8)
             values = smooth(values)
-        ax.plot(x, values, color=color, label=legend, linewidth=1.6)
+        ax.plot(x, values, color=color, label=legend, linewidth=1.6, marker=marker, markersize=4)
 
     def finish(self, ax, ylabel: str) -> None:
         if len(self.offsets) > 1:
@@ -112,8 +115,8 @@ class Axis:
 def smooth(values: list[float]) -> list[float]:
     """Trailing moving average over ~2% of the points (at least 1).
 
-    >>> smooth([0.0, 2.0, 4.0] * 20)[:3]
-    [0.0, 1.0, 2.0]
+    >>> smooth([0.0, 2.0, 4.0] * 34)[:4]  # 102 points: a window of 2
+    [0.0, 1.0, 3.0, 2.0]
     """
     window = max(1, len(values) // 50)
     out, total = [], 0.0
@@ -139,7 +142,8 @@ def plot_accuracy(ax, stages, axis) -> None:
         for mode in sorted({m for e in stage.evals for m in _modes(e)}):
             points = [(e["step"], e[mode]) for e in stage.evals if mode in e]
             steps = [axis.offsets.get(stage.name, 0) + s for s, _ in points]
-            axis.line(ax, stage, [s for s, _ in points], [v["accuracy"] for _, v in points], mode, raw=False)
+            axis.line(ax, stage, [s for s, _ in points], [v["accuracy"] for _, v in points], mode, raw=False,
+                      marker="o")
             low = [v.get("interval", [v["accuracy"]] * 2)[0] for _, v in points]
             high = [v.get("interval", [v["accuracy"]] * 2)[1] for _, v in points]
             ax.fill_between(steps, low, high, color=axis.colors[mode], alpha=0.15)
@@ -170,7 +174,8 @@ def plot_think_rate(ax, stages, axis) -> None:
             axis.line(ax, stage, *TraceStats.series(stage.traces.auto_reasoned), "auto_think rollouts")
         points = [(e["step"], e["auto_think"]["think_rate"]) for e in stage.evals
                   if "think_rate" in e.get("auto_think", {})]
-        axis.line(ax, stage, [s for s, _ in points], [v for _, v in points], "held-out (eval)", raw=False)
+        axis.line(ax, stage, [s for s, _ in points], [v for _, v in points], "held-out (eval)", raw=False,
+                  marker="o")
     ax.set_ylim(-0.02, 1.02)
 
 
@@ -269,7 +274,8 @@ def stage_table(stages: list[Stage]) -> str:
         after, before = evals[stage.name]
         done = stage.done or {}
         steps = done.get("steps", len(stage.series("reward/mean")[0]) or "")
-        seconds = f"{done['seconds']:.0f} s" if _finite(done.get("seconds")) else "running / stopped"
+        seconds = (f"{done['seconds']:.0f} s" if _finite(done.get("seconds")) else
+                   "—" if stage.done is not None else "not finished")
         rewards = stage.series("reward/mean")[1]
         final = f"{sum(rewards[-10:]) / len(rewards[-10:]):.3f}" if rewards else "—"
         think = after.get("auto_think", {}).get("think_rate")
@@ -284,7 +290,8 @@ def _accuracy_cell(after: dict | None, before: dict | None) -> str:
     if not after:
         return "—"
     low, high = after.get("interval", [math.nan, math.nan])
-    cell = f"<b>{100 * after['accuracy']:.1f}%</b> <small>[{100 * low:.1f}, {100 * high:.1f}] n={after.get('n')}</small>"
+    cell = (f"<b>{100 * after['accuracy']:.1f}%</b> "
+            f"<small>[{100 * low:.1f}, {100 * high:.1f}] n={after.get('n')}</small>")
     if before:
         change = 100 * (after["accuracy"] - before["accuracy"])
         cell += f"<br><small>from {100 * before['accuracy']:.1f}% ({change:+.1f})</small>"
@@ -297,7 +304,7 @@ PAGE = """<!doctype html>
 body {{ font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1100px; color: #222; padding: 0 16px; }}
 h1 {{ font-size: 20px; }} h2 {{ font-size: 16px; margin-top: 28px; }} .dim {{ color: #777; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: 4px 8px; text-align: left;
-vertical-align: top; }} th {{ background: #f4f4f4; }}
+vertical-align: top; }} th {{ background: #f4f4f4; }} td:nth-child(-n+4) {{ white-space: nowrap; }}
 .plots {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 12px; }}
 figure {{ margin: 0; }} figure img {{ width: 100%; border: 1px solid #eee; }}
 </style></head><body>

@@ -79,6 +79,8 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
                 write_json_atomic(done, summary)
             if (ctx.model_out / "config.json").exists():
                 model = ctx.model_out
+            if (stage_dir / "data" / "done").exists():  # a stage that builds data feeds the stages after it
+                data_dir = stage_dir / "data"
             summaries.append(summary)
     return summaries
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from keye_vl.presets import PRESETS
+PRESETS = ("keye-tiny", "keye-vl-8b")  # keye_vl.presets.PRESETS; named here so the CLI starts without torch
 
 
 def register(subparsers) -> None:

@@ -48,16 +48,17 @@ class EvalResult:
 
 
 class Evaluator:
-    def __init__(self, ctx: StageContext, rollout, modes: list[str] | None = None):
+    def __init__(self, ctx: StageContext, rollout, modes: list[str] | None = None, reward: str | None = None):
         from rewards.pool import PoolConfig, RewardPool
 
         self.ctx, self.rollout = ctx, rollout
         path = ctx.data_dir / "eval.jsonl"
         self.rows = load_prompts(path, "e") if path.exists() else []
         data_modes = getattr(ctx.recipe.data, "modes", None)
+        self.chosen = modes  # None: every row in its own mode
         self.modes = modes or data_modes or sorted({r.get("mode") or "auto_think" for r in self.rows})
-        reward = ctx.recipe.reward
-        self.pool = RewardPool(reward.eval_reward, {}, PoolConfig(num_workers=1, deadline_s=reward.timeout_s,
+        override, reward = reward, ctx.recipe.reward
+        self.pool = RewardPool(override or reward.eval_reward, {}, PoolConfig(num_workers=1, deadline_s=reward.timeout_s,
                                                                   on_error="zero", spare=False,
                                                                   cpus_per_worker=reward.cpus_per_worker))
         self.log = StepLog(ctx.dir / "eval.jsonl")
@@ -67,8 +68,8 @@ class Evaluator:
             return EvalResult(label, {})
         sampling = self.ctx.recipe.rollout.eval_sampling.model_copy(update={"n": 1})
         # rows that name a mode are asked in it; the others in every evaluated mode
-        rows = [r for r in self.rows if r.get("mode")] + [{**r, "mode": m} for m in self.modes
-                                                          for r in self.rows if not r.get("mode")]
+        rows = [r for r in self.rows if r.get("mode") and (self.chosen is None or r["mode"] in self.chosen)]
+        rows += [{**r, "mode": m} for m in self.modes for r in self.rows if not r.get("mode")]
         completions = self.rollout.generate([request_of(r) for r in rows], sampling)
         results = self.pool.score([sample_of(r, c, i, 1) for i, (r, c) in enumerate(zip(rows, completions))]).results
         outcomes = [(r["mode"], (res.total or 0.0) >= 0.5, parse_response(c.text).reasoned)
@@ -90,7 +91,7 @@ def run_eval(ctx: StageContext) -> dict:
     r = ctx.recipe.rollout
     rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                            max_batch_size=r.max_batch_size, max_tool_turns=r.max_tool_turns)
-    evaluator = Evaluator(ctx, rollout, ctx.stage.modes)
+    evaluator = Evaluator(ctx, rollout, ctx.stage.modes, ctx.stage.reward)
     try:
         result = evaluator.run(0, ctx.label)
     finally:

@@ -39,10 +39,12 @@ def segments(text: str | None) -> list[dict]:
         token = match.group()
         if token == _FENCE and inner != "code":
             continue  # a bare ``` outside a python block is plain text
-        _add(out, inner or region, text[position:match.start()])
+        piece = text[position:match.start()]
+        if token == _FENCE and piece.endswith("\n"):  # the code block's closing "\n```" is all tag
+            piece, token = piece[:-1], "\n" + token
+        _add(out, inner or region, piece)
         position = match.end()
-        kind = "special" if token.startswith("<|") else "tag"
-        _add(out, kind, token)
+        _add(out, "special" if token.startswith("<|") else "tag", token)
         if token in _OPENERS:
             region, inner = _OPENERS[token], None
         elif token in _CLOSERS:
@@ -51,7 +53,7 @@ def segments(text: str | None) -> list[dict]:
             inner = "sandbox"
         elif token == _CODE_OPEN:
             inner = "code"
-        elif token in (SANDBOX_CLOSE, _FENCE):
+        elif token == SANDBOX_CLOSE or token.endswith(_FENCE):
             inner = None
     _add(out, inner or region, text[position:])
     _mark_untagged_answer(out, text)

@@ -20,7 +20,7 @@ PLAIN_FIELDS = ("run", "stage", "step", "prompt_id", "sample_index", "group", "m
 def prompt_text(prompt) -> str:
     """A prompt as text: a string stays as is; chat messages become `role: text` lines, images `[image]`.
 
-    >>> prompt_text([{"role": "user", "content": [{"type": "image", "image": "a.png"}, {"type": "text", "text": "Hi"}]}])
+    >>> prompt_text([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}])
     'user: [image] Hi'
     """
     if prompt is None:

@@ -43,3 +43,10 @@ def test_console_script_runs_the_demo(tmp_path):
     assert result.returncode == 0, result.stderr
     for mode in ("no_think", "think", "auto_think", "agentic"):
         assert f"{mode}: 4 tokens" in result.stdout
+
+
+def test_cli_preset_names_match_the_presets():
+    from keye_vl.presets import PRESETS
+    from posttrain.commands.model import PRESETS as CLI_PRESETS
+
+    assert sorted(CLI_PRESETS) == sorted(PRESETS)

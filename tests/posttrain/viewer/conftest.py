@@ -26,10 +26,10 @@ def record(step, group, sample, mode, prompt, completion, reward, **extra) -> di
 
 def trace_records() -> list[dict]:
     """3 steps x 2 groups x 2 samples; group 0 (p0) is think mode, group 1 (p1) no_think."""
-    rows = []
+    rows, question = [], "What is 16 + 61?"
     for step in range(3):
-        rows += [record(step, 0, 0, "think", "What is 16 + 61?", "<think>6+1=7</think><answer>\\boxed{77}</answer>", 1.0),
-                 record(step, 0, 1, "think", "What is 16 + 61?", "<think>6+1=8</think><answer>\\boxed{78}</answer>", 0.0),
+        rows += [record(step, 0, 0, "think", question, "<think>6+1=7</think><answer>\\boxed{77}</answer>", 1.0),
+                 record(step, 0, 1, "think", question, "<think>6+1=8</think><answer>\\boxed{78}</answer>", 0.0),
                  record(step, 1, 0, "no_think", "Name the colour.", f"answer {step}: \\boxed{{blue}}", 1.0),
                  record(step, 1, 1, "no_think", "Name the colour.", "zebra-crossing", 0.0)]
     rows[0]["images"] = ["trace_images/0-0-0.png"]
@@ -86,3 +86,20 @@ def browser(tmp_path):
         return done.stdout
 
     return dump_dom
+
+
+@pytest.fixture()
+def served(run_dir):
+    """The viewer server on a free 127.0.0.1 port in a background thread; yields its base URL."""
+    import threading
+
+    from posttrain.viewer.run import RunTraces
+    from posttrain.viewer.server import make_server
+
+    server = make_server(RunTraces(run_dir), port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield f"http://{host}:{port}"
+    server.shutdown()
+    server.server_close()
