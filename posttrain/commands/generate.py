@@ -1,7 +1,7 @@
 """`posttrain generate MODEL_DIR --prompts FILE.jsonl --mode think -n 4`: what a checkpoint does in each mode.
 
-Each prompt row is `{"prompt": "text"}` or `{"messages": [...]}`, with optional `"id"`, `"images"` (paths,
-placed before the text) and `"mode"` (overrides --mode). Prints one JSON line per sample with the parsed
+Each prompt row is `{"prompt": "text"}` or `{"messages": [...]}`, with optional `"id"` (default: the row's
+number), `"images"` (paths, placed before the text) and `"mode"` (overrides --mode). Prints one JSON line per sample with the parsed
 parts of the response, so the output pipes into `jq`.
 """
 
@@ -28,31 +28,9 @@ def register(subparsers) -> None:
 
 
 def read_prompts(path: Path, default_mode: str):
-    from rollout.types import GenerationRequest
+    from posttrain.prompts import load_prompts, request_of
 
-    if not path.exists():
-        raise FileNotFoundError(f"prompts file {path} not found")
-    requests = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
-        requests.append(GenerationRequest(str(row.get("id", line_no)), row_messages(row, f"{path}:{line_no}"),
-                                          row.get("mode", default_mode)))
-    return requests
-
-
-def row_messages(row: dict, where: str) -> list[dict]:
-    if "messages" in row:
-        return row["messages"]
-    if "prompt" not in row:
-        raise ValueError(f"{where}: a prompt row needs 'prompt' (text) or 'messages' (a chat); found keys "
-                         f"{sorted(row)}")
-    images = [{"type": "image", "image": p} for p in row.get("images", [])]
-    return [{"role": "user", "content": [*images, {"type": "text", "text": row["prompt"]}]}]
+    return [request_of(row, row.get("mode") or default_mode) for row in load_prompts(path)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ def test_generate_prints_one_json_line_per_sample(tmp_path, tiny_model_dir, caps
                  "--max-tokens", "5"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["id"], r["sample"], r["mode"]) for r in rows] == [
-        ("sum", 0, "think"), ("sum", 1, "think"), ("3", 0, "no_think"), ("3", 1, "no_think")]
+        ("sum", 0, "think"), ("sum", 1, "think"), ("2", 0, "no_think"), ("2", 1, "no_think")]
     assert all(r["num_tokens"] == 5 and r["finish_reason"] == "length" for r in rows)
     assert {"analysis", "think", "answer", "boxed", "text", "error"} <= set(rows[0])
 
