@@ -1,8 +1,8 @@
 """`posttrain generate MODEL_DIR --prompts FILE.jsonl --mode think -n 4`: what a checkpoint does in each mode.
 
 Each prompt row is `{"prompt": "text"}` or `{"messages": [...]}`, with optional `"id"` (default: the row's
-number), `"images"` (paths, placed before the text) and `"mode"` (overrides --mode). Prints one JSON line per sample with the parsed
-parts of the response, so the output pipes into `jq`.
+number), `"images"` (paths, placed before the text) and `"mode"` (overrides --mode). Prints one JSON line per
+sample with the parsed parts of the response, so the output pipes into `jq`.
 """
 
 from __future__ import annotations
