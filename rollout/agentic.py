@@ -125,7 +125,7 @@ class AgenticLoop:
     def _finish(self, requests, n, samples, failed) -> list[Completion]:
         weight_version = self.engine.weight_version
         done = {(s.request_id, s.index): Completion(
-            s.request_id, s.index, s.prompt_ids, s.token_ids, self.encoder.tokenizer.decode(s.token_ids),
+            s.request_id, s.index, s.prompt_ids, s.token_ids, self.encoder.completion_text(s.token_ids),
             s.logprobs, s.loss_mask, s.finish_reason or "length", s.error, s.images, s.tool_calls,
             weight_version) for s in samples}
         done.update(failed)

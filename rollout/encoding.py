@@ -91,6 +91,13 @@ class PromptEncoder:
             text = chat.render_chat(messages, None, True, continue_final_message)
         return EncodedPrompt(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def completion_text(self, ids: list[int]) -> str:
+        """A completion's text without its closing end-of-turn token (as vLLM reports it): rewards and parsers
+        see the answer, not the chat markup. The token itself stays in the ids the learner trains on."""
+        if ids and ids[-1] in self.eos_ids:
+            ids = ids[:-1]
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
     def text_ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 

@@ -98,7 +98,7 @@ class TransformersEngine:
             ids = new_tokens[row, :end].tolist()
             completions.append(Completion(
                 request_id="", sample_index=0, prompt_ids=prompt.input_ids, token_ids=ids,
-                text=self.tokenizer.decode(ids, skip_special_tokens=False), logprobs=logprobs[row, :end].tolist(),
+                text=self.encoder.completion_text(ids), logprobs=logprobs[row, :end].tolist(),
                 loss_mask=[1] * len(ids), finish_reason=reason, weight_version=self.weight_version,
                 timings={"generate_s": seconds}))
         return completions

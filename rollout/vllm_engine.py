@@ -73,7 +73,7 @@ class VLLMEngine:
                 logprobs = [lp[t].logprob for lp, t in zip(sample.logprobs or [], ids)]
                 reason = "length" if sample.finish_reason == "length" else "stop"
                 done[(request.request_id, k)] = Completion(
-                    request.request_id, k, encoded.input_ids, ids, self.tokenizer.decode(ids), logprobs,
+                    request.request_id, k, encoded.input_ids, ids, self.encoder.completion_text(ids), logprobs,
                     [1] * len(ids), reason, weight_version=self.weight_version)
         for request_id, message in failed.items():
             for k in range(sampling.n):

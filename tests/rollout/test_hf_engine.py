@@ -89,3 +89,16 @@ def test_load_weights_changes_output_and_records_version(engine):
             engine.load_weights(6, {"lm_head.weight": torch.zeros(2, 2)})
     finally:
         engine.load_weights(0, original)
+
+
+def test_text_leaves_out_the_closing_end_of_turn_token(engine):
+    im_end = engine.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = engine.encoder.text_ids("<think>1+1=2.</think><answer>\\boxed{2}</answer>") + [im_end]
+    assert engine.encoder.completion_text(ids) == "<think>1+1=2.</think><answer>\\boxed{2}</answer>"
+    assert engine.encoder.completion_text(ids[:-1] + [im_end, 5]).count("<|im_end|>") == 1  # only a final one
+
+
+def test_rollouts_never_write_vision_placeholders(engine):
+    vision = set(engine.encoder.vision_ids)
+    out = engine.generate(REQUESTS, SamplingParams(n=4, temperature=2.0, top_p=1.0, top_k=0, max_tokens=64, seed=3))
+    assert vision and not any(vision & set(c.token_ids) for c in out)
