@@ -218,6 +218,7 @@ def main() -> None:
                       f"load {load[-1]:.1f}", flush=True)
         finally:
             loop.close()
+    (out / "steps.json").write_text(json.dumps({"posttrain": post, "bare": bare, "load": load}))
     report(size, post[args.warmup:], bare[args.warmup:], load)
 
 
@@ -225,17 +226,26 @@ def median_of(rows: list[dict], key: str) -> float:
     return statistics.median(r.get(key, 0.0) for r in rows)
 
 
+def median_share(rows: list[dict], part) -> float:
+    """Median over steps of part(step) / step wall: robust to a disturbed step, unlike a ratio of medians."""
+    return statistics.median(part(r) / r["wall"] for r in rows)
+
+
 def report(size, post: list[dict], bare: list[dict], load: list[float]) -> None:
     p = {k: median_of(post, k) for k in (*PHASES, "other", "wall", "engine", "worker", "learner", "tokens", "log")}
     b = {k: median_of(bare, k) for k in ("generate", "reward", "train", "other", "wall", "tokens")}
+    for row in bare:
+        row["sync"] = 0.0
     b["sync"] = 0.0
     labels = {"generate": "generation", "reward": "reward", "train": "learner (train)", "sync": "weight sync",
               "other": "everything else"}
     print(f"\n{size.name} ({size.precision}): {size.prompts_per_step} prompts x {size.group_size} samples, "
-          f"<= {size.max_tokens} tokens; medians of {len(post)} steps")
+          f"<= {size.max_tokens} tokens; medians of {len(post)} steps (shares: median of per-step shares)")
     print(f"{'phase':<18}{'posttrain s':>12}{'share':>8}{'bare s':>10}{'share':>8}")
+    shares = {k: (median_share(post, lambda r, k=k: r[k]), median_share(bare, lambda r, k=k: r[k]))
+              for k in (*PHASES, "other")}
     for k in (*PHASES, "other"):
-        print(f"{labels[k]:<18}{p[k]:>12.3f}{p[k] / p['wall']:>8.1%}{b[k]:>10.3f}{b[k] / b['wall']:>8.1%}")
+        print(f"{labels[k]:<18}{p[k]:>12.3f}{shares[k][0]:>8.1%}{b[k]:>10.3f}{shares[k][1]:>8.1%}")
     print(f"{'step':<18}{p['wall']:>12.3f}{'':>8}{b['wall']:>10.3f}")
     print(f"tokens generated per step: posttrain {p['tokens']:.0f}, bare {b['tokens']:.0f}")
     inside = {"generation: engine generate": p["engine"], "generation: Ray call + (de)serialisation":
@@ -243,19 +253,19 @@ def report(size, post: list[dict], bare: list[dict], load: list[float]) -> None:
               "learner: batch build + Ray call": p["train"] - p["learner"], "log phase (traces, metrics)": p["log"]}
     for name, value in inside.items():
         print(f"  {name:<42}{value:>8.3f} s")
-    share = p["other"] / p["wall"]
-    orchestration = (p["wall"] - p["engine"] - p["learner"] - p["reward"]) / p["wall"]
+    share = shares["other"][0]
+    orchestration = median_share(post, lambda r: r["wall"] - r["engine"] - r["learner"] - r["reward"])
+    ratio = statistics.median(a["wall"] / z["wall"] for a, z in zip(post, bare))  # paired: adjacent in time
     print(f"everything-else share {share:.1%} (target <= 10%) {'OK' if share <= 0.10 else 'MISSED'}; "
-          f"posttrain step / bare step {p['wall'] / b['wall']:.2f}; outside engine, learner and reward: "
-          f"{orchestration:.1%} of the step")
+          f"posttrain step / bare step {ratio:.2f} (median of paired steps); outside engine, learner and "
+          f"reward compute: {orchestration:.1%} of the step")
     import transformers
 
     print(json.dumps({"bench": "overhead", "date": str(date.today()), "machine": platform.machine(),
                       "cpus": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
                       "size": asdict(size), "steps_measured": len(post), "posttrain": p, "bare": b,
-                      "everything_else_share": share, "orchestration_share": orchestration,
-                      "step_ratio_vs_bare": p["wall"] / b["wall"], "load_max": max(load), "load_median":
-                      statistics.median(load)}))
+                      "shares": shares, "everything_else_share": share, "orchestration_share": orchestration,
+                      "step_ratio_vs_bare": ratio, "load_max": max(load), "load_median": statistics.median(load)}))
 
 
 if __name__ == "__main__":
