@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 MODULE_GROUPS = ("visual", "mlp_AR", "model", "lm_head")
 
@@ -63,8 +63,9 @@ class LearnerConfig(BaseModel):
     deepspeed: dict[str, Any] = Field(default_factory=dict)  # extra DeepSpeed config keys, merged last
 
     @model_validator(mode="after")
-    def _check(self) -> LearnerConfig:
-        if self.schedule != "constant" and self.total_steps is None:
+    def _check(self, info: ValidationInfo) -> LearnerConfig:
+        stage_sets_length = (info.context or {}).get("stage_sets_total_steps", False)  # recipes: steps/epochs
+        if self.schedule != "constant" and self.total_steps is None and not stage_sets_length:
             raise ValueError(f"schedule {self.schedule!r} decays to total_steps: set learner.total_steps")
         if self.total_steps is not None and self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_steps {self.warmup_steps} must be < total_steps {self.total_steps}")

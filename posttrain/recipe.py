@@ -175,7 +175,8 @@ class Recipe(Section):
     def stage_learner(self, stage) -> LearnerConfig:
         """The top-level learner section with this stage's overrides applied."""
         merged = {**self.learner.model_dump(exclude_unset=True), **getattr(stage, "learner", {})}
-        return LearnerConfig.model_validate(merged)
+        # every stage passes its own length (RL steps, SFT epochs x batches) as total_steps when it starts
+        return LearnerConfig.model_validate(merged, context={"stage_sets_total_steps": True})
 
     @property
     def run_dir(self) -> Path:
@@ -198,7 +199,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for override in overrides:
         apply_override(data, override)
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate(data, context={"stage_sets_total_steps": True})
     except ValidationError as error:
         raise RecipeError(format_errors(path, error, data, lines)) from None
 

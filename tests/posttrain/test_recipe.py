@@ -50,6 +50,17 @@ def test_learner_overrides_are_validated_at_load(tmp_path):
     assert "recipe.yaml:3: learner.zero_stag: unknown key 'zero_stag'; did you mean 'zero_stage'?" in str(error.value)
 
 
+def test_decaying_schedule_takes_its_length_from_the_stage(tmp_path):
+    """A recipe need not set total_steps: each stage passes its own length; a bare LearnerConfig still must."""
+    from posttrain.learner_config import LearnerConfig
+
+    path = write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["learner.schedule=cosine", "stages.0.learner.schedule=linear"])
+    assert recipe.learner.schedule == "cosine" and recipe.stage_learner(recipe.stages[0]).schedule == "linear"
+    with pytest.raises(ValueError, match="set learner.total_steps"):
+        LearnerConfig(schedule="cosine")
+
+
 def test_overrides_are_typed(tmp_path):
     path = write(tmp_path, MINIMAL)
     recipe = load_recipe(path, ["rollout.sampling.temperature=0.8", "stages.0.epochs=2", "model.seed=3"])
