@@ -15,7 +15,8 @@ from pathlib import Path
 
 def add_filter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="run directory, or a run name under runs/")
-    parser.add_argument("--stage", help="stage directory name, e.g. 01-rl (default: all stages)")
+    parser.add_argument("--stage", help="stage directory name, e.g. 01-rl, or 01-rl:eval for its held-out "
+                                        "answers (default: all)")
     parser.add_argument("--step", type=int)
     parser.add_argument("--mode", help="think | no_think | auto_think | agentic")
     parser.add_argument("--min-reward", type=float)

@@ -1,7 +1,9 @@
 """Held-out evaluation: greedy answers to the eval prompts in each mode, scored by `reward.eval_reward`.
 
 Used inside RL stages (before, every `eval_every` steps, after) and as a stage of its own (`kind: eval`).
-Reports accuracy per mode with 95% Wilson intervals and the think-rate in auto mode.
+Reports accuracy per mode with 95% Wilson intervals and the think-rate in auto mode. Every answer goes to
+`eval_traces.jsonl` in the trace format, so `posttrain traces show <run> --stage <stage>:eval` shows what the
+model said, not only how often it was right.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Evaluator:
                                                                   on_error="zero", spare=False,
                                                                   cpus_per_worker=reward.cpus_per_worker))
         self.log = StepLog(ctx.dir / "eval.jsonl")
+        self.traces = StepLog(ctx.dir / "eval_traces.jsonl")
 
     def run(self, step: int, label: str) -> EvalResult:
         if not self.rows:
@@ -76,11 +79,22 @@ class Evaluator:
                     for r, c, res in zip(rows, completions, results)]
         result = EvalResult(label, accuracy_by_mode(outcomes))
         self.log.write_step(step, [{"label": label, **result.summary}])
+        self.traces.write_step(step, [self._record(label, i, *x) for i, x in enumerate(zip(rows, completions, results))])
         self.ctx.console.print(f"[bold]eval {label}[/]: {result.describe()}")
         return result
 
+    def _record(self, label: str, index: int, row: dict, completion, result) -> dict:
+        return {"run": self.ctx.recipe.name, "stage": f"{self.ctx.label}:eval", "label": label,
+                "prompt_id": row["id"], "group": index, "sample_index": 0, "mode": row["mode"],
+                "prompt": row.get("prompt", row.get("messages")), "answer": row.get("answer"),
+                "completion": completion.text, "finish_reason": completion.finish_reason,
+                "prompt_tokens": len(completion.prompt_ids), "completion_tokens": completion.num_tokens,
+                "reward": result.total, "reward_components": result.components, "reward_error": result.error,
+                "reward_message": result.message, "tool_calls": completion.tool_calls}
+
     def close(self) -> None:
         self.log.close()
+        self.traces.close()
         self.pool.close()
 
 

@@ -1,5 +1,6 @@
 """A run directory as the viewers see it: its stages (`<nn>-<stage>/`), one lazily built `TraceIndex` per
-stage's `traces.jsonl`, and the queries the views ask (a filtered page, a group, one prompt across steps).
+stage's `traces.jsonl` (and per `eval_traces.jsonl`, the held-out answers, shown as stage `<nn>-<stage>:eval`),
+and the queries the views ask (a filtered page, a group, one prompt across steps).
 
 Indexes are refreshed on each query, so a viewer opened on a live run sees new steps. Knows nothing about how
 results are displayed.
@@ -15,7 +16,7 @@ from typing import Iterator
 from posttrain.viewer.filters import TraceFilter
 from posttrain.viewer.index import TraceIndex
 
-STAGE_FILES = ("traces.jsonl", "metrics.jsonl", "eval.jsonl", "done.json")
+STAGE_FILES = ("traces.jsonl", "eval_traces.jsonl", "metrics.jsonl", "eval.jsonl", "done.json")
 _STAGE_NAME = re.compile(r"^\d+-")
 
 
@@ -38,7 +39,10 @@ def stage_dirs(run_dir: Path) -> list[Path]:
 class RunTraces:
     def __init__(self, run: str | Path):
         self.dir = resolve_run(run)
-        self.stage_paths = {p.name: p for p in stage_dirs(self.dir) if (p / "traces.jsonl").exists()}
+        self.trace_files = {f"{p.name}{suffix}": p / file for p in stage_dirs(self.dir)
+                            for suffix, file in (("", "traces.jsonl"), (":eval", "eval_traces.jsonl"))
+                            if (p / file).exists()}
+        self.stage_paths = {name: path.parent for name, path in self.trace_files.items()}
         self._indexes: dict[str, TraceIndex] = {}
         self._lock = threading.Lock()  # the web server queries from several threads
 
@@ -52,7 +56,7 @@ class RunTraces:
             raise ValueError(f"stage {stage!r} has no traces in {self.dir} (stages with traces: {known})")
         with self._lock:
             if stage not in self._indexes:
-                self._indexes[stage] = TraceIndex(self.stage_paths[stage] / "traces.jsonl")
+                self._indexes[stage] = TraceIndex(self.trace_files[stage])
             else:
                 self._indexes[stage].refresh()
             return self._indexes[stage]

@@ -35,3 +35,11 @@ def test_build_train_and_check_formats(tmp_path):
     assert (run / "01-sft" / "model" / "config.json").exists()
     evaluation = json.loads((run / "02-eval" / "done.json").read_text())["eval"]
     assert set(evaluation) == {"no_think", "think"} and all(v["n"] > 0 for v in evaluation.values())
+    answers = [json.loads(line) for line in (run / "02-eval" / "eval_traces.jsonl").read_text().splitlines()]
+    assert len(answers) == sum(v["n"] for v in evaluation.values())
+    for mode, v in evaluation.items():  # the per-answer trace agrees with the summary
+        rewards = [a["reward"] for a in answers if a["mode"] == mode]
+        assert sum(r >= 0.5 for r in rewards) == round(v["accuracy"] * v["n"])
+    shown = subprocess.run([sys.executable, "-m", "posttrain.cli", "traces", "show", str(run), "--stage",
+                            "02-eval:eval", "--limit", "1"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and answers[0]["prompt_id"] in shown.stdout, shown.stdout + shown.stderr
