@@ -49,7 +49,10 @@ def prepare_data(recipe: Recipe, console: Console) -> Path:
     for name, rows in files.items():
         write_jsonl(out / f"{name}.jsonl", rows)
     (out / "done").write_text("")
-    console.print(f"data: {', '.join(f'{n} {len(r)}' for n, r in files.items())} rows in {out}")
+    if files:
+        console.print(f"data: {', '.join(f'{n} {len(r)}' for n, r in files.items())} rows in {out}")
+    else:  # e.g. a recipe whose first stage builds the data
+        console.print("data: no files given; the stages build their own")
     return out
 
 
