@@ -2,7 +2,9 @@
 
 A stage is done when its `done.json` exists (written last, atomically); a finished stage is skipped on the next
 run and its model directory feeds the next stage. A stage that was stopped resumes from its own latest
-checkpoint (the stage's code does that). Stage kinds register in STAGES; each gets a `StageContext`.
+checkpoint (the stage's code does that). Either way the recipe must still say what the stage was run with
+(`stage_settings`): an edited recipe stops the run rather than mixing results. Stage kinds register in STAGES;
+each gets a `StageContext`.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
     """Run (or resume) every stage; returns each stage's summary."""
     from posttrain.cluster import check_fits, ray_cluster
     from posttrain.data import prepare_data, prepare_model
+    from posttrain.stage_settings import check_resume, record
     from posttrain.stages import register_all
 
     register_all()
     console = console or Console()
     check_fits(recipe)
+    check_resume(recipe)
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     (recipe.run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     model = prepare_model(recipe, console)
@@ -71,7 +75,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
                 console.print(f"[dim]{ctx.label}: done earlier, skipped[/]")
                 summary = json.loads(done.read_text())
             else:
-                stage_dir.mkdir(parents=True, exist_ok=True)
+                record(recipe, index, stage_dir)
                 console.rule(f"{ctx.label}")
                 start = time.perf_counter()
                 summary = {"stage": ctx.label, **STAGES[stage.kind](ctx),

@@ -1,0 +1,58 @@
+"""Resuming with an edited recipe: a stage started under other settings stops the run with the change named."""
+
+import pytest
+
+from posttrain.recipe import load_recipe
+from posttrain.stage_settings import StageSettingsChanged, check_resume, record
+
+RECIPE = """
+name: r
+runs_dir: {runs}
+stages:
+  - {{kind: sft, epochs: 1, learner: {{lr: 1.0e-3}}}}
+  - {{kind: eval}}
+"""
+
+
+@pytest.fixture()
+def path(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.format(runs=tmp_path / "runs"))
+    return path
+
+
+def start_all(recipe, finished=(0, 1)):
+    for index, stage_dir in enumerate(recipe.stage_dirs()):
+        record(recipe, index, stage_dir)
+        if index in finished:
+            (stage_dir / "done.json").write_text("{}")
+
+
+def test_same_recipe_and_placement_changes_resume(path):
+    start_all(load_recipe(path))
+    check_resume(load_recipe(path))
+    check_resume(load_recipe(path, ["rollout.num_workers=2", "reward.cpus_per_worker=0.5", "cluster.num_cpus=4"]))
+
+
+def test_changed_stage_setting_names_stage_key_values_and_fix(path):
+    start_all(load_recipe(path))
+    with pytest.raises(StageSettingsChanged) as error:
+        check_resume(load_recipe(path, ["stages.0.epochs=3"]))
+    message = str(error.value)
+    assert "00-sft" in message and "stage.epochs: 1.0 -> 3.0" in message
+    assert "name=..." in message and "delete" in message
+
+
+def test_a_change_stops_at_the_first_stage_that_reads_it(path):
+    start_all(load_recipe(path))
+    with pytest.raises(StageSettingsChanged) as error:  # sft does not read the rollout section; eval does
+        check_resume(load_recipe(path, ["rollout.eval_sampling.max_tokens=99"]))
+    assert "01-eval" in str(error.value) and "00-sft" not in str(error.value)
+    assert "rollout.eval_sampling.max_tokens: 256 -> 99" in str(error.value)
+
+
+def test_a_finished_stage_after_one_that_will_run_is_refused(path):
+    recipe = load_recipe(path)
+    start_all(recipe, finished=(1,))
+    with pytest.raises(StageSettingsChanged, match="01-eval finished on an earlier output"):
+        check_resume(recipe)
