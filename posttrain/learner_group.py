@@ -134,6 +134,15 @@ class LearnerGroup:
     def export_weights(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None) -> list[dict]:
         return self._all([a.export_weights.remote(bucket_bytes, dtype) for a in self.actors])[0]
 
+    def export_weights_ref(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None):
+        """The ObjectRef of rank 0's buckets, for rollout workers to fetch straight from the object store: the
+        weights never pass through the driver (one serialisation, not three)."""
+        import ray
+
+        refs = [a.export_weights.remote(bucket_bytes, dtype) for a in self.actors]
+        ray.get(refs[1:])  # the other ranks return [] after taking part in ZeRO-3 gathers; raise their errors
+        return refs[0]
+
     def local_parameters(self) -> list[dict[str, Tensor]]:
         return self._all([a.local_parameters.remote() for a in self.actors])
 

@@ -54,14 +54,16 @@ class RolloutWorker:
 
     # ------------------------------------------------------------------------------------------ weights
     def update_weights(self, version: int, buckets: list[Any]) -> int:
-        """Load buckets of {name: tensor}; the elements may be Ray ObjectRefs (the CPU object-store path)."""
+        """Load buckets of {name: tensor}; an element may be a Ray ObjectRef (the CPU object-store path) of one
+        bucket or of a list of them (what a learner's `export_weights` call returned)."""
         loaded = 0
-        for bucket in buckets:
-            if type(bucket).__name__ == "ObjectRef":
+        for item in buckets:
+            if type(item).__name__ == "ObjectRef":
                 import ray
 
-                bucket = ray.get(bucket)
-            loaded += self.engine.load_weights(version, bucket)
+                item = ray.get(item)
+            for bucket in item if isinstance(item, list) else [item]:
+                loaded += self.engine.load_weights(version, bucket)
         return loaded
 
     def join_broadcast_group(self, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:

@@ -172,8 +172,7 @@ class RlLoop:
         return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
 
     def sync_weights(self, version: int) -> None:
-        buckets = self.learners.export_weights(bucket_bytes=64 << 20)
-        self.rollout.update_weights(version, buckets)
+        self.rollout.update_weights(version, [self.learners.export_weights_ref(bucket_bytes=64 << 20)])
 
     def rollout_metrics(self, completions, results) -> dict:
         if not completions:

@@ -66,6 +66,10 @@ def test_recipe_end_to_end(tmp_path):
     for key in ("prompt_id", "sample_index", "mode", "completion", "reward", "reward_components", "advantage",
                 "weight_version", "worker", "finish_reason"):
         assert key in record
+    rl_metrics = [json.loads(line) for line in (rl / "metrics.jsonl").read_text().splitlines()]
+    ratios = [m["train/ratio"] for m in rl_metrics if "train/ratio" in m]
+    # the sampler's logprobs are the learner's: weight sync after every step reached the rollout engine
+    assert len(ratios) == 3 and all(abs(r - 1.0) < 1e-4 for r in ratios), ratios
     summary = json.loads((rl / "done.json").read_text())
     assert set(summary["eval_after"]) == {"think", "no_think"}
     rerun = posttrain("run", str(recipe))

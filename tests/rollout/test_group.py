@@ -68,3 +68,17 @@ def test_a_worker_killed_mid_batch_is_restarted_and_the_batch_redone(group):
     assert len(completions) == 24 and all(c.finish_reason in ("stop", "length") for c in completions)
     assert group.redispatched >= 1, f"kill did not land during the batch ({time.monotonic() - started:.1f}s)"
     assert group.weight_versions() == [3, 3]  # the restarted actor got the latest weights back
+
+
+def test_one_ref_to_a_list_of_buckets_loads_every_bucket(group, tiny_model, engine):
+    """What `LearnerGroup.export_weights_ref` hands over: the learner's return value, never fetched by the driver."""
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.mul_(0.9)
+    ref = ray.put(bucket_tensors(tiny_model.named_parameters(), bucket_bytes=1 << 16))
+    assert len(ray.get(ref)) > 1
+    group.update_weights(5, [ref])
+    assert group.weight_versions() == [5, 5]
+    engine.load_weights(5, dict(tiny_model.named_parameters()))
+    assert [c.token_ids for c in group.generate(REQUESTS, GREEDY)] == \
+        [c.token_ids for c in engine.generate(REQUESTS, GREEDY)]
