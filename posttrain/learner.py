@@ -122,8 +122,11 @@ class Learner:
             return model(input_ids=mb.input_ids.to(self.device), attention_mask=mb.attention_mask.to(self.device),
                          position_ids=position_ids.to(self.device), use_cache=False, **vision)
 
-    def _token_outputs(self, model, mb: MicroBatch, entropy: bool) -> tuple[Tensor, Tensor | None]:
-        """Compact [n, l] log-probs of each token given its prefix (column 0: none, 0) and optional entropy."""
+    def _token_outputs(self, model, mb: MicroBatch, entropy: bool,
+                       entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Compact [n, l] log-probs of each token given its prefix (column 0: none, 0) and optional entropy
+        (outside autograd unless a loss trains on it: a logged entropy would otherwise cost a second softmax's
+        backward graph over the whole vocabulary)."""
         logits = self._run_model(model, mb).logits[:, :-1].float()  # [r, Lp-1, V]
         if self.config.temperature != 1.0:
             logits = logits / self.config.temperature
@@ -132,8 +135,9 @@ class Learner:
         logp = torch.nn.functional.pad(logits.gather(-1, ids).squeeze(-1) - lse, (1, 0))  # [r, Lp]
         ent = None
         if entropy:
-            ent_rows = lse - (torch.softmax(logits, -1) * logits).sum(-1)
-            ent = mb.unpack(torch.nn.functional.pad(ent_rows, (1, 0)))
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                ent_rows = lse - (torch.softmax(logits, -1) * logits).sum(-1)
+                ent = mb.unpack(torch.nn.functional.pad(ent_rows, (1, 0)))
         return mb.unpack(logp), ent
 
     def _scores(self, model, mb: MicroBatch) -> Tensor:
@@ -190,9 +194,8 @@ class Learner:
         if self.loss.model_output == "scores":
             inputs.scores = self._scores(self.engine, mb)
         else:
-            inputs.logprobs, inputs.entropy = self._token_outputs(self.engine, mb, self.loss.logs_entropy)
-            if inputs.entropy is not None and not self.loss.entropy_grad:
-                inputs.entropy = inputs.entropy.detach()
+            inputs.logprobs, inputs.entropy = self._token_outputs(self.engine, mb, self.loss.logs_entropy,
+                                                                  self.loss.entropy_grad)
         return inputs
 
     def _global_totals(self, batch: TrainBatch) -> BatchTotals:

@@ -165,3 +165,16 @@ def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch):
     assert all(full[k].shape == reference[k].shape for k in full)
     assert all(sum(v.numel() * 4 for v in b.values()) <= 1 << 20 or len(b) == 1 for b in buckets)
     assert not torch.equal(full["lm_head.weight"], reference["lm_head.weight"])  # the trained values
+
+
+def test_an_entropy_bonus_trains_entropy_up_and_a_logged_entropy_leaves_the_update_alone(qwen_dir, make_batch):
+    """The entropy is computed outside autograd unless the loss has a coefficient for it."""
+    batch = make_batch(4, 12).with_fields(advantages=torch.zeros(4))  # no policy gradient: only the bonus acts
+    logged = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, precision="fp32", loss={"name": "grpo"}))
+    bonus = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, precision="fp32",
+                                  loss={"name": "grpo", "args": {"entropy_coef": 1.0}}))
+    first = [learner.train_step(batch)["entropy"] for learner in (logged, bonus)]
+    assert first[0] == pytest.approx(first[1])
+    after = [learner.train_step(batch) for learner in (logged, bonus)]
+    assert after[0]["grad_norm"] == 0.0 and after[0]["entropy"] == pytest.approx(first[0])
+    assert after[1]["entropy"] > first[1] + 1e-3
