@@ -90,7 +90,8 @@ class Evaluator:
                 "completion": completion.text, "finish_reason": completion.finish_reason,
                 "prompt_tokens": len(completion.prompt_ids), "completion_tokens": completion.num_tokens,
                 "reward": result.total, "reward_components": result.components, "reward_error": result.error,
-                "reward_message": result.message, "tool_calls": completion.tool_calls}
+                "reward_message": result.message, "tool_calls": completion.tool_calls,
+                "weight_version": completion.weight_version, "worker": completion.worker}
 
     def close(self) -> None:
         self.log.close()
