@@ -114,8 +114,9 @@ def run(code, namespace):
         os._exit(MEMORY_EXIT)
     except SystemExit:
         raise
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
+    except BaseException as error:  # noqa: BLE001
+        # from the user's code down: the model reading this output should not see the sandbox's own frame
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         sys.exit(1)
 
 

@@ -18,6 +18,9 @@ def test_prints_and_exit_status():
     assert (result.status, result.exit_code, result.stdout, result.stderr) == ("ok", 0, "hi\n", "err\n")
     failed = run_code("raise ValueError('bad input')")
     assert failed.status == "error" and failed.exit_code == 1 and "ValueError: bad input" in failed.stderr
+    # the traceback starts at the user's code: no frame of the sandbox itself (or its host path) in it
+    assert failed.stderr.splitlines()[:2] == ["Traceback (most recent call last):",
+                                              '  File "<sandbox>", line 1, in <module>']
 
 
 def test_infinite_loop_hits_the_cpu_limit():
