@@ -50,7 +50,10 @@ class EvalResult:
 
 
 class Evaluator:
-    def __init__(self, ctx: StageContext, rollout, modes: list[str] | None = None, reward: str | None = None):
+    def __init__(self, ctx: StageContext, rollout, modes: list[str] | None = None, reward: str | None = None,
+                 resume_after: int | None = None):
+        """`resume_after`: an RL stage resumed from the checkpoint of that step drops later evaluations from the
+        logs (they are run again), as its traces do."""
         from rewards.pool import PoolConfig, RewardPool
 
         self.ctx, self.rollout = ctx, rollout
@@ -63,8 +66,8 @@ class Evaluator:
         self.pool = RewardPool(override or reward.eval_reward, {}, PoolConfig(num_workers=1, deadline_s=reward.timeout_s,
                                                                   on_error="zero", spare=False,
                                                                   cpus_per_worker=reward.cpus_per_worker))
-        self.log = StepLog(ctx.dir / "eval.jsonl")
-        self.traces = StepLog(ctx.dir / "eval_traces.jsonl")
+        self.log = StepLog(ctx.dir / "eval.jsonl", resume_after)
+        self.traces = StepLog(ctx.dir / "eval_traces.jsonl", resume_after)
 
     def run(self, step: int, label: str) -> EvalResult:
         if not self.rows:
@@ -79,7 +82,8 @@ class Evaluator:
                     for r, c, res in zip(rows, completions, results)]
         result = EvalResult(label, accuracy_by_mode(outcomes))
         self.log.write_step(step, [{"label": label, **result.summary}])
-        self.traces.write_step(step, [self._record(label, i, *x) for i, x in enumerate(zip(rows, completions, results))])
+        self.traces.write_step(step, [self._record(label, i, row, completion, res)
+                                      for i, (row, completion, res) in enumerate(zip(rows, completions, results))])
         self.ctx.console.print(f"[bold]eval {label}[/]: {result.describe()}")
         return result
 
@@ -106,7 +110,7 @@ def run_eval(ctx: StageContext) -> dict:
     r = ctx.recipe.rollout
     rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                            max_batch_size=r.max_batch_size, max_tool_turns=r.max_tool_turns)
-    evaluator = Evaluator(ctx, rollout, ctx.stage.modes, ctx.stage.reward)
+    evaluator = Evaluator(ctx, rollout, ctx.stage.modes, ctx.stage.reward, resume_after=-1)  # all run again
     try:
         result = evaluator.run(0, ctx.label)
     finally:

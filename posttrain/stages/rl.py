@@ -66,7 +66,8 @@ class RlLoop:
         options = w.components[0].options if len(w.components) == 1 else {}
         self.rewards = RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
                                                             on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
-        self.evaluator = Evaluator(ctx, self.rollout)
+        # evaluations up to the checkpoint's step stay; a fresh start runs "before" again, so keeps none
+        self.evaluator = Evaluator(ctx, self.rollout, resume_after=self.start or -1)
         self.traces = StepLog(ctx.dir / "traces.jsonl", resume_after=self.start - 1)
         self.metrics = MetricsLog(ctx.dir, self.start - 1, recipe.trace.tensorboard)
 

@@ -25,7 +25,7 @@ reward: {{components: [{{spec: math}}, {{spec: format, weight: 0.1}}]}}
 learner: {{precision: fp32}}
 stages:
   - {{kind: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
-  - {{kind: rl, steps: {steps}, prompts_per_step: 2, group_size: 4, checkpoint_every: 2,
+  - {{kind: rl, steps: {steps}, prompts_per_step: 2, group_size: 4, checkpoint_every: 2, eval_every: 2,
       hints: true, pass_rate_filter: true, learner: {{lr: 1.0e-4, loss: {{name: grpo}}}}}}
 """
 
@@ -97,4 +97,8 @@ def test_kill_9_mid_stage_resumes_without_duplicate_or_missing_traces(tmp_path):
     assert "00-sft: done earlier, skipped" in output
     assert trace_steps(rl) == {step: 8 for step in range(6)}
     metric_steps = [json.loads(line)["step"] for line in (rl / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(metric_steps) == list(range(6))
+    assert sorted(metric_steps) == sorted([*range(6), 1, 3])  # every step, plus the evaluations after steps 2, 4
+    evaluations = [json.loads(line) for line in (rl / "eval.jsonl").read_text().splitlines()]
+    assert [e["label"] for e in evaluations] == ["before", "step 2", "step 4", "after"]  # none twice or lost
+    answers = Counter(json.loads(line)["label"] for line in (rl / "eval_traces.jsonl").read_text().splitlines())
+    assert answers == {label: 32 for label in ("before", "step 2", "step 4", "after")}  # 16 prompts x 2 modes
