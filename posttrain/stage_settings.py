@@ -11,6 +11,7 @@ stage it affects.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +19,31 @@ from posttrain.recipe import Recipe
 
 SECTIONS_READ = {"sft": ("learner",), "rl": ("learner", "rollout", "reward"), "eval": ("rollout", "reward"),
                  "cold_start_build": ()}
-PLACEMENT_KEYS = {"num_workers", "cpus_per_worker", "threads", "max_batch_size", "timeout_s"}
+PLACEMENT_KEYS = {"num_workers", "cpus_per_worker", "threads", "max_batch_size", "timeout_s", "checkpoint_every"}
 FILE = "settings.json"
 
 
 def stage_settings(recipe: Recipe, index: int) -> dict[str, Any]:
+    """The learner section as the stage resolves it (top level + the stage's overrides), so moving a key
+    between the two is not a change."""
     dump = recipe.model_dump(mode="json")
-    stage = dump["stages"][index]
+    stage = {k: v for k, v in dump["stages"][index].items() if k != "learner" and k not in PLACEMENT_KEYS}
     settings = {"seed": dump["seed"], "model": dump["model"], "data": dump["data"], "stage": stage}
     for section in SECTIONS_READ.get(stage["kind"], ("learner", "rollout", "reward")):
-        settings[section] = {k: v for k, v in dump[section].items() if k not in PLACEMENT_KEYS}
+        values = (recipe.stage_learner(recipe.stages[index]).model_dump(mode="json") if section == "learner"
+                  else dump[section])
+        settings[section] = {k: v for k, v in values.items() if k not in PLACEMENT_KEYS}
     return settings
 
 
 def check_resume(recipe: Recipe) -> None:
-    """Before anything runs: every stage already started must still match the recipe, and no finished stage
-    may come after the first one that will run (it was built on that stage's earlier output)."""
+    """Before anything runs: every stage already started must still match the recipe, and no stage after the
+    first one that will run may have started (it was built on that stage's earlier output)."""
     dirs = recipe.stage_dirs()
     for index, stage_dir in enumerate(dirs):
-        if (stage_dir / FILE).exists():
-            changes = differences(json.loads((stage_dir / FILE).read_text()), stage_settings(recipe, index))
+        recorded = _read(stage_dir / FILE)
+        if recorded is not None:
+            changes = differences(recorded, stage_settings(recipe, index))
             if changes:
                 shown = "\n".join(f"  {key}: {old} -> {new}" for key, old, new in changes[:10])
                 raise StageSettingsChanged(
@@ -45,30 +51,42 @@ def check_resume(recipe: Recipe) -> None:
                     f"run, start a new one under another name (override `name=...`); to redo this stage, delete "
                     f"{stage_dir} and the stage directories after it.")
     pending = [i for i, d in enumerate(dirs) if not (d / "done.json").exists()]
-    stale = [d for d in dirs[pending[0] + 1:] if (d / "done.json").exists()] if pending else []
-    if stale:
+    later = dirs[pending[0] + 1:] if pending else []
+    started = [d for d in later if (d / "done.json").exists() or (d / FILE).exists()]
+    if started:
         raise StageSettingsChanged(
-            f"{dirs[pending[0]].name} will run, but {', '.join(d.name for d in stale)} finished on an earlier "
-            f"output of it; delete {', '.join(str(d) for d in stale)} as well (or use a new run name) so that no "
+            f"{dirs[pending[0]].name} will run, but {', '.join(d.name for d in started)} started on an earlier "
+            f"output of it; delete {', '.join(str(d) for d in started)} as well (or use a new run name) so that no "
             f"stage reads a result it did not produce.")
 
 
 def record(recipe: Recipe, index: int, stage_dir: Path) -> None:
     """Written when a stage first starts (kept on resume: it says what the stage was started with)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
-    if not (stage_dir / FILE).exists():
-        (stage_dir / FILE).write_text(json.dumps(stage_settings(recipe, index), indent=2) + "\n")
+    path = stage_dir / FILE
+    if _read(path) is None:  # absent, or torn by a crash while it was written
+        temp = path.with_suffix(".tmp")
+        temp.write_text(json.dumps(stage_settings(recipe, index), indent=2) + "\n")
+        os.replace(temp, path)
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for every leaf that differs.
+    """(dotted key, old, new) for every leaf that differs. Keys on one side only are settings that a newer or
+    older version of the toolkit has (a field added with its default), not edits, and are left out.
 
-    >>> differences({"stage": {"epochs": 6, "lr": 1}}, {"stage": {"epochs": 10, "lr": 1}})
+    >>> differences({"stage": {"epochs": 6, "lr": 1}}, {"stage": {"epochs": 10, "lr": 1, "new_field": 0}})
     [('stage.epochs', 6, 10)]
     """
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
-        for key in sorted(set(old) | set(new), key=str):
+        for key in sorted(set(old) & set(new), key=str):
             out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [(prefix.rstrip("."), old, new)]

@@ -108,16 +108,20 @@ def install_policy(work, read_roots, allow_fork):
 def run(code, namespace):
     try:
         exec(compile(code, "<sandbox>", "exec"), namespace)
-    except MemoryError:
-        traceback.print_exc()
+    except MemoryError as error:
+        print_user_traceback(error)
         sys.stderr.flush()
         os._exit(MEMORY_EXIT)
     except SystemExit:
         raise
     except BaseException as error:  # noqa: BLE001
-        # from the user's code down: the model reading this output should not see the sandbox's own frame
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        print_user_traceback(error)
         sys.exit(1)
+
+
+def print_user_traceback(error):
+    """From the user's code down: the model reading this output should not see the sandbox's own frame."""
+    traceback.print_exception(type(error), error, error.__traceback__.tb_next)
 
 
 def main():

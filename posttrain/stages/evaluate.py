@@ -63,11 +63,11 @@ class Evaluator:
         self.chosen = modes  # None: every row in its own mode
         self.modes = modes or data_modes or sorted({r.get("mode") or "auto_think" for r in self.rows})
         override, reward = reward, ctx.recipe.reward
-        self.pool = RewardPool(override or reward.eval_reward, {}, PoolConfig(num_workers=1, deadline_s=reward.timeout_s,
-                                                                  on_error="zero", spare=False,
-                                                                  cpus_per_worker=reward.cpus_per_worker))
+        self.pool = RewardPool(override or reward.eval_reward, {},
+                               PoolConfig(num_workers=1, deadline_s=reward.timeout_s, on_error="zero", spare=False,
+                                          cpus_per_worker=reward.cpus_per_worker))
         self.log = StepLog(ctx.dir / "eval.jsonl", resume_after)
-        self.traces = StepLog(ctx.dir / "eval_traces.jsonl", resume_after)
+        self.traces = StepLog(ctx.dir / "eval_traces.jsonl", resume_after) if ctx.recipe.trace.enabled else None
 
     def run(self, step: int, label: str) -> EvalResult:
         if not self.rows:
@@ -82,8 +82,9 @@ class Evaluator:
                     for r, c, res in zip(rows, completions, results)]
         result = EvalResult(label, accuracy_by_mode(outcomes))
         self.log.write_step(step, [{"label": label, **result.summary}])
-        self.traces.write_step(step, [self._record(label, i, row, completion, res)
-                                      for i, (row, completion, res) in enumerate(zip(rows, completions, results))])
+        if self.traces:
+            self.traces.write_step(step, [self._record(label, i, row, completion, res)
+                                          for i, (row, completion, res) in enumerate(zip(rows, completions, results))])
         self.ctx.console.print(f"[bold]eval {label}[/]: {result.describe()}")
         return result
 
@@ -99,7 +100,8 @@ class Evaluator:
 
     def close(self) -> None:
         self.log.close()
-        self.traces.close()
+        if self.traces:
+            self.traces.close()
         self.pool.close()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import ray
 import torch
 
 from posttrain.curriculum import Curriculum
@@ -66,8 +67,10 @@ class RlLoop:
         options = w.components[0].options if len(w.components) == 1 else {}
         self.rewards = RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
                                                             on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
-        # evaluations up to the checkpoint's step stay; a fresh start runs "before" again, so keeps none
-        self.evaluator = Evaluator(ctx, self.rollout, resume_after=self.start or -1)
+        # evaluations up to the checkpoint's step stay ("after", logged at the last step, always runs again); a
+        # fresh start runs "before" again, so keeps none
+        resume_after = min(self.start, self.stage.steps - 1) if self.start else -1
+        self.evaluator = Evaluator(ctx, self.rollout, resume_after=resume_after)
         self.traces = StepLog(ctx.dir / "traces.jsonl", resume_after=self.start - 1)
         self.metrics = MetricsLog(ctx.dir, self.start - 1, recipe.trace.tensorboard)
 
@@ -173,7 +176,12 @@ class RlLoop:
         return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
 
     def sync_weights(self, version: int) -> None:
-        self.rollout.update_weights(version, [self.learners.export_weights_ref(bucket_bytes=64 << 20)])
+        weights = self.learners.export_weights_ref(bucket_bytes=64 << 20)
+        try:
+            self.rollout.update_weights(version, [weights])
+        except Exception:
+            ray.get(weights)  # a failed export raises here as the learner's error, not as a rollout worker's
+            raise
 
     def rollout_metrics(self, completions, results) -> dict:
         if not completions:

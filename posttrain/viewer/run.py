@@ -72,7 +72,8 @@ class RunTraces:
 
     def matches(self, flt: TraceFilter) -> Iterator[tuple[str, int, dict | None]]:
         """(stage, position, record) in run order; the record is read only when the text filter needs it."""
-        stages = [flt.stage] if flt.stage else list(self.stage_paths)
+        # held-out answers (`<stage>:eval`) only when asked for: their steps would interleave with training's
+        stages = [flt.stage] if flt.stage else [s for s in self.stage_paths if not s.endswith(":eval")]
         for stage in stages:
             index = self.index(stage)
             positions = flt.positions(index)

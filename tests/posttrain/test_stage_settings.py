@@ -1,5 +1,7 @@
 """Resuming with an edited recipe: a stage started under other settings stops the run with the change named."""
 
+import json
+
 import pytest
 
 from posttrain.recipe import load_recipe
@@ -31,7 +33,27 @@ def start_all(recipe, finished=(0, 1)):
 def test_same_recipe_and_placement_changes_resume(path):
     start_all(load_recipe(path))
     check_resume(load_recipe(path))
-    check_resume(load_recipe(path, ["rollout.num_workers=2", "reward.cpus_per_worker=0.5", "cluster.num_cpus=4"]))
+    check_resume(load_recipe(path, ["rollout.num_workers=2", "reward.cpus_per_worker=0.5", "cluster.num_cpus=4",
+                                    "stages.0.checkpoint_every=7"]))
+
+
+def test_a_learner_key_moved_between_top_level_and_stage_is_not_a_change(path):
+    start_all(load_recipe(path))
+    moved = path.read_text().replace("learner: {lr: 1.0e-3}", "learner: {}") + "learner: {lr: 1.0e-3}\n"
+    path.write_text(moved)
+    check_resume(load_recipe(path))
+    with pytest.raises(StageSettingsChanged, match="learner.lr: 0.001 -> 0.002"):
+        check_resume(load_recipe(path, ["learner.lr=2e-3"]))
+
+
+def test_a_settings_file_torn_by_a_crash_is_recorded_again(path):
+    recipe = load_recipe(path)
+    start_all(recipe)
+    torn = recipe.stage_dirs()[0] / "settings.json"
+    torn.write_text('{"seed": 0, "mod')
+    check_resume(load_recipe(path, ["stages.0.epochs=3"]))  # nothing readable to compare with
+    record(recipe, 0, recipe.stage_dirs()[0])
+    assert json.loads(torn.read_text())["stage"]["epochs"] == 1.0
 
 
 def test_changed_stage_setting_names_stage_key_values_and_fix(path):
@@ -51,8 +73,8 @@ def test_a_change_stops_at_the_first_stage_that_reads_it(path):
     assert "rollout.eval_sampling.max_tokens: 256 -> 99" in str(error.value)
 
 
-def test_a_finished_stage_after_one_that_will_run_is_refused(path):
+def test_a_started_stage_after_one_that_will_run_is_refused(path):
     recipe = load_recipe(path)
-    start_all(recipe, finished=(1,))
-    with pytest.raises(StageSettingsChanged, match="01-eval finished on an earlier output"):
+    start_all(recipe, finished=())  # 00-sft stopped; 01-eval's directory exists with its settings
+    with pytest.raises(StageSettingsChanged, match="01-eval started on an earlier output"):
         check_resume(recipe)

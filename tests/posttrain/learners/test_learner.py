@@ -168,7 +168,6 @@ def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch):
 
 
 def test_an_entropy_bonus_trains_entropy_up_and_a_logged_entropy_leaves_the_update_alone(qwen_dir, make_batch):
-    """The entropy is computed outside autograd unless the loss has a coefficient for it."""
     batch = make_batch(4, 12).with_fields(advantages=torch.zeros(4))  # no policy gradient: only the bonus acts
     logged = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, precision="fp32", loss={"name": "grpo"}))
     bonus = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, precision="fp32",

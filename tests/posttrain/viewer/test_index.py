@@ -78,3 +78,13 @@ def test_show_command_prints_matching_samples(run_dir, capsys):
     assert main(["traces", "show", str(run_dir), "--error"]) == 0
     out = capsys.readouterr().out
     assert "reward error: exception" in out and "<script>document.title" in out
+
+
+def test_held_out_answers_are_their_own_stage_and_only_shown_when_asked_for(run_dir, rows, capsys):
+    answer = {**rows[0], "stage": "01-rl:eval", "prompt_id": "held-out-7", "label": "before", "prompt": "2 + 2?"}
+    (run_dir / "01-rl" / "eval_traces.jsonl").write_text(json.dumps(answer) + "\n")
+    assert main(["traces", "show", str(run_dir), "--text", "2 + 2"]) == 0
+    assert "held-out-7" not in capsys.readouterr().out  # the default is the training samples
+    assert main(["traces", "show", str(run_dir), "--stage", "01-rl:eval"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out-7" in out and "1 of 1 matching samples shown" in out
