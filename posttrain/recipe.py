@@ -141,7 +141,33 @@ class ColdStartBuildStage(Section):
     config: dict[str, Any] = {}  # further cold_start_data.config.BuildConfig fields (checked when the stage runs)
 
 
-Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage], Field(discriminator="kind")]
+class RejectionSampleStage(Section):
+    """Iterative alignment, step 1: sample the current model on the data's prompts, score every sample with the
+    recipe's reward, and hand the next stages preference pairs (best vs worst of a prompt) and the accepted
+    samples as SFT rows."""
+
+    kind: Literal["rejection_sample"] = "rejection_sample"
+    name: str | None = None
+    samples_per_prompt: int = Field(8, ge=2)
+    prompts: int | None = Field(None, ge=1)  # None: every row of prompts.jsonl
+    accept: float = 1.0  # a sample whose reward is >= accept becomes an SFT row
+    sampling: SamplingParams | None = None  # None: rollout.sampling
+
+
+class PreferenceStage(Section):
+    """Preference optimization on `pairs.jsonl` (MPO unless the learner names another pair loss), against a
+    frozen copy of the stage's starting model."""
+
+    kind: Literal["preference"] = "preference"
+    name: str | None = None
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)  # pairs per step
+    learner: dict[str, Any] = {"loss": {"name": "mpo"}}
+    checkpoint_every: int = Field(50, ge=1)
+
+
+Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, RejectionSampleStage, PreferenceStage],
+                  Field(discriminator="kind")]
 
 
 class Recipe(Section):

@@ -21,6 +21,18 @@ TRACE_FIELDS = ("run", "stage", "step", "prompt_id", "sample_index", "mode", "pr
                 "reward_error", "advantage", "weight_version", "worker", "timings")
 
 
+def sample_record(run: str, stage: str, group: int, row: dict, completion, result, **extra) -> dict[str, Any]:
+    """One trace record: a prompt row's answer (`rollout.types.Completion`) and its reward (`RewardResult`)."""
+    return {"run": run, "stage": stage, "prompt_id": row["id"], "sample_index": completion.sample_index,
+            "group": group, "mode": row.get("mode"), "prompt": row.get("prompt", row.get("messages")),
+            "answer": row.get("answer"), "completion": completion.text, "finish_reason": completion.finish_reason,
+            "prompt_tokens": len(completion.prompt_ids), "completion_tokens": completion.num_tokens,
+            "reward": result.total, "reward_components": result.components, "reward_error": result.error,
+            "reward_message": result.message, "weight_version": completion.weight_version,
+            "worker": completion.worker, "timings": completion.timings, "tool_calls": completion.tool_calls,
+            **extra}
+
+
 class StepLog:
     def __init__(self, path: str | Path, resume_after: int | None = None):
         self.path = Path(path)

@@ -35,6 +35,26 @@ def start_learners(ctx: StageContext, config: LearnerConfig):
                         num_threads=cluster.learner_threads)
 
 
+def training_reward_pool(recipe):
+    """The recipe's reward (weighted components) on its reward workers, as RL and rejection sampling score."""
+    from rewards.pool import PoolConfig, RewardPool
+
+    w = recipe.reward
+    spec = {c.spec: c.weight for c in w.components}
+    options = w.components[0].options if len(w.components) == 1 else {}
+    return RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
+                                                on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
+
+
+def rollout_group(recipe, model_dir: Path):
+    from rollout.group import RolloutGroup
+
+    r = recipe.rollout
+    return RolloutGroup(str(model_dir), r.num_workers, r.cpus_per_worker, threads=r.threads,
+                        max_batch_size=r.max_batch_size, bf16_autocast=r.bf16_autocast,
+                        max_tool_turns=r.max_tool_turns)
+
+
 def latest_checkpoint(ctx: StageContext) -> Path | None:
     root = ctx.dir / "checkpoints"
     steps = sorted((int(p.name.split("-")[1]), p) for p in root.glob("step-*") if p.is_dir()) if root.exists() else []

@@ -14,7 +14,7 @@ from keye_vl.chat import parse_response
 from posttrain.evaluation import ModeAccuracy, accuracy_by_mode
 from posttrain.prompts import load_prompts, request_of, sample_of
 from posttrain.runner import StageContext, stage_kind
-from posttrain.traces import StepLog
+from posttrain.traces import StepLog, sample_record
 
 
 @dataclass
@@ -83,20 +83,12 @@ class Evaluator:
         result = EvalResult(label, accuracy_by_mode(outcomes))
         self.log.write_step(step, [{"label": label, **result.summary}])
         if self.traces:
-            self.traces.write_step(step, [self._record(label, i, row, completion, res)
+            stage = f"{self.ctx.label}:eval"
+            self.traces.write_step(step, [sample_record(self.ctx.recipe.name, stage, i, row, completion, res,
+                                                        label=label)
                                           for i, (row, completion, res) in enumerate(zip(rows, completions, results))])
         self.ctx.console.print(f"[bold]eval {label}[/]: {result.describe()}")
         return result
-
-    def _record(self, label: str, index: int, row: dict, completion, result) -> dict:
-        return {"run": self.ctx.recipe.name, "stage": f"{self.ctx.label}:eval", "label": label,
-                "prompt_id": row["id"], "group": index, "sample_index": 0, "mode": row["mode"],
-                "prompt": row.get("prompt", row.get("messages")), "answer": row.get("answer"),
-                "completion": completion.text, "finish_reason": completion.finish_reason,
-                "prompt_tokens": len(completion.prompt_ids), "completion_tokens": completion.num_tokens,
-                "reward": result.total, "reward_components": result.components, "reward_error": result.error,
-                "reward_message": result.message, "tool_calls": completion.tool_calls,
-                "weight_version": completion.weight_version, "worker": completion.worker}
 
     def close(self) -> None:
         self.log.close()
@@ -107,11 +99,9 @@ class Evaluator:
 
 @stage_kind("eval")
 def run_eval(ctx: StageContext) -> dict:
-    from rollout.group import RolloutGroup
+    from posttrain.stages.common import rollout_group
 
-    r = ctx.recipe.rollout
-    rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
-                           max_batch_size=r.max_batch_size, max_tool_turns=r.max_tool_turns)
+    rollout = rollout_group(ctx.recipe, ctx.model_in)
     evaluator = Evaluator(ctx, rollout, ctx.stage.modes, ctx.stage.reward, resume_after=-1)  # all run again
     try:
         result = evaluator.run(0, ctx.label)

@@ -26,10 +26,10 @@ from posttrain.curriculum import Curriculum
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
 from posttrain.rl_batch import rl_batch
 from posttrain.runner import StageContext, stage_kind
-from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, save_checkpoint,
-                                     stage_progress, start_learners)
+from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, rollout_group,
+                                     save_checkpoint, stage_progress, start_learners, training_reward_pool)
 from posttrain.stages.evaluate import Evaluator
-from posttrain.traces import MetricsLog, StepLog, save_images
+from posttrain.traces import MetricsLog, StepLog, sample_record, save_images
 from posttrain.losses import group_advantages
 from rollout.encoding import PromptEncoder
 
@@ -43,9 +43,6 @@ def timed(timings: dict, phase: str):
 
 class RlLoop:
     def __init__(self, ctx: StageContext):
-        from rewards.pool import PoolConfig, RewardPool
-        from rollout.group import RolloutGroup
-
         self.ctx, self.stage, recipe = ctx, ctx.stage, ctx.recipe
         self.sampler = PromptSampler(load_prompts(ctx.data_dir / "prompts.jsonl", "p"), recipe.seed)
         self.encoder = PromptEncoder.from_model_dir(ctx.model_in)
@@ -58,15 +55,8 @@ class RlLoop:
         state = self.learners.load(str(checkpoint)) if checkpoint else {"step": 0}
         self.start = state["step"]
         self.curriculum.load_state_dict(state.get("curriculum", {}))
-        r = recipe.rollout
-        self.rollout = RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
-                                    max_batch_size=r.max_batch_size, bf16_autocast=r.bf16_autocast,
-                                    max_tool_turns=r.max_tool_turns)
-        w = recipe.reward
-        spec = {c.spec: c.weight for c in w.components}
-        options = w.components[0].options if len(w.components) == 1 else {}
-        self.rewards = RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
-                                                            on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
+        self.rollout = rollout_group(recipe, ctx.model_in)
+        self.rewards = training_reward_pool(recipe)
         # evaluations up to the checkpoint's step stay ("after", logged at the last step, always runs again); a
         # fresh start runs "before" again, so keeps none
         resume_after = min(self.start, self.stage.steps - 1) if self.start else -1
@@ -201,15 +191,9 @@ class RlLoop:
             row = rows[i // g]
             images = (save_images(c.images, self.ctx.dir / "trace_images", f"{step}-{i}")
                       if c.images and self.ctx.recipe.trace.save_images else [])
-            records.append({
-                "run": self.ctx.recipe.name, "stage": self.ctx.label, "prompt_id": row["id"],
-                "sample_index": c.sample_index, "group": i // g, "mode": row.get("mode"),
-                "prompt": row.get("prompt", row.get("messages")), "answer": row.get("answer"),
-                "completion": c.text, "finish_reason": c.finish_reason, "prompt_tokens": len(c.prompt_ids),
-                "completion_tokens": c.num_tokens, "reward": r.total, "reward_components": r.components,
-                "reward_error": r.error, "reward_message": r.message, "advantage": float(advantages[i]),
-                "weight_version": c.weight_version, "worker": c.worker, "timings": c.timings,
-                "tool_calls": c.tool_calls, "images": images, "hint_level": row.get("hint_level", 0)})
+            records.append(sample_record(self.ctx.recipe.name, self.ctx.label, i // g, row, c, r,
+                                         advantage=float(advantages[i]), images=images,
+                                         hint_level=row.get("hint_level", 0)))
         self.traces.write_step(step, records)
 
     def close(self) -> None:

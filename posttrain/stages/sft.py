@@ -36,12 +36,19 @@ def step_order(n: int, batch_size: int, steps: int, seed: int) -> list[np.ndarra
 
 @stage_kind("sft")
 def run_sft(ctx: StageContext) -> dict:
-    stage = ctx.stage
     encoder = PromptEncoder.from_model_dir(ctx.model_in)
     examples = load_examples(ctx, encoder)
-    steps = max(1, round(stage.epochs * max(1, len(examples) // stage.batch_size)))
-    config = learner_config(ctx, total_steps=steps)
-    order = step_order(len(examples), stage.batch_size, steps, ctx.recipe.seed)
+    summary = train_in_batches(ctx, len(examples), lambda rows: sft_batch([examples[i] for i in rows], encoder.pad_id))
+    return {**summary, "examples": len(examples)}
+
+
+def train_in_batches(ctx: StageContext, n: int, batch_of, **config_overrides) -> dict:
+    """`epochs` over n items in shuffled batches of `batch_size` (`batch_of(indices) -> TrainBatch`), with
+    checkpoints and resume; publishes `<stage>/model`. Shared by the supervised stage kinds (sft, preference)."""
+    stage = ctx.stage
+    steps = max(1, round(stage.epochs * max(1, n // stage.batch_size)))
+    config = learner_config(ctx, total_steps=steps, **config_overrides)
+    order = step_order(n, stage.batch_size, steps, ctx.recipe.seed)
     group = start_learners(ctx, config)
     try:
         checkpoint = latest_checkpoint(ctx)
@@ -50,8 +57,7 @@ def run_sft(ctx: StageContext) -> dict:
         losses = []
         with stage_progress(ctx, steps, start) as (progress, task):
             for step in range(start, steps):
-                batch = sft_batch([examples[i] for i in order[step]], encoder.pad_id)
-                metrics = group.train_step(batch)
+                metrics = group.train_step(batch_of(order[step]))
                 metrics_log.write(step, metrics)
                 losses.append(metrics.get("loss", float("nan")))
                 progress.update(task, advance=1, metrics=f"loss {losses[-1]:.3f}")
@@ -64,4 +70,4 @@ def run_sft(ctx: StageContext) -> dict:
         group.shutdown()
     last = [x for x in losses[-10:] if x == x]
     headline = f"loss {sum(last) / len(last):.3f}" if last else "resumed at the end"
-    return {"steps": steps, "examples": len(examples), "final_loss": last[-1] if last else None, "headline": headline}
+    return {"steps": steps, "final_loss": last[-1] if last else None, "headline": headline}

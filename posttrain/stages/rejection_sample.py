@@ -1,0 +1,87 @@
+"""The `rejection_sample` stage: Keye-VL's iterative alignment collects its data from the model itself.
+
+Every prompt of `<data>/prompts.jsonl` (or the first `prompts` of them) is answered `samples_per_prompt` times
+with `rollout.sampling` (or the stage's own `sampling`) and every answer is scored by the recipe's reward. The
+stage then writes `<stage>/data/` for the stages after it:
+- `pairs.jsonl`: per prompt, the best-scored answer as chosen and the worst as rejected (prompts whose answers
+  all score the same teach no preference and give no pair), for a `preference` stage;
+- `sft.jsonl`: per prompt, the best answer if its reward is >= `accept` (rejection-sampled SFT rows);
+- the input data's other files (held-out `eval.jsonl`, `prompts.jsonl`) unchanged.
+Every scored answer goes to `traces.jsonl`, so what was chosen and rejected can be read back.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from posttrain.data import write_jsonl
+from posttrain.prompts import load_prompts, messages_of, request_of, sample_of
+from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.common import rollout_group, stage_progress, training_reward_pool
+from posttrain.traces import StepLog, sample_record
+
+
+@stage_kind("rejection_sample")
+def run_rejection_sample(ctx: StageContext) -> dict:
+    stage, n = ctx.stage, ctx.stage.samples_per_prompt
+    rows = load_prompts(ctx.data_dir / "prompts.jsonl", "p")[: stage.prompts]
+    sampling = (stage.sampling or ctx.recipe.rollout.sampling).model_copy(update={"n": n})
+    rollout, rewards = rollout_group(ctx.recipe, ctx.model_in), training_reward_pool(ctx.recipe)
+    traces = StepLog(ctx.dir / "traces.jsonl", resume_after=-1)  # a stopped stage starts again from scratch
+    pairs, accepted, batch = [], [], ctx.recipe.rollout.max_batch_size // n or 1
+    try:
+        with stage_progress(ctx, len(rows)) as (progress, task):
+            for first in range(0, len(rows), batch):
+                chunk = rows[first:first + batch]
+                completions = rollout.generate([request_of(r) for r in chunk], sampling)
+                scored = rewards.score([sample_of(chunk[i // n], c, i // n, n) for i, c in enumerate(completions)])
+                for k, row in enumerate(chunk):
+                    answers = [(r.total if r.total is not None else float("-inf"), c.text)
+                               for c, r in zip(completions[k * n:(k + 1) * n], scored.results[k * n:(k + 1) * n])]
+                    pairs += best_and_worst(row, answers)
+                    accepted += accepted_answer(row, answers, stage.accept)
+                traces.write_step(0, [sample_record(ctx.recipe.name, ctx.label, first + i // n, chunk[i // n], c, r)
+                                      for i, (c, r) in enumerate(zip(completions, scored.results))])
+                progress.update(task, advance=len(chunk))
+    finally:
+        traces.close()
+        rewards.close()
+        rollout.shutdown()
+    write_data(ctx, pairs, accepted)
+    headline = (f"{len(pairs)} pairs, {len(accepted)} accepted answers from {len(rows)} prompts x {n} samples "
+                f"({ctx.dir / 'data'})")
+    return {"prompts": len(rows), "pairs": len(pairs), "accepted": len(accepted), "headline": headline}
+
+
+def best_and_worst(row: dict, answers: list[tuple[float, str]]) -> list[dict]:
+    """[pair] when the best and worst answers differ in reward, else [].
+
+    >>> best_and_worst({"id": "q", "prompt": "1+1?"}, [(0.0, "3"), (1.0, "2"), (0.0, "4")])[0]["chosen"]
+    '2'
+    """
+    best, worst = max(answers, key=lambda a: a[0]), min(answers, key=lambda a: a[0])
+    if best[0] <= worst[0]:
+        return []
+    return [{"id": row["id"], "messages": messages_of(row), "mode": row.get("mode"), "chosen": best[1],
+             "rejected": worst[1], "chosen_reward": best[0], "rejected_reward": worst[0]}]
+
+
+def accepted_answer(row: dict, answers: list[tuple[float, str]], accept: float) -> list[dict]:
+    reward, text = max(answers, key=lambda a: a[0])
+    if reward < accept:
+        return []
+    return [{"id": row["id"], "messages": [*messages_of(row), {"role": "assistant", "content": text}],
+             "mode": row.get("mode"), "reward": reward}]
+
+
+def write_data(ctx: StageContext, pairs: list[dict], accepted: list[dict]) -> None:
+    out = ctx.dir / "data"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for source in ctx.data_dir.glob("*.jsonl"):
+        if source.name not in ("pairs.jsonl", "sft.jsonl"):
+            shutil.copy2(source, out / source.name)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    write_jsonl(out / "sft.jsonl", accepted)
+    (out / "done").write_text("")
+
