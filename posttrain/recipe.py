@@ -149,7 +149,8 @@ class RejectionSampleStage(Section):
     kind: Literal["rejection_sample"] = "rejection_sample"
     name: str | None = None
     samples_per_prompt: int = Field(8, ge=2)
-    prompts: int | None = Field(None, ge=1)  # None: every row of prompts.jsonl
+    prompts: int | None = Field(None, ge=1)  # None: every row of prompts.jsonl from `offset` on
+    offset: int = Field(0, ge=0)  # first prompt row (rounds of iterative alignment can take fresh prompts)
     accept: float = 1.0  # a sample whose reward is >= accept becomes an SFT row
     sampling: SamplingParams | None = None  # None: rollout.sampling
 

@@ -46,7 +46,8 @@ def pair_batch(pairs: list[tuple[SftExample, SftExample]], pad_id: int):
 @stage_kind("preference")
 def run_preference(ctx: StageContext) -> dict:
     loss = learner_config(ctx).loss
-    if "chosen" not in build_loss(loss.name, **loss.args).needs:
+    needs = set(build_loss(loss.name, **loss.args).needs)
+    if "chosen" not in needs or not needs <= {"chosen", "group_ids", "ref_logprobs"}:
         raise ValueError(f"stage {ctx.label}: learner.loss {loss.name!r} does not train on preference pairs; "
                          f"use mpo, dpo or bco_pair")
     encoder = PromptEncoder.from_model_dir(ctx.model_in)

@@ -1,10 +1,12 @@
 """The `rejection_sample` stage: Keye-VL's iterative alignment collects its data from the model itself.
 
-Every prompt of `<data>/prompts.jsonl` (or the first `prompts` of them) is answered `samples_per_prompt` times
-with `rollout.sampling` (or the stage's own `sampling`) and every answer is scored by the recipe's reward. The
-stage then writes `<stage>/data/` for the stages after it:
+Every prompt of `<data>/prompts.jsonl` (or `prompts` of them from row `offset` on) is answered
+`samples_per_prompt` times with `rollout.sampling` (or the stage's own `sampling`) and every answer is scored by
+the recipe's reward. The stage then writes `<stage>/data/` for the stages after it:
 - `pairs.jsonl`: per prompt, the best-scored answer as chosen and the worst as rejected (prompts whose answers
-  all score the same teach no preference and give no pair), for a `preference` stage;
+  all score the same teach no preference and give no pair), for a `preference` stage. Answers whose reward
+  failed (error, timeout, skipped) or that carry sandbox images (their pixels are not in a text row) take no
+  part: they are in the traces only;
 - `sft.jsonl`: per prompt, the best answer if its reward is >= `accept` (rejection-sampled SFT rows);
 - the input data's other files (held-out `eval.jsonl`, `prompts.jsonl`) unchanged.
 Every scored answer goes to `traces.jsonl`, so what was chosen and rejected can be read back.
@@ -24,11 +26,17 @@ from posttrain.traces import StepLog, sample_record
 @stage_kind("rejection_sample")
 def run_rejection_sample(ctx: StageContext) -> dict:
     stage, n = ctx.stage, ctx.stage.samples_per_prompt
-    rows = load_prompts(ctx.data_dir / "prompts.jsonl", "p")[: stage.prompts]
+    rows = load_prompts(ctx.data_dir / "prompts.jsonl", "p")[stage.offset:]
+    rows = rows[: stage.prompts] if stage.prompts else rows
+    if not rows:
+        raise ValueError(f"stage {ctx.label}: no prompts in {ctx.data_dir / 'prompts.jsonl'} from row {stage.offset}")
     sampling = (stage.sampling or ctx.recipe.rollout.sampling).model_copy(update={"n": n})
     rollout, rewards = rollout_group(ctx.recipe, ctx.model_in), training_reward_pool(ctx.recipe)
-    traces = StepLog(ctx.dir / "traces.jsonl", resume_after=-1)  # a stopped stage starts again from scratch
-    pairs, accepted, batch = [], [], ctx.recipe.rollout.max_batch_size // n or 1
+    # a stopped stage starts again from scratch
+    traces = StepLog(ctx.dir / "traces.jsonl", resume_after=-1) if ctx.recipe.trace.enabled else None
+    section = ctx.recipe.rollout
+    pairs, accepted = [], []
+    batch = max(1, section.num_workers * section.max_batch_size // n)  # prompts per generate call
     try:
         with stage_progress(ctx, len(rows)) as (progress, task):
             for first in range(0, len(rows), batch):
@@ -36,15 +44,17 @@ def run_rejection_sample(ctx: StageContext) -> dict:
                 completions = rollout.generate([request_of(r) for r in chunk], sampling)
                 scored = rewards.score([sample_of(chunk[i // n], c, i // n, n) for i, c in enumerate(completions)])
                 for k, row in enumerate(chunk):
-                    answers = [(r.total if r.total is not None else float("-inf"), c.text)
-                               for c, r in zip(completions[k * n:(k + 1) * n], scored.results[k * n:(k + 1) * n])]
+                    answers = usable(completions[k * n:(k + 1) * n], scored.results[k * n:(k + 1) * n])
                     pairs += best_and_worst(row, answers)
                     accepted += accepted_answer(row, answers, stage.accept)
-                traces.write_step(0, [sample_record(ctx.recipe.name, ctx.label, first + i // n, chunk[i // n], c, r)
-                                      for i, (c, r) in enumerate(zip(completions, scored.results))])
+                if traces:
+                    records = [sample_record(ctx.recipe.name, ctx.label, first + i // n, chunk[i // n], c, res)
+                               for i, (c, res) in enumerate(zip(completions, scored.results))]
+                    traces.write_step(0, records)
                 progress.update(task, advance=len(chunk))
     finally:
-        traces.close()
+        if traces:
+            traces.close()
         rewards.close()
         rollout.shutdown()
     write_data(ctx, pairs, accepted)
@@ -53,13 +63,23 @@ def run_rejection_sample(ctx: StageContext) -> dict:
     return {"prompts": len(rows), "pairs": len(pairs), "accepted": len(accepted), "headline": headline}
 
 
+def usable(completions, results) -> list[tuple[float, str]]:
+    """(reward, text) of the answers that can stand in a pair or an SFT row."""
+    return [(res.total, c.text) for c, res in zip(completions, results)
+            if res.total is not None and not res.error and c.finish_reason != "error" and not c.images]
+
+
 def best_and_worst(row: dict, answers: list[tuple[float, str]]) -> list[dict]:
-    """[pair] when the best and worst answers differ in reward, else [].
+    """[pair] when the best answer outscores the worst one of another text, else [].
 
     >>> best_and_worst({"id": "q", "prompt": "1+1?"}, [(0.0, "3"), (1.0, "2"), (0.0, "4")])[0]["chosen"]
     '2'
     """
-    best, worst = max(answers, key=lambda a: a[0]), min(answers, key=lambda a: a[0])
+    if not answers:
+        return []
+    best = max(answers, key=lambda a: a[0])
+    others = [a for a in answers if a[1] != best[1]]
+    worst = min(others, key=lambda a: a[0]) if others else best
     if best[0] <= worst[0]:
         return []
     return [{"id": row["id"], "messages": messages_of(row), "mode": row.get("mode"), "chosen": best[1],
@@ -67,6 +87,8 @@ def best_and_worst(row: dict, answers: list[tuple[float, str]]) -> list[dict]:
 
 
 def accepted_answer(row: dict, answers: list[tuple[float, str]], accept: float) -> list[dict]:
+    if not answers:
+        return []
     reward, text = max(answers, key=lambda a: a[0])
     if reward < accept:
         return []

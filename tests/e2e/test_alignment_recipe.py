@@ -17,6 +17,7 @@ data: {{kind: arithmetic, sft_rows: 128, rl_prompts: 16, eval_prompts: 8, modes:
 rollout:
   sampling: {{temperature: 1.0, top_p: 1.0, top_k: 0, max_tokens: 24}}
   eval_sampling: {{temperature: 0.0, max_tokens: 24}}
+  max_batch_size: 8  # 2 prompts x 4 answers per generate call: the chunking and group numbering are exercised
 reward: {{components: [{{spec: math}}, {{spec: format, weight: 0.1}}]}}
 learner: {{precision: fp32}}
 stages:

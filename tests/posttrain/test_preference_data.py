@@ -43,9 +43,22 @@ def test_bad_pair_files_are_named_with_the_fix(tmp_path, tiny_tokenizer):
 
 def test_rejection_sampling_keeps_best_vs_worst_and_accepts_by_threshold():
     row = {"id": "q1", "prompt": "What is 2 + 3?", "mode": "think"}
-    answers = [(0.1, "a"), (1.1, "b"), (-float("inf"), "crashed reward"), (1.1, "c")]
+    answers = [(0.1, "a"), (1.1, "b"), (1.1, "c"), (0.0, "b")]  # the worst has the best's text: not a pair
     (pair,) = best_and_worst(row, answers)
-    assert (pair["chosen"], pair["rejected"], pair["chosen_reward"]) == ("b", "crashed reward", 1.1)
+    assert (pair["chosen"], pair["rejected"], pair["chosen_reward"], pair["rejected_reward"]) == ("b", "a", 1.1, 0.1)
     assert best_and_worst(row, [(1.0, "x"), (1.0, "y")]) == []  # nothing to prefer
+    assert best_and_worst(row, []) == [] and accepted_answer(row, [], accept=0.0) == []
     assert accepted_answer(row, answers, accept=1.0)[0]["messages"][-1] == {"role": "assistant", "content": "b"}
     assert accepted_answer(row, answers, accept=1.5) == []
+
+
+def test_failed_rewards_errors_and_image_answers_take_no_part():
+    from types import SimpleNamespace as S
+
+    from posttrain.stages.rejection_sample import usable
+    answers = [S(text="ok", finish_reason="stop", images=[]), S(text="timed out", finish_reason="stop", images=[]),
+               S(text="skipped", finish_reason="stop", images=[]), S(text="", finish_reason="error", images=[]),
+               S(text="<zoom>", finish_reason="stop", images=["crop.png"])]
+    results = [S(total=1.0, error=None), S(total=0.0, error="timeout"), S(total=None, error="exception"),
+               S(total=0.0, error=None), S(total=1.0, error=None)]
+    assert usable(answers, results) == [(1.0, "ok")]
