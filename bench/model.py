@@ -18,7 +18,7 @@ import torch
 import transformers
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from keye_vl import KeyeVLConfig, KeyeVLForConditionalGeneration
+from keye_vl import KeyeVLConfig, KeyeForConditionalGeneration
 
 
 def qwen3_twin(config: KeyeVLConfig) -> Qwen3ForCausalLM:
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     config = KeyeVLConfig.from_preset("keye-tiny")
-    models = {"keye-tiny": KeyeVLForConditionalGeneration(config).train(), "qwen3": qwen3_twin(config).train()}
+    models = {"keye-tiny": KeyeForConditionalGeneration(config).train(), "qwen3": qwen3_twin(config).train()}
     ids = torch.randint(30, config.text_config.vocab_size, (args.batch, args.seq))
     for model in models.values():
         for _ in range(2):

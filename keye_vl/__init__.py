@@ -13,7 +13,7 @@ _LAZY = {
     "KeyeVLConfig": "keye_vl.configuration",
     "KeyeVisionConfig": "keye_vl.configuration",
     "KeyeTextConfig": "keye_vl.configuration",
-    "KeyeVLForConditionalGeneration": "keye_vl.modeling",
+    "KeyeForConditionalGeneration": "keye_vl.modeling",
     "KeyeVLProcessor": "keye_vl.processing",
     "register_auto_classes": "keye_vl.modeling",
     "Mode": "keye_vl.chat",

@@ -60,7 +60,7 @@ class KeyeTextModel(nn.Module):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
 
 
-class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
+class KeyeForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
     def __init__(self, config: KeyeVLConfig):
         super().__init__(config)
         # PreTrainedModel resolves the attention backend on the top config only; the Qwen3 layers read it from
@@ -111,11 +111,11 @@ class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         return embeds
 
     def rope_positions(self, input_ids, attention_mask=None, image_grid_thw=None, video_grid_thw=None,
-                       video_second_per_grid=None) -> tuple[torch.Tensor, torch.Tensor]:
+                       second_per_grid_ts=None) -> tuple[torch.Tensor, torch.Tensor]:
         """3-D positions [3, B, L] and decode deltas [B, 1] for a batch (see `keye_vl.rope`)."""
         vision = self.config.vision_config
         return get_rope_index(input_ids, self.vision_token_ids, vision.spatial_merge_size, vision.tokens_per_second,
-                              image_grid_thw, video_grid_thw, video_second_per_grid, attention_mask)
+                              image_grid_thw, video_grid_thw, second_per_grid_ts, attention_mask)
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(
@@ -131,7 +131,7 @@ class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         image_grid_thw: torch.LongTensor | None = None,  # [num_images, 3]
         pixel_values_videos: torch.Tensor | None = None,  # [N_vid_patches, C, P, P]
         video_grid_thw: torch.LongTensor | None = None,  # [num_videos, 3]
-        video_second_per_grid: torch.Tensor | None = None,  # [num_videos]
+        second_per_grid_ts: torch.Tensor | None = None,  # [num_videos]
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
@@ -143,7 +143,7 @@ class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, image_grid_thw, pixel_values_videos,
                                               video_grid_thw)
         position_ids = self._positions(input_ids, inputs_embeds, position_ids, attention_mask, cache,
-                                       image_grid_thw, video_grid_thw, video_second_per_grid)
+                                       image_grid_thw, video_grid_thw, second_per_grid_ts)
         out = self.model(inputs_embeds, position_ids, attention_mask, cache, use_cache, **kwargs)
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
@@ -158,12 +158,12 @@ class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache)
 
     def _positions(self, input_ids, inputs_embeds, position_ids, attention_mask, cache, image_grid_thw,
-                   video_grid_thw, video_second_per_grid) -> torch.Tensor:
+                   video_grid_thw, second_per_grid_ts) -> torch.Tensor:
         if position_ids is not None:
             return position_ids if position_ids.ndim == 3 else position_ids.unsqueeze(0).expand(3, -1, -1)
         if input_ids is not None and (cache is None or cache.get_seq_length() == 0):
             return self.rope_positions(input_ids, attention_mask, image_grid_thw, video_grid_thw,
-                                       video_second_per_grid)[0]
+                                       second_per_grid_ts)[0]
         # Continuing a cache without explicit positions: only valid for text, where all axes are equal.
         past = cache.get_seq_length() if cache is not None else 0
         positions = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)
@@ -177,7 +177,7 @@ class KeyeVLForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
             return super()._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
         positions, _ = self.rope_positions(input_ids, model_kwargs.get("attention_mask"),
                                            model_kwargs.get("image_grid_thw"), model_kwargs.get("video_grid_thw"),
-                                           model_kwargs.get("video_second_per_grid"))
+                                           model_kwargs.get("second_per_grid_ts"))
         return positions
 
 
@@ -190,10 +190,10 @@ def register_auto_classes() -> None:
     for config in (KeyeVLConfig, KeyeVisionConfig, KeyeTextConfig):
         AutoConfig.register(config.model_type, config, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
-        auto_class.register(KeyeVLConfig, KeyeVLForConditionalGeneration, exist_ok=True)
+        auto_class.register(KeyeVLConfig, KeyeForConditionalGeneration, exist_ok=True)
 
 
 register_auto_classes()
 
-__all__ = ["KeyeVLForConditionalGeneration", "KeyeVLPreTrainedModel", "KeyeVisionEncoderLayer",
+__all__ = ["KeyeForConditionalGeneration", "KeyeVLPreTrainedModel", "KeyeVisionEncoderLayer",
            "register_auto_classes"]

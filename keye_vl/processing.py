@@ -75,7 +75,7 @@ class KeyeVLProcessor:
             data.update(pixel_values=image_data.pixel_values, image_grid_thw=image_data.grid_thw)
         if video_data is not None:
             data.update(pixel_values_videos=video_data.pixel_values, video_grid_thw=video_data.grid_thw,
-                        video_second_per_grid=torch.tensor(video_data.second_per_grid))
+                        second_per_grid_ts=torch.tensor(video_data.second_per_grid))
         return BatchFeature(data=data)
 
     def process_conversations(self, conversations: list[list[dict]], mode: str | chat.Mode | None = None,

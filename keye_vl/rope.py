@@ -49,7 +49,7 @@ def get_rope_index(
     tokens_per_second: float,
     image_grid_thw: torch.Tensor | None = None,  # [num_images, 3]
     video_grid_thw: torch.Tensor | None = None,  # [num_videos, 3]
-    video_second_per_grid: torch.Tensor | list[float] | None = None,  # [num_videos] seconds per frame
+    second_per_grid_ts: torch.Tensor | list[float] | None = None,  # [num_videos] seconds per frame
     attention_mask: torch.Tensor | None = None,  # [B, L], 0 = padding
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions [3, B, L] and per-row deltas [B, 1] (max position + 1 - row length) for decoding.
@@ -59,7 +59,7 @@ def get_rope_index(
     """
     batch, length = input_ids.shape
     grids = {tokens.image: _grid_list(image_grid_thw), tokens.video: _grid_list(video_grid_thw)}
-    seconds = [float(s) for s in (video_second_per_grid if video_second_per_grid is not None else [])]
+    seconds = [float(s) for s in (second_per_grid_ts if second_per_grid_ts is not None else [])]
     used = {tokens.image: 0, tokens.video: 0}
     positions = torch.ones(3, batch, length, dtype=torch.long)
     deltas = torch.zeros(batch, 1, dtype=torch.long)

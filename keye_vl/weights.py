@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from keye_vl.configuration import KeyeVLConfig
-from keye_vl.modeling import KeyeVLForConditionalGeneration
+from keye_vl.modeling import KeyeForConditionalGeneration
 from keye_vl.presets import preset_processing
 from keye_vl.processing import KeyeVLProcessor
 from keye_vl.tokenizer import build_tiny_tokenizer, load_tokenizer
@@ -31,10 +31,10 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 def count_preset_parameters(config: KeyeVLConfig) -> dict[str, int]:
     """Parameter counts of a config without allocating its weights (built on the meta device)."""
     with torch.device("meta"):
-        return parameter_counts(KeyeVLForConditionalGeneration(config))
+        return parameter_counts(KeyeForConditionalGeneration(config))
 
 
-def init_vision_from_siglip(model: KeyeVLForConditionalGeneration, siglip: str | Path | nn.Module) -> list[str]:
+def init_vision_from_siglip(model: KeyeForConditionalGeneration, siglip: str | Path | nn.Module) -> list[str]:
     """Copy a transformers `SiglipVisionModel` (directory or module) into `model.visual`.
 
     The pooling head is dropped (Keye never reads it). The position table is copied as is: Keye interpolates it
@@ -79,7 +79,7 @@ def init_model_dir(out: str | Path, preset: str = "keye-tiny", tokenizer: str | 
         config.save_pretrained(out)
         return counts
     torch.manual_seed(seed)
-    model = KeyeVLForConditionalGeneration(config)
+    model = KeyeForConditionalGeneration(config)
     if siglip:
         init_vision_from_siglip(model, siglip)
     model.generation_config.eos_token_id = config.text_config.eos_token_id

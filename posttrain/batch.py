@@ -19,7 +19,7 @@ from torch import Tensor
 
 PER_TOKEN = ("input_ids", "attention_mask", "loss_mask", "old_logprobs", "ref_logprobs")
 PER_SAMPLE = ("advantages", "chosen", "group_ids")
-VISION = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+VISION = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class TrainBatch:
     image_grid_thw: Tensor | None = None  # [num_images, 3]
     pixel_values_videos: Tensor | None = None  # [N_vid_patches, C, P, P]
     video_grid_thw: Tensor | None = None  # [num_videos, 3]
-    video_second_per_grid: Tensor | None = None  # [num_videos]
+    second_per_grid_ts: Tensor | None = None  # [num_videos]
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -164,8 +164,8 @@ def vision_for_rows(batch: TrainBatch, rows: list[int], layout: VisionLayout | N
         index = torch.cat(patches) if patches else torch.zeros(0, dtype=torch.long)
         out[pixels] = getattr(batch, pixels)[index]
         out[grid] = grids[picked_items]
-        if kind == "video" and batch.video_second_per_grid is not None:
-            out["video_second_per_grid"] = batch.video_second_per_grid[picked_items]
+        if kind == "video" and batch.second_per_grid_ts is not None:
+            out["second_per_grid_ts"] = batch.second_per_grid_ts[picked_items]
     return out
 
 

@@ -102,7 +102,7 @@ class Learner:
         module = self.module
         if hasattr(module, "rope_positions"):
             return module.rope_positions(batch.input_ids, batch.attention_mask, batch.image_grid_thw,
-                                         batch.video_grid_thw, batch.video_second_per_grid)[0]
+                                         batch.video_grid_thw, batch.second_per_grid_ts)[0]
         attn = batch.attention_mask.long()
         return ((attn.cumsum(-1) - 1).clamp(min=0) * attn).unsqueeze(0)
 

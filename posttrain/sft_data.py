@@ -94,7 +94,7 @@ def sft_batch(examples: list[SftExample], pad_id: int) -> TrainBatch:
         attention[row, : len(sequence)] = 1
         loss[row, e.prompt_len: len(sequence)] = torch.tensor(e.loss_mask)
     vision = {}
-    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid"):
+    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
         parts = [e.prompt.vision[key] for e in examples if key in e.prompt.vision]
         if parts:
             vision[key] = torch.cat(parts)

@@ -19,7 +19,7 @@ from keye_vl.image_processing import process_images
 from keye_vl.processing import KeyeVLProcessor
 from rollout.types import GenerationRequest
 
-VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
 @dataclass

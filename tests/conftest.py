@@ -35,10 +35,10 @@ def tiny_config():
 
 @pytest.fixture()
 def tiny_model(tiny_config):
-    from keye_vl.modeling import KeyeVLForConditionalGeneration
+    from keye_vl.modeling import KeyeForConditionalGeneration
 
     torch.manual_seed(0)
-    return KeyeVLForConditionalGeneration(tiny_config).eval()
+    return KeyeForConditionalGeneration(tiny_config).eval()
 
 
 @pytest.fixture(scope="session")

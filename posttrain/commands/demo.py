@@ -34,7 +34,7 @@ def demo_image():
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from keye_vl import KeyeVLForConditionalGeneration, KeyeVLProcessor
+    from keye_vl import KeyeForConditionalGeneration, KeyeVLProcessor
     from keye_vl.chat import Mode
     from keye_vl.weights import init_model_dir
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.dir / "model.safetensors").exists():
         init_model_dir(args.dir, "keye-tiny")
         console.print(f"created {args.dir}")
-    model = KeyeVLForConditionalGeneration.from_pretrained(str(args.dir)).eval()
+    model = KeyeForConditionalGeneration.from_pretrained(str(args.dir)).eval()
     processor = KeyeVLProcessor.from_pretrained(args.dir)
     messages = [{"role": "user", "content": [{"type": "image", "image": demo_image()},
                                              {"type": "text", "text": "How many shapes are there?"}]}]

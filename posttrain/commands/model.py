@@ -45,7 +45,7 @@ def run_info(args: argparse.Namespace) -> int:
 
     import keye_vl.modeling  # noqa: F401  (registers the config class)
     from keye_vl.configuration import KeyeVLConfig
-    from keye_vl.modeling import KeyeVLForConditionalGeneration
+    from keye_vl.modeling import KeyeForConditionalGeneration
     from keye_vl.weights import parameter_counts
 
     if not (args.model_dir / "config.json").exists():
@@ -53,7 +53,7 @@ def run_info(args: argparse.Namespace) -> int:
                                 f"`posttrain model init --preset keye-tiny {args.model_dir}`")
     config = KeyeVLConfig.from_pretrained(str(args.model_dir))
     with torch.device("meta"):
-        counts = parameter_counts(KeyeVLForConditionalGeneration(config))
+        counts = parameter_counts(KeyeForConditionalGeneration(config))
     print_counts(counts, str(args.model_dir))
     text = config.text_config
     print(json.dumps({"decoder": {"layers": text.num_hidden_layers, "hidden": text.hidden_size,

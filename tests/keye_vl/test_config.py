@@ -68,10 +68,10 @@ def test_unknown_preset_lists_choices():
 
 
 def test_mrope_section_must_cover_head_dim(tiny_config):
-    from keye_vl.modeling import KeyeVLForConditionalGeneration
+    from keye_vl.modeling import KeyeForConditionalGeneration
 
     config = KeyeVLConfig.from_dict(tiny_config.to_dict())
     config.text_config.rope_parameters["mrope_section"] = [4, 4, 4]
     with pytest.raises(ValueError, match="head_dim/2 = 16"):
         with torch.device("meta"):
-            KeyeVLForConditionalGeneration(config)
+            KeyeForConditionalGeneration(config)

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from keye_vl import KeyeVLForConditionalGeneration
+from keye_vl import KeyeForConditionalGeneration
 from keye_vl.processing import KeyeVLProcessor
 
 
@@ -55,7 +55,7 @@ def test_video_forward_backward(tiny_model, tiny_processor):
     frames = np.random.default_rng(0).integers(0, 255, (8, 56, 84, 3), dtype=np.uint8)
     batch = tiny_processor.process_conversations([conversation({"type": "video", "video": frames, "fps": 4})])
     assert batch["video_grid_thw"][0, 0].item() == 4  # 2 s at 2 fps
-    assert batch["video_second_per_grid"].tolist() == [0.5]
+    assert batch["second_per_grid_ts"].tolist() == [0.5]
     train_step(tiny_model.train(), batch)
     assert grad_norm(tiny_model.visual) > 0
 
@@ -107,7 +107,7 @@ def test_image_in_the_middle_of_an_assistant_turn(tiny_model, tiny_processor):
 def test_save_and_load_give_identical_logits(tmp_path, tiny_model, tiny_processor):
     batch = tiny_processor.process_conversations([conversation({"type": "image", "image": image(84, 56)})])
     tiny_model.save_pretrained(tmp_path)
-    again = KeyeVLForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
+    again = KeyeForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
     with torch.no_grad():
         assert torch.equal(tiny_model(**batch).logits, again(**batch).logits)
 
@@ -119,7 +119,7 @@ def test_checkpoint_with_the_unused_public_vision_parts_loads(tmp_path, tiny_mod
     weights["visual.vision_model.head.mlp.fc1.weight"] = torch.zeros(256, 64)
     weights["visual.vision_model.embeddings.packing_position_embedding.weight"] = torch.zeros(32768, 64)
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    again = KeyeVLForConditionalGeneration.from_pretrained(str(tmp_path))
+    again = KeyeForConditionalGeneration.from_pretrained(str(tmp_path))
     assert torch.equal(again.lm_head.weight, tiny_model.lm_head.weight)
 
 
@@ -133,7 +133,7 @@ def test_placeholder_and_feature_mismatch_is_explained(tiny_model, tiny_processo
 
 
 def test_loaded_processor_and_model_from_init_dir(tiny_model_dir):
-    model = KeyeVLForConditionalGeneration.from_pretrained(str(tiny_model_dir))
+    model = KeyeForConditionalGeneration.from_pretrained(str(tiny_model_dir))
     processor = KeyeVLProcessor.from_pretrained(tiny_model_dir)
     batch = processor.process_conversations([conversation({"type": "image", "image": image(56, 56)})])
     assert model(**batch).logits.shape[-1] == len(processor.tokenizer)

@@ -56,7 +56,7 @@ def test_video_budget_per_frame(tiny_processor):
     batch = tiny_processor([text], videos=[{"video": frames, "fps": 10}])
     t, h, w = batch["video_grid_thw"][0].tolist()
     assert t == 8 and t * h * w // 4 <= 128
-    assert batch["video_second_per_grid"].tolist() == [pytest.approx(0.5)]
+    assert batch["second_per_grid_ts"].tolist() == [pytest.approx(0.5)]
 
 
 @pytest.mark.parametrize("size, message", [

@@ -11,7 +11,7 @@ SEQUENCE = [T, T, VS, IMG, IMG, IMG, IMG, VE, T, VS] + [VID] * 8 + [VE, T]
 def rope(ids, image_grid=None, video_grid=None, seconds=None, mask=None):
     ids = torch.tensor([ids]) if not isinstance(ids, torch.Tensor) else ids
     return get_rope_index(ids, TOKENS, spatial_merge_size=2, tokens_per_second=2,
-                          image_grid_thw=image_grid, video_grid_thw=video_grid, video_second_per_grid=seconds,
+                          image_grid_thw=image_grid, video_grid_thw=video_grid, second_per_grid_ts=seconds,
                           attention_mask=mask)
 
 

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from keye_vl import KeyeVLForConditionalGeneration, KeyeVLProcessor
+from keye_vl import KeyeForConditionalGeneration, KeyeVLProcessor
 from posttrain.cli import main
 
 
@@ -11,7 +11,7 @@ def test_model_init_writes_a_loadable_directory(tmp_path, capsys):
     assert main(["model", "init", "--preset", "keye-tiny", str(out)]) == 0
     for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"):
         assert (out / name).exists(), name
-    model = KeyeVLForConditionalGeneration.from_pretrained(str(out))
+    model = KeyeForConditionalGeneration.from_pretrained(str(out))
     processor = KeyeVLProcessor.from_pretrained(out)
     assert model.config.image_token_id == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert "1,305,024" in capsys.readouterr().out

@@ -26,7 +26,7 @@ def keye_batch(processor, rows=4):
     attn = b["attention_mask"]
     return TrainBatch(input_ids=b["input_ids"], attention_mask=attn, loss_mask=attn.clone(),
                       **{k: b.get(k) for k in ("pixel_values", "image_grid_thw", "pixel_values_videos",
-                                               "video_grid_thw", "video_second_per_grid")})
+                                               "video_grid_thw", "second_per_grid_ts")})
 
 
 def manual_logprobs(model, batch):
