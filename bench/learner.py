@@ -27,9 +27,9 @@ import torch
 import transformers
 
 from keye_vl.weights import init_model_dir
-from posttrain.batch import TrainBatch
-from posttrain.learner import Learner
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.batch import TrainBatch
+from posttrain.learners.learner import Learner
+from posttrain.learners.learner_config import LearnerConfig
 
 PROMPT = 16  # leading tokens of each row without loss
 

@@ -165,7 +165,7 @@ def check_prompt_ids(tok, row: dict) -> None:
 
 def warm_start(model, tok, rows: list[dict], size: Size, batch: int = 32) -> float:
     """Plain SFT (loss on the response and its <|im_end|>), bf16 autocast when the CPU has it; returns seconds."""
-    from posttrain.engine_setup import cpu_has_bf16
+    from posttrain.learners.engine_setup import cpu_has_bf16
 
     sequences = []
     for row in rows:

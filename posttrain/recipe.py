@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.learner_config import LearnerConfig
 from posttrain.yaml_lines import line_of, load_yaml
 from rollout.types import SamplingParams
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from posttrain.batch import TrainBatch
+from posttrain.learners.batch import TrainBatch
 from posttrain.prompts import request_of
 from rollout.encoding import VISION_KEYS, PromptEncoder
 from rollout.types import Completion

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from keye_vl.chat import IM_END, SANDBOX_CLOSE, SANDBOX_OPEN, content_items
-from posttrain.batch import TrainBatch
+from posttrain.learners.batch import TrainBatch
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import GenerationRequest
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.learner_config import LearnerConfig
 from posttrain.runner import StageContext
 
 
@@ -28,7 +28,7 @@ def learner_config(ctx: StageContext, **fixed) -> LearnerConfig:
 
 
 def start_learners(ctx: StageContext, config: LearnerConfig):
-    from posttrain.learner_group import LearnerGroup
+    from posttrain.learners.learner_group import LearnerGroup
 
     cluster = ctx.recipe.cluster
     return LearnerGroup(config, world_size=cluster.num_learners, cpus_per_rank=cluster.cpus_per_learner,

@@ -53,7 +53,7 @@ def test_learner_overrides_are_validated_at_load(tmp_path):
 
 def test_decaying_schedule_takes_its_length_from_the_stage(tmp_path):
     """A recipe need not set total_steps: each stage passes its own length; a bare LearnerConfig still must."""
-    from posttrain.learner_config import LearnerConfig
+    from posttrain.learners.learner_config import LearnerConfig
 
     path = write(tmp_path, MINIMAL)
     recipe = load_recipe(path, ["learner.schedule=cosine", "stages.0.learner.schedule=linear"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posttrain.batch import TrainBatch
+from posttrain.learners.batch import TrainBatch
 
 VOCAB = 64
 

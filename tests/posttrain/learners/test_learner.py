@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from posttrain.batch import TrainBatch
-from posttrain.learner import Learner
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.batch import TrainBatch
+from posttrain.learners.learner import Learner
+from posttrain.learners.learner_config import LearnerConfig
 
 
 def keye_batch(processor, rows=4):

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from posttrain.learner import Learner
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.learner import Learner
+from posttrain.learners.learner_config import LearnerConfig
 
 
 def config(model, stage, **kw):

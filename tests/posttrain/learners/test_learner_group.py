@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from posttrain.batch import TrainBatch
-from posttrain.learner import Learner
-from posttrain.learner_config import LearnerConfig
-from posttrain.learner_group import LearnerGroup, local_ray
+from posttrain.learners.batch import TrainBatch
+from posttrain.learners.learner import Learner
+from posttrain.learners.learner_config import LearnerConfig
+from posttrain.learners.learner_group import LearnerGroup, local_ray
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from posttrain.batch import TrainBatch, VisionLayout
-from posttrain.micro_batches import build_micro_batches
+from posttrain.learners.batch import TrainBatch, VisionLayout
+from posttrain.learners.micro_batches import build_micro_batches
 
 
 def batch_of_lengths(lengths, width=8, **fields):

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from posttrain.engine_setup import WarmupDecay
-from posttrain.learner import Learner
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.engine_setup import WarmupDecay
+from posttrain.learners.learner import Learner
+from posttrain.learners.learner_config import LearnerConfig
 from posttrain.losses import LossOutput, register_loss
 from posttrain.losses.sft import SFTLoss
 

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.learner_config import LearnerConfig
 from posttrain.losses import LOSSES, Loss, LossOutput, build_loss, register_loss
 
 

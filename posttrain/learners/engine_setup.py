@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.learner_config import LearnerConfig
 
 
 def extension_cache() -> str:

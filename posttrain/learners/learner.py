@@ -27,11 +27,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from posttrain import engine_setup
-from posttrain.batch import TrainBatch, VisionLayout
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners import engine_setup
+from posttrain.learners.batch import TrainBatch, VisionLayout
+from posttrain.learners.learner_config import LearnerConfig
+from posttrain.learners.micro_batches import Layout, MicroBatch, build_micro_batches
 from posttrain.losses import BatchTotals, LossInputs, build_loss
-from posttrain.micro_batches import Layout, MicroBatch, build_micro_batches
 
 
 class Learner:
@@ -282,17 +282,17 @@ class Learner:
         Under ZeRO-3 the parameters are gathered bucket by bucket, so every rank must call this;
         `rank0_only` returns [] on the other ranks (they still take part in the gathers).
         """
-        from posttrain.checkpoint import export_parameters
+        from posttrain.learners.checkpoint import export_parameters
 
         return export_parameters(self, bucket_bytes, dtype, trainable_only, rank0_only)
 
     def save(self, directory: str | Path, data_state: dict | None = None) -> Path:
-        from posttrain.checkpoint import save_checkpoint
+        from posttrain.learners.checkpoint import save_checkpoint
 
         return save_checkpoint(self, Path(directory), data_state or {})
 
     def load(self, directory: str | Path) -> dict:
         """Restore model, optimizer, scheduler, RNG and step; returns the saved data state."""
-        from posttrain.checkpoint import load_checkpoint
+        from posttrain.learners.checkpoint import load_checkpoint
 
         return load_checkpoint(self, Path(directory))

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from posttrain.learner import Learner
+    from posttrain.learners.learner import Learner
 
 STATE_FILE = "trainer_state.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")

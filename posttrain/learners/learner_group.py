@@ -19,8 +19,8 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from posttrain.batch import TrainBatch, VisionLayout
-from posttrain.learner_config import LearnerConfig
+from posttrain.learners.batch import TrainBatch, VisionLayout
+from posttrain.learners.learner_config import LearnerConfig
 
 
 @contextmanager
@@ -47,12 +47,12 @@ class LearnerActor:
     def address(self) -> tuple[str, int]:
         import ray
 
-        from posttrain.engine_setup import free_port
+        from posttrain.learners.engine_setup import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 
     def init(self, rank: int, world_size: int, master_addr: str, master_port: int, config: dict) -> bool:
-        from posttrain.learner import Learner
+        from posttrain.learners.learner import Learner
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")  # Ray gives each actor its own device

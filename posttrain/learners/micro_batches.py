@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from posttrain.batch import TrainBatch, VisionLayout, vision_for_rows
+from posttrain.learners.batch import TrainBatch, VisionLayout, vision_for_rows
 
 MODES = ("none", "bucket", "pack")
 
