@@ -2,12 +2,16 @@
 
 The public Keye-VL-8B-Preview `config.json` is flat (decoder fields at the top level, the vision tower under
 `vision_config`, 3-D RoPE under `rope_scaling`); `KeyeVLConfig` reads that file unchanged and folds the
-decoder fields into `text_config`, as transformers does for Qwen2-VL hub configs.
+decoder fields into `text_config`, as transformers does for Qwen2-VL hub configs. It writes the same flat layout
+(`save_pretrained`), and reading a decoder field on the top-level config (`config.hidden_size`) returns the text
+config's, as the public code and vLLM's Keye model read it.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -82,7 +86,7 @@ class KeyeTextConfig(Qwen3Config):
         self.rope_parameters = dict(rope_scaling or self.rope_parameters or {})
         self.rope_parameters.setdefault("rope_theta", kwargs.pop("rope_theta", self.default_theta))
         self.rope_parameters.setdefault("mrope_section", default_mrope_section(self.head_dim))
-        if self.rope_parameters.get("rope_type", self.rope_parameters.get("type")) == "mrope":
+        if self.rope_parameters.pop("type", self.rope_parameters.get("rope_type")) == "mrope":
             self.rope_parameters["rope_type"] = "default"
         self.standardize_rope_params()
         return kwargs
@@ -128,9 +132,43 @@ class KeyeVLConfig(PreTrainedConfig):
             self.vision_config = {**self.vision_config, "model_type": KeyeVisionConfig.model_type}
         super().__post_init__(**kwargs)
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: decoder fields live in text_config, read through the top level.
+        text = self.__dict__.get("text_config")
+        if isinstance(text, KeyeTextConfig) and name in TEXT_FIELDS_READ_THROUGH:
+            return getattr(text, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """The public flat layout, every field written (`use_diff` is ignored: the public code and vLLM read
+        this file with their own defaults, not ours)."""
+        return json.dumps(public_layout(self.to_dict()), indent=2, sort_keys=True) + "\n"
+
     @classmethod
     def from_preset(cls, name: str) -> "KeyeVLConfig":
         """Build a named configuration (`keye-vl-8b`, `keye-tiny`); see `keye_vl.presets`."""
         from keye_vl.presets import preset_config
 
         return preset_config(name)
+
+
+TEXT_FIELDS = frozenset(KeyeTextConfig.__dataclass_fields__) - frozenset(PreTrainedConfig.__dataclass_fields__)
+# RoPE stays on the text config: the top level would otherwise validate it as plain RoPE.
+TEXT_FIELDS_READ_THROUGH = TEXT_FIELDS - {"rope_parameters", "layer_types"}
+PUBLIC_VISION_MODEL_TYPE = "siglip_vision_model"
+
+
+def public_layout(nested: dict) -> dict:
+    """`to_dict()` output -> the public Keye-VL config.json: decoder fields at the top level, RoPE as
+    `rope_theta` + `rope_scaling: {type: mrope, mrope_section}`, the vision tower under its public model_type."""
+    nested = dict(nested)
+    text = {k: v for k, v in nested.pop("text_config").items() if k in TEXT_FIELDS}
+    rope = dict(text.pop("rope_parameters") or {})
+    text.pop("layer_types", None)  # implied by sliding_window / max_window_layers, absent from the public file
+    nested.pop("rope_parameters", None)
+    flat = {**text, **nested, "rope_theta": rope["rope_theta"],
+            "rope_scaling": {"type": "mrope", "mrope_section": list(rope["mrope_section"])}}
+    flat["vision_config"] = {**nested["vision_config"], "model_type": PUBLIC_VISION_MODEL_TYPE}
+    if flat.get("dtype"):
+        flat["torch_dtype"] = flat["dtype"]  # the name the public code's transformers (4.x) reads
+    return flat

@@ -4,6 +4,10 @@ Resize so both sides are multiples of 28 (patch x merge) within a pixel budget, 
 (at most 200:1), bicubic; scale to [-1, 1] with mean = std = 0.5; cut into patches in (t, h, w) raster order.
 Videos are sampled at a fixed rate (2 fps) within a frame range, every frame at one size chosen from a
 per-frame token budget. This module knows nothing about tokens beyond counting them.
+
+`KeyeImageProcessor` is the transformers face of these functions (`AutoImageProcessor`,
+`preprocessor_config.json`). It handles videos too: transformers' own video processors need torchvision, which
+has no build for the CPU torch wheel this project runs on, so there is no separate `AutoVideoProcessor` class.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
+from transformers import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
 
 MAX_ASPECT_RATIO = 200
 
@@ -150,3 +156,55 @@ def process_videos(videos: list[dict], config: VisionProcessingConfig) -> Patche
 def _pack(pixels: list[np.ndarray], grids: list[list[int]], seconds: list[float]) -> PatchedVision:
     return PatchedVision(pixel_values=torch.from_numpy(np.concatenate(pixels)),
                          grid_thw=torch.tensor(grids, dtype=torch.long), second_per_grid=seconds)
+
+
+# Keys the public Keye-VL `preprocessor_config.json` carries that the budgets above already imply (resize to
+# multiples of 28, bicubic, rescale by 1/255, mean = std = 0.5, one frame per temporal patch).
+PUBLIC_IMPLIED_KEYS = {"do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std",
+                       "resample", "rescale_factor", "temporal_patch_size", "auto_map", "image_processor_type",
+                       "size"}
+
+
+class KeyeImageProcessor(BaseImageProcessor):
+    """Images and videos -> `pixel_values` [N, 3, 14, 14] and grids [items, 3], within a preset's budgets.
+
+    The attributes are `VisionProcessingConfig`'s fields, plus `size` = {min_pixels, max_pixels} and the
+    normalisation constants, which vLLM's Keye model reads from the processor to count placeholder tokens.
+    """
+
+    model_input_names = ["pixel_values", "image_grid_thw"]
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(VisionProcessingConfig.model_fields) - PUBLIC_IMPLIED_KEYS
+        if unknown:
+            raise TypeError(f"KeyeImageProcessor got unknown settings {sorted(unknown)}; it takes "
+                            f"{sorted(VisionProcessingConfig.model_fields)}")
+        size = kwargs.get("size") or {}
+        budgets = {k: v for k, v in {**size, **kwargs}.items() if k in VisionProcessingConfig.model_fields}
+        super().__init__(**VisionProcessingConfig(**budgets).model_dump())
+        self.size = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        self.image_mean = self.image_std = [0.5, 0.5, 0.5]
+        self.temporal_patch_size = 1
+
+    @property
+    def vision(self) -> VisionProcessingConfig:
+        return VisionProcessingConfig(**{k: getattr(self, k) for k in VisionProcessingConfig.model_fields})
+
+    def preprocess(self, images: list[Any] | None = None, videos: list[Any] | None = None,
+                   return_tensors: str | None = "pt") -> BatchFeature:
+        """`pixel_values`/`image_grid_thw` for images; `pixel_values_videos`/`video_grid_thw`/
+        `second_per_grid_ts` for videos (each a dict `{"video": frames, "fps": rate}` or a list of frames)."""
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"return_tensors={return_tensors!r}: Keye's processor returns torch tensors ('pt')")
+        data = {}
+        if images:
+            patched = process_images(list(images), self.vision)
+            data.update(pixel_values=patched.pixel_values, image_grid_thw=patched.grid_thw)
+        if videos:
+            patched = process_videos(list(videos), self.vision)
+            data.update(pixel_values_videos=patched.pixel_values, video_grid_thw=patched.grid_thw,
+                        second_per_grid_ts=torch.tensor(patched.second_per_grid))
+        return BatchFeature(data=data)
+
+    def __call__(self, images=None, videos=None, return_tensors: str | None = "pt") -> BatchFeature:
+        return self.preprocess(images, videos, return_tensors)

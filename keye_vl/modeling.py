@@ -11,15 +11,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
+from transformers.utils.generic import TransformersKwargs
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer, Qwen3RMSNorm
 
 from keye_vl.configuration import KeyeTextConfig, KeyeVLConfig
 from keye_vl.projector import KeyeProjector
 from keye_vl.rope import MultimodalRotaryEmbedding, VisionTokenIds, get_rope_index
-from keye_vl.vision import KeyeVisionEncoderLayer, KeyeVisionModel
+from keye_vl.vision import KeyeVisionEncoderLayer, KeyeVisionModel, PackingPositionTable
 
 
 class KeyeVLPreTrainedModel(PreTrainedModel):
@@ -30,8 +32,15 @@ class KeyeVLPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Qwen3DecoderLayer", "KeyeVisionEncoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
-    # Present in the public checkpoint, never read in forward (KEYE.md).
-    _keys_to_ignore_on_load_unexpected = [r"visual\.vision_model\.head\.", r"packing_position_embedding"]
+    # Present in the public checkpoint, never read in forward (KEYE.md); the pooling head is not built, and a
+    # checkpoint saved before the packing table was kept gets a zero one.
+    _keys_to_ignore_on_load_unexpected = [r"visual\.vision_model\.head\."]
+    _keys_to_ignore_on_load_missing = [r"packing_position_embedding"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, PackingPositionTable):
+            init.zeros_(module.weight)  # respects weights already loaded from a checkpoint
 
 
 class KeyeTextModel(nn.Module):
@@ -136,6 +145,7 @@ class KeyeForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         **kwargs,
     ) -> CausalLMOutputWithPast:
         cache = cache if cache is not None else kwargs.pop("past_key_values", None)
+        refuse_unknown_arguments(kwargs)
         use_cache = use_cache if use_cache is not None else (cache is not None)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -181,16 +191,37 @@ class KeyeForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         return positions
 
 
+# What transformers itself passes to a model's forward (generation, the Trainer's loss, attention backends).
+FORWARD_OPTIONS = frozenset(TransformersKwargs.__annotations__) | {"cache_position", "return_dict"}
+
+
+def refuse_unknown_arguments(kwargs: dict) -> None:
+    """An input the model does not know would otherwise be ignored silently (a misnamed `second_per_grid_ts`
+    gives every video the default frame rate and wrong 3-D positions)."""
+    unknown = sorted(set(kwargs) - FORWARD_OPTIONS)
+    if unknown:
+        raise TypeError(f"KeyeForConditionalGeneration.forward got unexpected arguments {unknown}; it takes "
+                        f"input_ids, attention_mask, position_ids, pixel_values, image_grid_thw, "
+                        f"pixel_values_videos, video_grid_thw, second_per_grid_ts, labels, cache, use_cache, "
+                        f"logits_to_keep and transformers' own options {sorted(FORWARD_OPTIONS)}")
+
+
 def register_auto_classes() -> None:
-    """Make AutoConfig / AutoModel* resolve Keye directories (runs when this module is imported)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
+    """Make the Auto classes resolve Keye directories (runs when this module is imported): AutoConfig,
+    AutoModel / AutoModelForCausalLM / AutoModelForImageTextToText, AutoProcessor and AutoImageProcessor."""
+    from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM,
+                              AutoModelForImageTextToText, AutoProcessor)
 
     from keye_vl.configuration import KeyeTextConfig, KeyeVisionConfig
+    from keye_vl.image_processing import KeyeImageProcessor
+    from keye_vl.processing import KeyeVLProcessor
 
     for config in (KeyeVLConfig, KeyeVisionConfig, KeyeTextConfig):
         AutoConfig.register(config.model_type, config, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
         auto_class.register(KeyeVLConfig, KeyeForConditionalGeneration, exist_ok=True)
+    AutoImageProcessor.register(KeyeVLConfig, KeyeImageProcessor, exist_ok=True)
+    AutoProcessor.register(KeyeVLConfig, KeyeVLProcessor, exist_ok=True)
 
 
 register_auto_classes()

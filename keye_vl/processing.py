@@ -1,56 +1,105 @@
-"""KeyeVLProcessor: conversations (text, images, videos) to model inputs.
+"""KeyeVLProcessor: conversations (text, images, videos) to model inputs, as a transformers `ProcessorMixin`.
 
-Renders the chat with `keye_vl.chat`, turns images/videos into patches with `keye_vl.image_processing`,
-expands each `<|image_pad|>` / `<|video_pad|>` placeholder to the t*h*w/4 tokens its item needs, and tokenizes
-with left padding (what batched generation wants). The counts are checked here, so a mismatch between
-placeholders and images is reported with both numbers before any model code runs.
+Renders the chat with `keye_vl.chat` (or the saved Jinja template through transformers' standard
+`apply_chat_template`), turns images/videos into patches with `KeyeImageProcessor`, expands each
+`<|image_pad|>` / `<|video_pad|>` placeholder to the t*h*w/4 tokens its item needs, and tokenizes with left
+padding (what batched generation wants). The counts are checked here, so a mismatch between placeholders and
+images is reported with both numbers before any model code runs.
 
-Saved as a tokenizer plus `preprocessor_config.json`; `from_pretrained` also reads the public Keye-VL
-preprocessor file (keys it does not use are ignored).
+Saved as tokenizer files, `preprocessor_config.json` (the image processor), `chat_template.jinja` and
+`processor_config.json`; `from_pretrained` also reads the public Keye-VL preprocessor file. `AutoProcessor`
+resolves it once `keye_vl` is imported.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import BatchFeature, PreTrainedTokenizerBase
+from transformers import BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from keye_vl import chat
-from keye_vl.image_processing import PatchedVision, VisionProcessingConfig, process_images, process_videos
+from keye_vl.image_processing import KeyeImageProcessor, VisionProcessingConfig
 from keye_vl.tokenizer import load_tokenizer
 
-PREPROCESSOR_FILE = "preprocessor_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+PREPROCESSOR_FILE = "preprocessor_config.json"  # the image processor's settings; its presence marks a Keye dir
+# Tokenizer options a caller may pass through `__call__` / `apply_chat_template`.
+# Hub options that AutoProcessor.from_pretrained forwards.
+HUB_OPTIONS = ("_from_auto", "trust_remote_code", "revision", "cache_dir", "force_download", "proxies", "token",
+               "local_files_only", "subfolder", "_from_pipeline")
+TEXT_OPTIONS = {"padding", "padding_side", "truncation", "max_length", "add_special_tokens", "return_attention_mask"}
 
 
-class KeyeVLProcessor:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, vision: VisionProcessingConfig | None = None):
-        self.tokenizer = tokenizer
-        self.vision = vision or VisionProcessingConfig()
+class KeyeVLProcessor(ProcessorMixin):
+    image_token = chat.IMAGE_PAD
+    video_token = chat.VIDEO_PAD
+
+    def __init__(self, image_processor: KeyeImageProcessor | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None, chat_template: str | None = None):
+        if tokenizer is None:
+            raise ValueError("KeyeVLProcessor needs a tokenizer (keye_vl.tokenizer.load_tokenizer(dir))")
+        image_processor = image_processor or KeyeImageProcessor()
         if not tokenizer.chat_template:
             tokenizer.chat_template = chat.CHAT_TEMPLATE
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or chat.CHAT_TEMPLATE)
+
+    @classmethod
+    def build(cls, tokenizer: PreTrainedTokenizerBase, vision: VisionProcessingConfig | None = None):
+        """A processor from a tokenizer and pixel budgets (a preset's, `keye_vl.presets.preset_processing`)."""
+        return cls(KeyeImageProcessor(**(vision or VisionProcessingConfig()).model_dump()), tokenizer)
+
+    @property
+    def vision(self) -> VisionProcessingConfig:
+        return self.image_processor.vision
+
+    @property
+    def image_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.image_token)
+
+    @property
+    def video_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(self.video_token)
 
     # ------------------------------------------------------------------------------------------ files
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "KeyeVLProcessor":
+    def from_pretrained(cls, path: str | Path, **kwargs) -> "KeyeVLProcessor":
+        """Read a processor directory. The image processor is always Keye's: the public preprocessor file names
+        `SiglipImageProcessor`, which would resize to a fixed square."""
         path = Path(path)
-        config_file = path / PREPROCESSOR_FILE
-        vision = VisionProcessingConfig(**json.loads(config_file.read_text())) if config_file.exists() else None
-        return cls(load_tokenizer(str(path)), vision)
+        options = {k: kwargs.pop(k) for k in ("min_pixels", "max_pixels") if k in kwargs}
+        for key in HUB_OPTIONS:  # what AutoProcessor forwards; a local directory needs none of it
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(f"KeyeVLProcessor.from_pretrained got unsupported arguments {sorted(kwargs)}")
+        has_image_config = (path / PREPROCESSOR_FILE).exists()
+        image_processor = (KeyeImageProcessor.from_pretrained(str(path), **options) if has_image_config
+                           else KeyeImageProcessor(**options))
+        template_file = path / CHAT_TEMPLATE_FILE
+        template = template_file.read_text() if template_file.exists() else None
+        return cls(image_processor, load_tokenizer(str(path)), chat_template=template)
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def save_pretrained(self, path: str | Path, **kwargs) -> list[str]:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(str(path))
-        config = {"processor_class": type(self).__name__, **self.vision.model_dump()}
-        (path / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        self.image_processor.save_pretrained(str(path))
+        (path / CHAT_TEMPLATE_FILE).write_text(self.chat_template)
+        (path / "processor_config.json").write_text(f'{{\n  "processor_class": "{type(self).__name__}"\n}}\n')
+        return [str(path / name) for name in (PREPROCESSOR_FILE, CHAT_TEMPLATE_FILE,
+                                               "processor_config.json")]
 
     # ------------------------------------------------------------------------------------------ text
-    def apply_chat_template(self, messages: list[dict], mode: str | chat.Mode | None = None,
-                            add_generation_prompt: bool = True, continue_final_message: bool = False) -> str:
-        return chat.render_chat(messages, mode, add_generation_prompt, continue_final_message)
+    def apply_chat_template(self, conversation: list[dict] | list[list[dict]], chat_template: str | None = None,
+                            mode: str | chat.Mode | None = None, **kwargs):
+        """transformers' multimodal `apply_chat_template` (tokenize, return_dict, images and videos inside the
+        messages), plus `mode`: the suffix (`/think`, `/no_think`, ...) the last user turn gets."""
+        if mode is not None:
+            batched = bool(conversation) and isinstance(conversation[0], list)
+            conversation = ([chat.with_mode(c, mode) for c in conversation] if batched
+                            else chat.with_mode(conversation, mode))
+        return super().apply_chat_template(conversation, chat_template, **kwargs)
 
     def decode(self, ids, **kwargs) -> str:
         return self.tokenizer.decode(ids, **kwargs)
@@ -59,53 +108,77 @@ class KeyeVLProcessor:
         return self.tokenizer.batch_decode(ids, **kwargs)
 
     # ------------------------------------------------------------------------------------------ inputs
-    def __call__(self, text: str | list[str], images: list[Any] | None = None, videos: list[Any] | None = None,
-                 padding_side: str = "left", return_tensors: str = "pt") -> BatchFeature:
+    def __call__(self, text: str | list[str] | None = None, images: list[Any] | None = None,
+                 videos: list[Any] | None = None, padding_side: str = "left", return_tensors: str | None = "pt",
+                 **options) -> BatchFeature:
         """`text` holds one `<|image_pad|>` / `<|video_pad|>` placeholder per item (as `render_chat` writes);
-        `images` and `videos` are all items of the batch, in the order their placeholders appear."""
+        `images` and `videos` are all items of the batch, in the order their placeholders appear (a list per
+        text, as transformers' `apply_chat_template` passes them, is flattened)."""
+        if options.pop("audio", None) is not None:
+            raise ValueError("Keye-VL takes text, images and videos; it has no audio input")
+        unknown = set(options) - TEXT_OPTIONS - {"sanitize_control_tokens"}
+        if unknown:
+            raise TypeError(f"KeyeVLProcessor got unsupported arguments {sorted(unknown)}; it takes text, images, "
+                            f"videos, padding_side, return_tensors and tokenizer options {sorted(TEXT_OPTIONS)}")
+        options.pop("sanitize_control_tokens", None)
+        if text is None:
+            raise ValueError("KeyeVLProcessor needs `text` with one placeholder per image or video")
         texts = [text] if isinstance(text, str) else list(text)
-        image_data = process_images(images, self.vision) if images else None
-        video_data = process_videos(videos, self.vision) if videos else None
-        texts = self._expand(texts, chat.IMAGE_PAD, image_data, "image")
-        texts = self._expand(texts, chat.VIDEO_PAD, video_data, "video")
+        vision = self.image_processor.preprocess(_flat(images, _is_nested), _flat(videos, _is_video_list),
+                                                 return_tensors)
+        texts = self._expand(texts, chat.IMAGE_PAD, vision.get("image_grid_thw"), "image")
+        texts = self._expand(texts, chat.VIDEO_PAD, vision.get("video_grid_thw"), "video")
+        options = {"padding": True, "add_special_tokens": False, **options}
         self.tokenizer.padding_side = padding_side
-        encoded = self.tokenizer(texts, padding=True, return_tensors=return_tensors, add_special_tokens=False)
-        data = dict(encoded)
-        if image_data is not None:
-            data.update(pixel_values=image_data.pixel_values, image_grid_thw=image_data.grid_thw)
-        if video_data is not None:
-            data.update(pixel_values_videos=video_data.pixel_values, video_grid_thw=video_data.grid_thw,
-                        second_per_grid_ts=torch.tensor(video_data.second_per_grid))
-        return BatchFeature(data=data)
+        encoded = self.tokenizer(texts, return_tensors=return_tensors, **options)
+        return BatchFeature(data={**encoded, **vision})
 
     def process_conversations(self, conversations: list[list[dict]], mode: str | chat.Mode | None = None,
                               add_generation_prompt: bool = True, continue_final_message: bool = False,
                               padding_side: str = "left") -> BatchFeature:
-        """Render and encode a batch of conversations, collecting their images and videos in order."""
+        """Render and encode a batch of conversations, collecting their images and videos in order (the fast
+        path the toolkit uses: no Jinja, no image loading from URLs)."""
         texts, images, videos = [], [], []
         for messages in conversations:
-            texts.append(self.apply_chat_template(messages, mode, add_generation_prompt, continue_final_message))
+            texts.append(chat.render_chat(messages, mode, add_generation_prompt, continue_final_message))
             item_images, item_videos = chat.vision_inputs(messages)
             images += item_images
             videos += item_videos
         return self(texts, images or None, videos or None, padding_side=padding_side)
 
     @staticmethod
-    def _expand(texts: list[str], placeholder: str, data: PatchedVision | None, kind: str) -> list[str]:
+    def _expand(texts: list[str], placeholder: str, grids: torch.Tensor | None, kind: str) -> list[str]:
+        counts = [] if grids is None else [int(t * h * w) // 4 for t, h, w in grids.tolist()]
         found = sum(t.count(placeholder) for t in texts)
-        given = 0 if data is None else len(data.tokens_per_item)
-        if found != given:
-            raise ValueError(f"the text has {found} {placeholder} placeholders but {given} {kind}s were given; "
-                             f"put exactly one placeholder per {kind} (content items of type '{kind}' in the "
+        if found != len(counts):
+            raise ValueError(f"the text has {found} {placeholder} placeholders but {len(counts)} {kind}s were "
+                             f"given; put exactly one placeholder per {kind} (content items of type '{kind}' in the "
                              f"messages do this), in the order the {kind}s are passed")
-        if data is None:
-            return texts
-        counts = iter(data.tokens_per_item)
+        remaining = iter(counts)
         expanded = []
         for text in texts:
             pieces = text.split(placeholder)
-            out = pieces[0]
-            for piece in pieces[1:]:
-                out += placeholder * next(counts) + piece
-            expanded.append(out)
+            expanded.append(pieces[0] + "".join(placeholder * next(remaining) + piece for piece in pieces[1:]))
         return expanded
+
+
+def _flat(items: list[Any] | None, is_group) -> list[Any] | None:
+    """transformers passes one list of items per conversation; the processor wants them all, in order."""
+    if not items:
+        return None
+    flat = []
+    for item in items:
+        flat.extend(item if is_group(item) else [item])
+    return flat or None
+
+
+def _is_nested(item: Any) -> bool:
+    return isinstance(item, list)
+
+
+def _is_video_list(item: Any) -> bool:
+    """A list of videos, not one video given as a plain list of frames."""
+    if not isinstance(item, list):
+        return False
+    first = item[0] if item else None
+    return not item or isinstance(first, (dict, list)) or getattr(first, "ndim", 0) == 4

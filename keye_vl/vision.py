@@ -10,7 +10,9 @@ with `grid_thw` giving each item's shape. Three departures from plain SigLIP, al
   code's non-flash path attends across images; that changes logits and is deliberately not reproduced.)
 
 Parameter names follow the public checkpoint: `visual.vision_model.{embeddings,encoder,post_layernorm}`. The
-checkpoint's pooling head and `packing_position_embedding` are never read in forward and are not built.
+checkpoint's pooling head is never read in forward and is not built. Its `packing_position_embedding` is never
+read either, but vLLM's Keye model builds it and refuses a checkpoint without it, so it is kept as a frozen
+buffer (`PackingPositionTable`) that every save writes.
 This module knows nothing about tokens or the decoder.
 """
 
@@ -61,6 +63,21 @@ class VisionRotaryEmbedding2D(nn.Module):
         return emb.cos(), emb.sin()
 
 
+PACKING_POSITIONS = 32768  # rows of the public checkpoint's (unused) packing position table
+
+
+class PackingPositionTable(nn.Module):
+    """The public checkpoint's `packing_position_embedding`: a frozen [32768, D] table no forward reads.
+
+    A buffer, not a parameter: no optimizer state, no gradient, not sent to rollout engines with the weights;
+    saved and loaded with the model so the public Keye code and vLLM accept our checkpoints.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(PACKING_POSITIONS, hidden_size))
+
+
 class KeyeVisionEmbeddings(nn.Module):
     def __init__(self, config: KeyeVisionConfig):
         super().__init__()
@@ -69,6 +86,7 @@ class KeyeVisionEmbeddings(nn.Module):
                                          kernel_size=config.patch_size, stride=config.patch_size)
         self.table_side = config.image_size // config.patch_size
         self.position_embedding = nn.Embedding(self.table_side**2, config.hidden_size)
+        self.packing_position_embedding = PackingPositionTable(config.hidden_size)
 
     def interpolated_positions(self, h: int, w: int) -> torch.Tensor:
         """The learned table resized to an h x w patch grid: [h*w, D]."""

@@ -46,7 +46,7 @@ def init_vision_from_siglip(model: KeyeForConditionalGeneration, siglip: str | P
         siglip = SiglipVisionModel.from_pretrained(str(siglip))
     source = {k.removeprefix("vision_model."): v for k, v in siglip.state_dict().items()}
     source = {k: v for k, v in source.items() if not k.startswith("head.")}
-    target = model.visual.vision_model.state_dict()
+    target = {k: v for k, v in model.visual.vision_model.state_dict().items() if "packing_position" not in k}
     wrong = {k: (tuple(v.shape), tuple(target[k].shape)) for k, v in source.items()
              if k in target and v.shape != target[k].shape}
     missing = sorted(set(target) - set(source))
@@ -54,7 +54,8 @@ def init_vision_from_siglip(model: KeyeForConditionalGeneration, siglip: str | P
         raise ValueError(f"the SigLIP checkpoint does not fit this vision config: shape mismatches "
                          f"(checkpoint, model) {wrong}, missing {missing[:5]}; build the model with the SigLIP "
                          f"config's hidden_size, intermediate_size, num_hidden_layers, heads, image and patch size")
-    model.visual.vision_model.load_state_dict({k: source[k] for k in target}, strict=True)
+    model.visual.vision_model.load_state_dict({k: source[k] for k in target}, strict=False)  # the packing table
+    # is Keye's own (never read), SigLIP has none
     return sorted(target)
 
 
@@ -71,7 +72,7 @@ def init_model_dir(out: str | Path, preset: str = "keye-tiny", tokenizer: str | 
     if tokenizer is None and preset != "keye-tiny":
         raise ValueError(f"preset {preset} uses the public Keye-VL tokenizer: pass --tokenizer DIR with its files")
     tok = load_tokenizer(tokenizer) if tokenizer else build_tiny_tokenizer()
-    processor = KeyeVLProcessor(tok, preset_processing(preset))
+    processor = KeyeVLProcessor.build(tok, preset_processing(preset))
     check_token_ids(config, processor)
     out.mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(out)

@@ -23,7 +23,7 @@ def tiny_processor(tiny_tokenizer):
     from keye_vl.presets import preset_processing
     from keye_vl.processing import KeyeVLProcessor
 
-    return KeyeVLProcessor(tiny_tokenizer, preset_processing("keye-tiny"))
+    return KeyeVLProcessor.build(tiny_tokenizer, preset_processing("keye-tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from posttrain.learners.batch import TrainBatch
+from posttrain.learners.batch import VISION, TrainBatch
 from posttrain.learners.learner import Learner
 from posttrain.learners.learner_config import LearnerConfig
 
@@ -31,7 +31,7 @@ def keye_batch(processor, rows=4):
 
 def manual_logprobs(model, batch):
     """Reference computation with the plain model: log p(token_t | <t), 0 on padding and first tokens."""
-    vision = {k: v for k, v in batch.to_dict().items() if k.startswith(("pixel", "image", "video")) and v is not None}
+    vision = {k: v for k, v in batch.to_dict().items() if k in VISION and v is not None}
     with torch.no_grad():
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **vision).logits.float()
     logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
