@@ -162,7 +162,7 @@ def _pack(pixels: list[np.ndarray], grids: list[list[int]], seconds: list[float]
 # multiples of 28, bicubic, rescale by 1/255, mean = std = 0.5, one frame per temporal patch).
 PUBLIC_IMPLIED_KEYS = {"do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std",
                        "resample", "rescale_factor", "temporal_patch_size", "auto_map", "image_processor_type",
-                       "size"}
+                       "size", "processor_class"}
 
 
 class KeyeImageProcessor(BaseImageProcessor):

@@ -157,10 +157,16 @@ def test_public_layout_round_trips_with_identical_logits(tmp_path, tiny_model_di
 
 
 def test_checkpoints_saved_before_the_public_layout_still_load(tmp_path, tiny_model_dir, auto_loaded):
-    """The toolkit's earlier checkpoints nest the decoder under text_config and lack the packing table."""
+    """The toolkit's earlier checkpoints nest the decoder under text_config, lack the packing table and wrote
+    the processor as a bare preprocessor file."""
     processor, model = auto_loaded
     old = tmp_path / "old"
     shutil.copytree(tiny_model_dir, old)
+    for name in ("processor_config.json", "chat_template.jinja"):
+        (old / name).unlink()
+    (old / "preprocessor_config.json").write_text(
+        json.dumps({"processor_class": "KeyeVLProcessor", **processor.vision.model_dump()}))
+    assert AutoProcessor.from_pretrained(old).vision == processor.vision
     config = model.config.to_dict()
     (old / "config.json").write_text(json.dumps({**config, "architectures": ["KeyeVLForConditionalGeneration"]}))
     tensors = load_file(str(tiny_model_dir / "model.safetensors"))
