@@ -3,7 +3,8 @@ learning-rate schedule and the DeepSpeed config dict.
 
 Boundary: nothing here runs a training step; `learner.py` does. CPU facts (DESIGN.md): gloo backend, an
 optimizer with no compiled op (`torch_adam`), and the one-time shm comm-op build cached in a stable
-TORCH_EXTENSIONS_DIR so tests and CI reuse it.
+TORCH_EXTENSIONS_DIR so tests and CI reuse it. GPU facts: NCCL backend, one device per rank (the GPU Ray
+reserved for the actor), and reductions of CPU-side values moved to that device (`all_reduce`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from posttrain.learners.learner_config import LearnerConfig
 
@@ -33,10 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_process_group() -> None:
-    """Join (or create) the torch.distributed group from RANK/WORLD_SIZE/MASTER_* env; gloo on CPU, NCCL on GPU.
+def init_process_group(device: torch.device) -> None:
+    """Join (or create) the torch.distributed group from RANK/WORLD_SIZE/MASTER_* env.
 
-    A lone process without those variables becomes a group of one on a free local port.
+    The backend follows the learner's device: NCCL for CUDA, gloo for CPU (every rank of a group gets the same
+    kind of device from the placement). NCCL reduces only CUDA tensors, so the learner's own reductions go
+    through `all_reduce` below, never on CPU tensors. A lone process without those variables becomes a group of
+    one on a free local port.
     """
     import deepspeed
     import torch.distributed as dist
@@ -47,14 +51,49 @@ def init_process_group() -> None:
     if "RANK" not in os.environ:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                           LOCAL_RANK="0")
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
-                               dist_init_required=True)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL binds the rank to its current device (barriers included)
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", dist_init_required=True)
 
 
-def device() -> torch.device:
+def default_device() -> torch.device:
+    """A learner used outside a learner group (tests, one process): GPU LOCAL_RANK if CUDA is there, else CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
+
+
+def reserved_device(gpu_ids: list[str], cuda_available: bool, visible: str | None) -> torch.device:
+    """A learner actor's device, from the GPUs Ray reserved for it (never a GPU it did not reserve).
+
+    None reserved: the CPU. One: its position among CUDA_VISIBLE_DEVICES, which Ray sets to the reserved ids,
+    so `cuda:0` in the actor (a fractional share of a colocated GPU reserves that one GPU too).
+    """
+    if not gpu_ids:
+        return torch.device("cpu")
+    if not cuda_available:
+        raise RuntimeError(f"this learner reserved GPU {', '.join(gpu_ids)} but torch {torch.__version__} here has "
+                           f"no CUDA: install a CUDA build of torch on the GPU nodes, or train on CPU with "
+                           f"cluster.gpus_per_learner: 0")
+    if len(gpu_ids) > 1:
+        raise ValueError(f"a learner rank drives one GPU but was given {len(gpu_ids)} ({gpu_ids}); data "
+                         f"parallelism is over ranks: set cluster.gpus_per_learner: 1 and raise cluster.num_learners")
+    order = [v.strip() for v in visible.split(",")] if visible else None
+    if order is None:
+        return torch.device("cuda", int(gpu_ids[0]))
+    if gpu_ids[0] not in order:
+        raise RuntimeError(f"reserved GPU {gpu_ids[0]} is not among CUDA_VISIBLE_DEVICES={visible!r}")
+    return torch.device("cuda", order.index(gpu_ids[0]))
+
+
+def all_reduce(values: Tensor, op, device: torch.device) -> Tensor:
+    """All-reduce on the learner's device and return a CPU copy: NCCL reduces only CUDA tensors, gloo takes
+    CPU ones, so the learner's CPU-side totals and stats travel to the device for the collective and back."""
+    import torch.distributed as dist
+
+    on_device = values.to(device, copy=True)  # never reduce the caller's tensor in place
+    dist.all_reduce(on_device, op=op)
+    return on_device.cpu()
 
 
 def cpu_has_bf16() -> bool:

@@ -7,7 +7,8 @@ actors in one process group; used alone (tests, single-process stages) it forms 
 
 Boundary: the learner knows nothing of prompts, rewards or advantages' origin; it trains on token tensors.
 Collectives: `train_step`, `forward_logprobs`, `save`, `load` and (under ZeRO-3) `export_weights` must be
-called on every rank together.
+called on every rank together. The learner's own reductions (batch totals, stats) run on its device
+(`engine_setup.all_reduce`), so they work under NCCL as under gloo.
 
 Bad input: a batch that fails `TrainBatch.validate`, or with no loss tokens on any rank, raises ValueError. A
 non-finite loss on any rank skips the update on all ranks (gradients discarded, scheduler not advanced), saves
@@ -35,13 +36,15 @@ from posttrain.losses import BatchTotals, LossInputs, build_loss
 
 
 class Learner:
-    def __init__(self, config: LearnerConfig, model: nn.Module | None = None, reference: nn.Module | None = None):
+    def __init__(self, config: LearnerConfig, model: nn.Module | None = None, reference: nn.Module | None = None,
+                 device: torch.device | None = None):
+        """`device`: the learner group passes the GPU the actor reserved (or the CPU); alone, CUDA if present."""
         import deepspeed
 
-        engine_setup.init_process_group()
+        self.device = device or engine_setup.default_device()
+        engine_setup.init_process_group(self.device)
         self.config = config
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self.device = engine_setup.device()
         self.autocast = engine_setup.use_bf16_autocast(config)
         torch.manual_seed(config.seed)
         self.loss = build_loss(config.loss.name, **config.loss.args)
@@ -202,9 +205,8 @@ class Learner:
         mask = batch.attention_mask.float() if self.loss.mask_source == "tokens" else batch.loss_mask.float()
         mask = mask * (batch.attention_mask.long().cumsum(-1) > 1)  # drop each row's first token
         local = BatchTotals.of(mask, batch.chosen.bool() if batch.chosen is not None else None).as_tensor()
-        summed, longest = local.clone(), local.clone()
-        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        summed = engine_setup.all_reduce(local, dist.ReduceOp.SUM, self.device)
+        longest = engine_setup.all_reduce(local, dist.ReduceOp.MAX, self.device)
         summed[2] = longest[2]  # max_tokens is a max, not a sum
         totals = BatchTotals.from_tensor(summed)
         if totals.tokens == 0 and self.loss.model_output == "logprobs":
@@ -250,7 +252,7 @@ class Learner:
         keys = sorted(stats)
         values = torch.tensor([stats[k] for k in keys] + [layout.real_tokens, layout.slot_tokens, float(not finite)],
                               dtype=torch.float64)
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values = engine_setup.all_reduce(values, dist.ReduceOp.SUM, self.device)
         metrics = dict(zip(keys, values[:len(keys)].tolist()))
         real, slots, bad = values[len(keys):].tolist()
         metrics.update(tokens=real, padding_fraction=1.0 - real / max(slots, 1.0), skipped=float(bad > 0))

@@ -5,9 +5,11 @@
 launches it). `LearnerGroup` is the driver-side handle: it shards each batch over the ranks, calls every rank
 (the engines' collectives need all of them) and returns rank 0's whole-batch metrics.
 
-Boundary: placement is Ray's; each actor asks for `cpus_per_rank` CPUs (and `gpus_per_rank` GPUs) and sets
-torch's thread count to its CPUs, because oversubscribing cores is ruinous (DESIGN.md). The caller owns
-`ray.init` (or uses `local_ray`), so several groups (policy, rollout, reward) share one cluster.
+Boundary: placement is the caller's (`posttrain.placement` gives one `actor_options` dict per rank: CPUs,
+GPUs, placement-group bundle); without it each actor asks Ray for `cpus_per_rank` CPUs and `gpus_per_rank`
+GPUs. A rank trains on the GPU Ray reserved for it (`cuda:0` in the actor) or, having reserved none, on the CPU
+with every GPU hidden; it sets torch's thread count to its CPUs, because oversubscribing cores is ruinous
+(DESIGN.md). The caller owns `ray.init` (or uses `local_ray`), so several groups share one cluster.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class LearnerActor:
     """One rank. Construct, then `init` once rank 0's address is known (multi-node safe)."""
 
     def __init__(self, num_threads: int):
+        from rollout.devices import hide_unreserved_gpus
+
+        self.gpu_ids = hide_unreserved_gpus()  # first: a rank that reserved no GPU must not initialise one
         self.num_threads = max(1, int(num_threads))
         torch.set_num_threads(self.num_threads)
         os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
@@ -51,12 +56,19 @@ class LearnerActor:
 
         return ray.util.get_node_ip_address(), free_port()
 
+    def devices(self) -> dict:
+        from rollout.devices import visible_devices
+
+        return visible_devices()
+
     def init(self, rank: int, world_size: int, master_addr: str, master_port: int, config: dict) -> bool:
+        from posttrain.learners.engine_setup import reserved_device
         from posttrain.learners.learner import Learner
 
+        device = reserved_device(self.gpu_ids, torch.cuda.is_available(), os.environ.get("CUDA_VISIBLE_DEVICES"))
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")  # Ray gives each actor its own device
-        self.learner = Learner(LearnerConfig.model_validate(config))
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(device.index or 0))
+        self.learner = Learner(LearnerConfig.model_validate(config), device=device)
         return True
 
     def vision_layout(self) -> VisionLayout | None:
@@ -89,24 +101,40 @@ class LearnerActor:
             dist.destroy_process_group()
 
 
+def launch_actors(actor_options: list[dict], num_threads: int) -> list:
+    """One `LearnerActor` per options dict (rank order), not yet in a process group."""
+    import ray
+
+    remote = ray.remote(LearnerActor)
+    return [remote.options(**options).remote(num_threads) for options in actor_options]
+
+
 class LearnerGroup:
     def __init__(self, config: LearnerConfig, world_size: int = 1, cpus_per_rank: float = 1,
-                 gpus_per_rank: float = 0, num_threads: int | None = None):
+                 gpus_per_rank: float = 0, num_threads: int | None = None, actor_options: list[dict] | None = None):
         """`num_threads` (default: the CPUs asked for, at least 1) lets a fractional Ray CPU share still run
-        torch on whole cores, e.g. on a box where rollout and learner alternate rather than overlap."""
+        torch on whole cores, e.g. on a box where rollout and learner alternate rather than overlap.
+        `actor_options` (one dict per rank, from the caller's placement) replace `cpus_per_rank`/`gpus_per_rank`."""
         import ray
 
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
+        if actor_options is None:
+            actor_options = [{"num_cpus": cpus_per_rank, "num_gpus": gpus_per_rank}] * world_size
+        if len(actor_options) != world_size:
+            raise ValueError(f"{len(actor_options)} placements for {world_size} learner ranks")
         self.config, self.world_size = config, world_size
-        remote = ray.remote(num_cpus=cpus_per_rank, num_gpus=gpus_per_rank)(LearnerActor)
-        threads = num_threads or max(1, int(cpus_per_rank))
-        self.actors = [remote.remote(threads) for _ in range(world_size)]
-        addr, port = ray.get(self.actors[0].address.remote())
-        config_dict = config.model_dump(mode="json")
-        ray.get([actor.init.remote(rank, world_size, addr, port, config_dict)
-                 for rank, actor in enumerate(self.actors)])
-        self.vision_layout = ray.get(self.actors[0].vision_layout.remote())
+        self.actors = launch_actors(actor_options, num_threads or max(1, int(cpus_per_rank)))
+        try:
+            addr, port = ray.get(self.actors[0].address.remote())
+            config_dict = config.model_dump(mode="json")
+            ray.get([actor.init.remote(rank, world_size, addr, port, config_dict)
+                     for rank, actor in enumerate(self.actors)])
+            self.vision_layout = ray.get(self.actors[0].vision_layout.remote())
+        except BaseException:
+            for actor in self.actors:  # free their CPUs and GPUs for whatever runs next
+                ray.kill(actor)
+            raise
 
     def _all(self, calls: list) -> list:
         import ray
@@ -132,6 +160,7 @@ class LearnerGroup:
         return self._all([a.load.remote(str(directory)) for a in self.actors])[0]
 
     def export_weights(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None) -> list[dict]:
+        """Rank 0's buckets. Every rank is called at once: under ZeRO-3 each bucket is a gather needing all."""
         return self._all([a.export_weights.remote(bucket_bytes, dtype) for a in self.actors])[0]
 
     def export_weights_ref(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None):
@@ -145,6 +174,10 @@ class LearnerGroup:
 
     def local_parameters(self) -> list[dict[str, Tensor]]:
         return self._all([a.local_parameters.remote() for a in self.actors])
+
+    def devices(self) -> list[dict]:
+        """Each rank's node, reserved GPU ids and CUDA_VISIBLE_DEVICES."""
+        return self._all([a.devices.remote() for a in self.actors])
 
     def shutdown(self) -> None:
         import ray
