@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from posttrain.commands import cold_start, demo, generate, model, recipes, report, reward, traces
+from posttrain.commands import cold_start, demo, generate, model, plan, recipes, report, reward, traces
 
-COMMANDS = [recipes, model, generate, reward, cold_start, demo, traces, report]
+COMMANDS = [recipes, plan, model, generate, reward, cold_start, demo, traces, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

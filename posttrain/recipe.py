@@ -59,11 +59,17 @@ DataSection = Annotated[Union[ArithmeticData, FileData], Field(discriminator="ki
 
 class RolloutSection(Section):
     engine: Literal["transformers", "vllm"] = "transformers"
+    # keyword options of the engine's constructor, checked against it (vllm: gpu_memory_utilization, dtype,
+    # max_model_len, enforce_eager, ...); the transformers engine also gets max_batch_size and bf16_autocast
+    engine_options: dict[str, Any] = {}
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(0.5, gt=0)  # Ray's share; rollout and learner alternate on a CPU box
+    # 0: CPU. Disaggregated: whole GPUs per engine (>1 for a tensor-parallel vLLM); colocated: a fraction of the
+    # GPU it shares with a learner rank
+    gpus_per_worker: float = Field(0, ge=0)
     threads: int = Field(2, ge=1)  # torch threads per worker while it generates
-    max_batch_size: int = Field(64, ge=1)
-    bf16_autocast: bool = False
+    max_batch_size: int = Field(64, ge=1)  # requests per generate call
+    bf16_autocast: bool = False  # transformers engine only (vllm: engine_options.dtype)
     sampling: SamplingParams = SamplingParams()
     eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
     max_tool_turns: int = Field(3, ge=0)
@@ -85,10 +91,21 @@ class RewardSection(Section):
 
 
 class ClusterSection(Section):
-    address: str | None = None  # None: start a local loopback cluster
-    num_cpus: int = Field(2, ge=1)
+    """Where the actors run (`posttrain plan` shows it). `nodes`, `num_cpus` and `gpus_per_node` declare the
+    cluster the recipe is written for: a local cluster is started with that node's resources, and `validate` /
+    `plan` refuse a recipe whose actors do not fit it (`plan` checks a running cluster at `address` instead)."""
+
+    address: str | None = None  # None: start a local loopback cluster; "auto" or host:port: join a running one
+    nodes: int = Field(1, ge=1)
+    num_cpus: int = Field(2, ge=1)  # CPUs per node
+    gpus_per_node: int = Field(0, ge=0)
+    # disaggregated: rollout GPUs and learner GPUs apart; colocated: each learner rank shares its GPU with one
+    # rollout engine (fractional GPUs), which sleeps while the learners train (verl/OpenRLHF's hybrid engine)
+    placement: Literal["disaggregated", "colocated"] = "disaggregated"
+    placement_timeout_s: float = Field(300.0, gt=0)  # how long to wait for the cluster to grant the bundles
     num_learners: int = Field(1, ge=1)  # data-parallel learner ranks
     cpus_per_learner: float = Field(0.5, gt=0)
+    gpus_per_learner: float = Field(0, ge=0, le=1)  # 0: CPU; 1 (disaggregated) or a fraction (colocated)
     learner_threads: int = Field(2, ge=1)
     object_store_mb: int = Field(256, ge=64)
 
@@ -217,8 +234,12 @@ class RecipeError(ValueError):
     pass
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe; raises RecipeError with file:line for every problem."""
+def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: bool = True) -> Recipe:
+    """Read, override and validate a recipe; raises RecipeError with file:line for every problem.
+
+    `check_environment` also checks that this machine can run the recipe's rollout engine with its options
+    (`posttrain.rollout_engine`); listing or planning recipes for another machine passes False.
+    """
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe {path} not found; `posttrain ls` lists the shipped recipes")
@@ -226,9 +247,14 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for override in overrides:
         apply_override(data, override)
     try:
-        return Recipe.model_validate(data, context={"stage_sets_total_steps": True})
+        recipe = Recipe.model_validate(data, context={"stage_sets_total_steps": True})
     except ValidationError as error:
         raise RecipeError(format_errors(path, error, data, lines)) from None
+    if check_environment:
+        from posttrain.rollout_engine import check_engine
+
+        check_engine(recipe, path, lines)
+    return recipe
 
 
 def apply_override(data: dict, override: str) -> None:

@@ -41,6 +41,7 @@ class StageContext:
     model_in: Path
     data_dir: Path
     console: Console
+    placement: Any = None  # posttrain.placement.Placement: the run's bundles (None: actors ask Ray directly)
 
     @property
     def model_out(self) -> Path:
@@ -54,6 +55,7 @@ class StageContext:
 def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every stage; returns each stage's summary."""
     from posttrain.cluster import check_fits, ray_cluster
+    from posttrain.placement import reserved
     from posttrain.data import prepare_data, prepare_model
     from posttrain.stage_settings import check_resume, record
     from posttrain.stages import register_all
@@ -67,9 +69,9 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
     model = prepare_model(recipe, console)
     data_dir = prepare_data(recipe, console)
     summaries = []
-    with ray_cluster(recipe):
+    with ray_cluster(recipe), reserved(recipe) as placement:  # the bundles stay reserved for the whole run
         for index, (stage, stage_dir) in enumerate(zip(recipe.stages, recipe.stage_dirs())):
-            ctx = StageContext(recipe, index, stage, stage_dir, model, data_dir, console)
+            ctx = StageContext(recipe, index, stage, stage_dir, model, data_dir, console, placement)
             done = stage_dir / "done.json"
             if done.exists():
                 console.print(f"[dim]{ctx.label}: done earlier, skipped[/]")

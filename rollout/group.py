@@ -5,7 +5,10 @@ group waits until Ray has restarted it, gives it the latest weights again (a res
 model directory) and dispatches the same shard once more. Weights travel as bucket ObjectRefs: one `ray.put`
 per bucket, shared by every worker.
 
-Ray itself (cluster start, placement) belongs to the caller; this module only creates actors on it.
+Ray itself (cluster start, placement groups) belongs to the caller; this module only creates actors on it,
+each reserving its CPUs and GPUs (`num_gpus`: an actor that reserves none would see every GPU of its node), in
+the bundle the caller's `actor_options` name. With colocated placement the engines `sleep()` while the
+learners on their GPUs train and `wake_up()` before the next weight update.
 """
 
 from __future__ import annotations
@@ -24,16 +27,28 @@ RECOVERABLE = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 class RolloutGroup:
     def __init__(self, model_dir: str, num_workers: int = 1, cpus_per_worker: float = 1.0,
-                 max_redispatch: int = 2, threads: int | None = None, **worker_kwargs: Any):
-        actor = ray.remote(RolloutWorker).options(num_cpus=cpus_per_worker, max_restarts=-1, max_task_retries=0)
+                 max_redispatch: int = 2, threads: int | None = None, gpus_per_worker: float = 0,
+                 actor_options: list[dict] | None = None, **worker_kwargs: Any):
+        """`actor_options` (one dict per worker: num_cpus, num_gpus, scheduling_strategy) come from the
+        caller's placement; without them each worker asks Ray for `cpus_per_worker` and `gpus_per_worker`."""
+        if actor_options is None:
+            actor_options = [{"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker}] * num_workers
+        if len(actor_options) != num_workers:
+            raise ValueError(f"{len(actor_options)} placements for {num_workers} rollout workers")
+        actor = ray.remote(RolloutWorker)
         threads = threads or max(1, int(cpus_per_worker))
-        self.workers = [actor.remote(model_dir, worker_id=f"rollout-{i}", num_threads=threads, **worker_kwargs)
-                        for i in range(num_workers)]
+        self.workers = [actor.options(max_restarts=-1, max_task_retries=0, **options)
+                        .remote(model_dir, worker_id=f"rollout-{i}", num_threads=threads, **worker_kwargs)
+                        for i, options in enumerate(actor_options)]
         self.max_redispatch = max_redispatch
         self.version = 0
         self.bucket_refs: list[ray.ObjectRef] = []
         self.redispatched = 0
-        ray.get([w.ping.remote() for w in self.workers])
+        try:
+            ray.get([w.ping.remote() for w in self.workers])
+        except BaseException:  # e.g. the engine cannot be built: free the workers' CPUs and GPUs, then raise
+            self.shutdown()
+            raise
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         """Completions in request order (n per request), from contiguous shards across the workers."""
@@ -74,6 +89,17 @@ class RolloutGroup:
         refs = [b if isinstance(b, ray.ObjectRef) else ray.put(b) for b in buckets]
         self.version, self.bucket_refs = version, refs
         ray.get([w.update_weights.remote(version, refs) for w in self.workers])
+
+    def sleep(self) -> None:
+        """Colocated placement: every engine frees its GPU memory for the learners' step."""
+        ray.get([w.sleep.remote() for w in self.workers])
+
+    def wake_up(self) -> None:
+        ray.get([w.wake_up.remote() for w in self.workers])
+
+    def devices(self) -> list[dict]:
+        """Each worker's node, reserved GPU ids and CUDA_VISIBLE_DEVICES."""
+        return ray.get([w.devices.remote() for w in self.workers])
 
     def weight_versions(self) -> list[int]:
         return ray.get([w.weight_version.remote() for w in self.workers])

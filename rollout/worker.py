@@ -2,7 +2,8 @@
 
 A plain class, testable without Ray; `rollout.group` launches it as a Ray actor. Agentic requests go through
 the agentic loop (code runs in the sandbox), the rest through the engine directly. Every completion is stamped
-with the weight version it was sampled with, the worker's name and its timings.
+with the weight version it was sampled with, the worker's name and its timings. As a Ray actor it uses only
+the GPUs it reserved (`rollout.devices`); the engine is exactly the one asked for (`rollout.engines`).
 """
 
 from __future__ import annotations
@@ -15,23 +16,42 @@ import torch
 
 from keye_vl.chat import Mode, parse_mode
 from rollout.agentic import AgenticLoop, ToolRunner
-from rollout.hf_engine import TransformersEngine
+from rollout.devices import hide_unreserved_gpus, visible_devices
+from rollout.engines import build_engine
 from rollout.types import Completion, GenerationRequest, SamplingParams
 from rollout.weight_sync import BroadcastGroup, TensorMeta
 
 
 class RolloutWorker:
     def __init__(self, model_dir: str | Path, worker_id: str = "rollout-0", num_threads: int = 1,
-                 engine: str = "transformers", max_batch_size: int = 64, bf16_autocast: bool = False,
-                 max_tool_turns: int = 3, run_tool: ToolRunner | None = None):
+                 engine: str = "transformers", engine_options: dict[str, Any] | None = None,
+                 max_tool_turns: int = 3, run_tool: ToolRunner | None = None, sleeps: bool = False):
+        """`engine` and `engine_options` build exactly that engine (`rollout.engines`); `sleeps` (colocated
+        placement) requires an engine that can free its GPU memory while the learners train."""
+        hide_unreserved_gpus()  # before anything touches CUDA: a worker that reserved no GPU must not use one
         torch.set_num_threads(max(1, num_threads))
         self.worker_id = worker_id
-        self.engine = build_engine(engine, model_dir, max_batch_size=max_batch_size, bf16_autocast=bf16_autocast)
+        self.engine = build_engine(engine, model_dir, **(engine_options or {}))
+        if sleeps and not all(callable(getattr(self.engine, m, None)) for m in ("sleep", "wake_up")):
+            raise TypeError(f"rollout engine {engine!r} has no sleep()/wake_up(): colocated placement needs an engine "
+                            f"that frees its GPU memory while the learners train (vllm with enable_sleep_mode)")
         self.agentic = AgenticLoop(self.engine, run_tool or default_tool_runner(), max_tool_turns)
         self.broadcast_group: BroadcastGroup | None = None
 
     def ping(self) -> str:
         return self.worker_id
+
+    def devices(self) -> dict:
+        return {"worker": self.worker_id, **visible_devices()}
+
+    # ------------------------------------------------------------------------------------------ colocation
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights and KV cache) while the learners on this GPU train."""
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        """Take the GPU memory back before the next weight update and generation."""
+        self.engine.wake_up()
 
     def weight_version(self) -> int:
         return self.engine.weight_version
@@ -76,16 +96,6 @@ class RolloutWorker:
 
     def probe_logprobs(self, token_ids: list[int]) -> torch.Tensor:
         return self.engine.probe_logprobs(token_ids)
-
-
-def build_engine(kind: str, model_dir: str | Path, **kwargs):
-    if kind == "transformers":
-        return TransformersEngine.from_pretrained(model_dir, **kwargs)
-    if kind == "vllm":
-        from rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine.from_pretrained(model_dir)
-    raise ValueError(f"unknown rollout engine {kind!r}; choose 'transformers' (CPU/GPU) or 'vllm' (GPU)")
 
 
 def default_tool_runner() -> ToolRunner:

@@ -1,5 +1,8 @@
 """`posttrain run|validate|ls|cp`: run a recipe, check one, list the shipped ones, copy one to edit.
 
+`validate` checks the schema, that this machine can run the recipe's rollout engine, and that the actors fit the
+declared cluster (`posttrain plan` shows the layout).
+
 A recipe argument is a path or the name of a shipped recipe (`tiny/rl_math`). Overrides follow the recipe as
 `key.sub=value` (e.g. `stages.1.steps=50 rollout.sampling.temperature=0.8`).
 """
@@ -52,9 +55,13 @@ def shipped_names() -> list[str]:
 
 
 def validate_command(args: argparse.Namespace) -> int:
+    """Schema, the rollout engine on this machine, and the placement on the declared cluster."""
+    from posttrain.placement import make_plan
     from posttrain.recipe import load_recipe
 
-    recipe = load_recipe(resolve(args.recipe), args.overrides)
+    path = resolve(args.recipe)
+    recipe = load_recipe(path, args.overrides)
+    make_plan(recipe, source=str(path))
     stages = ", ".join(f"{s.kind}" for s in recipe.stages)
     Console().print(f"[green]ok[/] {args.recipe}: {recipe.name} ({stages})")
     return 0
@@ -84,7 +91,7 @@ def ls_command(args: argparse.Namespace) -> int:
     table.add_column("stages")
     table.add_column("description")
     for name in shipped_names():
-        recipe = load_recipe(RECIPES_DIR / f"{name}.yaml")
+        recipe = load_recipe(RECIPES_DIR / f"{name}.yaml", check_environment=False)  # listing, not running
         table.add_row(name, " -> ".join(s.kind for s in recipe.stages), recipe.description)
     Console().print(table)
     return 0

@@ -28,11 +28,13 @@ def learner_config(ctx: StageContext, **fixed) -> LearnerConfig:
 
 
 def start_learners(ctx: StageContext, config: LearnerConfig):
+    """The stage's learner ranks, each in its bundle of the run's placement (its CPUs and GPU reserved)."""
     from posttrain.learners.learner_group import LearnerGroup
 
     cluster = ctx.recipe.cluster
     return LearnerGroup(config, world_size=cluster.num_learners, cpus_per_rank=cluster.cpus_per_learner,
-                        num_threads=cluster.learner_threads)
+                        gpus_per_rank=cluster.gpus_per_learner, num_threads=cluster.learner_threads,
+                        actor_options=_actor_options(ctx, "learner"))
 
 
 def training_reward_pool(recipe):
@@ -46,13 +48,26 @@ def training_reward_pool(recipe):
                                                 on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
 
 
-def rollout_group(recipe, model_dir: Path):
+def rollout_group(ctx: StageContext):
+    """The stage's rollout workers on `ctx.model_in`, running exactly `rollout.engine` with its options, each in
+    its bundle (colocated: beside a learner rank, sleeping while it trains)."""
+    from posttrain.rollout_engine import engine_options
     from rollout.group import RolloutGroup
 
-    r = recipe.rollout
-    return RolloutGroup(str(model_dir), r.num_workers, r.cpus_per_worker, threads=r.threads,
-                        max_batch_size=r.max_batch_size, bf16_autocast=r.bf16_autocast,
+    r, colocated = ctx.recipe.rollout, ctx.recipe.cluster.placement == "colocated"
+    return RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
+                        gpus_per_worker=r.gpus_per_worker, actor_options=_actor_options(ctx, "rollout"),
+                        engine=r.engine, engine_options=engine_options(r, colocated), sleeps=colocated,
                         max_tool_turns=r.max_tool_turns)
+
+
+def _actor_options(ctx: StageContext, role: str) -> list[dict] | None:
+    if ctx.placement is not None:
+        return ctx.placement.actor_options(role)
+    if ctx.recipe.cluster.placement == "colocated":  # fractional GPUs share a device only inside one bundle
+        raise ValueError("cluster.placement: colocated needs the run's placement groups: run the recipe with "
+                         "`posttrain run` (or give the StageContext a posttrain.placement.Placement)")
+    return None
 
 
 def latest_checkpoint(ctx: StageContext) -> Path | None:

@@ -101,7 +101,7 @@ class Evaluator:
 def run_eval(ctx: StageContext) -> dict:
     from posttrain.stages.common import rollout_group
 
-    rollout = rollout_group(ctx.recipe, ctx.model_in)
+    rollout = rollout_group(ctx)
     evaluator = Evaluator(ctx, rollout, ctx.stage.modes, ctx.stage.reward, resume_after=-1)  # all run again
     try:
         result = evaluator.run(0, ctx.label)

@@ -31,7 +31,7 @@ def run_rejection_sample(ctx: StageContext) -> dict:
     if not rows:
         raise ValueError(f"stage {ctx.label}: no prompts in {ctx.data_dir / 'prompts.jsonl'} from row {stage.offset}")
     sampling = (stage.sampling or ctx.recipe.rollout.sampling).model_copy(update={"n": n})
-    rollout, rewards = rollout_group(ctx.recipe, ctx.model_in), training_reward_pool(ctx.recipe)
+    rollout, rewards = rollout_group(ctx), training_reward_pool(ctx.recipe)
     # a stopped stage starts again from scratch
     traces = StepLog(ctx.dir / "traces.jsonl", resume_after=-1) if ctx.recipe.trace.enabled else None
     section = ctx.recipe.rollout

