@@ -40,8 +40,10 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/posttrain demo
 
+# The whole suite in .venv, then the real-vLLM tests (marked `vllm`, skipped in .venv) in .venv-vllm.
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(MAKE) test-vllm
 
 bench: $(STAMP)
 	$(PIP) install -q -c constraints.txt -e ".[dev,bench]"

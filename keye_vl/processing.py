@@ -66,8 +66,10 @@ class KeyeVLProcessor(ProcessorMixin):
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "KeyeVLProcessor":
         """Read a processor directory. The image processor is always Keye's: the public preprocessor file names
-        `SiglipImageProcessor`, which would resize to a fixed square."""
+        `SiglipImageProcessor`, which would resize to a fixed square. `tokenizer=` replaces the directory's
+        (vLLM passes its own); `min_pixels` / `max_pixels` override the pixel budget."""
         path = Path(path)
+        tokenizer = kwargs.pop("tokenizer", None)  # vLLM passes the tokenizer it loaded itself
         options = {k: kwargs.pop(k) for k in ("min_pixels", "max_pixels") if k in kwargs}
         for key in HUB_OPTIONS:  # what AutoProcessor forwards; a local directory needs none of it
             kwargs.pop(key, None)
@@ -78,7 +80,7 @@ class KeyeVLProcessor(ProcessorMixin):
                            else KeyeImageProcessor(**options))
         template_file = path / CHAT_TEMPLATE_FILE
         template = template_file.read_text() if template_file.exists() else None
-        return cls(image_processor, load_tokenizer(str(path)), chat_template=template)
+        return cls(image_processor, tokenizer or load_tokenizer(str(path)), chat_template=template)
 
     def save_pretrained(self, path: str | Path, **kwargs) -> list[str]:
         path = Path(path)
