@@ -7,8 +7,9 @@ Which text is the answer follows the mode protocol of `keye_vl.chat` (KEYE.md's 
 3. no ``<answer>`` tag (a no_think response): the text after any reasoning, read the same way.
 A response still inside ``<think>`` has no answer and scores 0. Reasoning is never searched for answers.
 
-math-verify's own timeouts use ``signal.alarm``, which fails outside the main thread (reward workers run the
-function in a watchdog thread), so they are switched off here and the worker pool enforces the deadline.
+math-verify's own timeouts use ``signal.alarm``, which fails outside the main thread and cannot interrupt a long
+C call (sympy raising a power tower), so they are switched off here; the worker enforces the deadline by
+killing the reward's process (`rewards.reward_process`).
 When the gold answer is not mathematics (``Paris``), both sides are compared as normalised text.
 This module knows nothing about workers or the pool.
 """

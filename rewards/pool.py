@@ -1,8 +1,10 @@
 """The reward worker pool: K `RewardWorker` Ray actors, batched dispatch, deadlines, and replacement.
 
-A batch is cut into chunks, one in flight per worker. Each worker enforces the per-sample deadline itself
-(see `worker`); the driver adds a hard deadline (per-sample deadline x chunk size + grace) for hangs the
-worker cannot report, e.g. C code holding the GIL. Failures are localised, then recorded:
+A batch is cut into chunks, one in flight per worker. Each worker enforces the per-sample deadline itself by
+killing the reward's child process (see `worker`, `reward_process`), so a stuck sample costs its chunk the
+deadline plus a restart; the driver keeps a hard deadline per chunk (chunk size x (2 x deadline + grace) +
+grace, the most a worker doing its job can take) as a backstop for a worker actor that stops answering.
+Failures are localised, then recorded:
 - a worker that dies (os._exit, segfault) or stops answering is killed and replaced; its chunk is retried
   one sample per call, so the sample that kills a worker is the one marked ``crash`` (or ``timeout``); a
   sample is blamed for a crash only when it kills a second worker (workers also die for other reasons);
@@ -25,7 +27,8 @@ from dataclasses import dataclass
 from rewards.registry import validate_reward
 from rewards.result import RewardResult, summarize
 from rewards.sample import Sample
-from rewards.worker import RewardWorker, WorkerReply
+from rewards.reward_process import ProcessLimits
+from rewards.worker import RewardWorker, WorkerReply, check_deadline
 
 ON_ERROR = ("zero", "skip", "fail")
 
@@ -41,13 +44,16 @@ class PoolConfig:
     startup_timeout_s: float = 120.0
     max_replacements: int = 8  # per batch; a reward that kills every worker stops being retried
     spare: bool = True  # after a first replacement, keep a started worker in reserve so the next is instant
+    memory_mb: int = 4096  # resident memory of a worker's reward process before it is killed and replaced
+    output_mb: int = 16  # what one reward call may print before its process is killed and replaced
 
     def __post_init__(self):
         if self.on_error not in ON_ERROR:
             raise ValueError(f"reward on_error must be one of {ON_ERROR}, got {self.on_error!r}")
-        if self.num_workers < 1 or self.deadline_s <= 0:
-            raise ValueError(f"reward pool needs num_workers >= 1 and deadline_s > 0 (got {self.num_workers}, "
-                             f"{self.deadline_s})")
+        if self.num_workers < 1:
+            raise ValueError(f"reward pool needs num_workers >= 1, got {self.num_workers}")
+        self.deadline_s = check_deadline(self.deadline_s)
+        ProcessLimits(deadline_s=self.deadline_s, memory_mb=self.memory_mb, output_mb=self.output_mb)
 
 
 @dataclass
@@ -104,8 +110,9 @@ class RewardPool:
 
     # ------------------------------------------------------------------------------------- actors
     def _launch(self):
-        cpus = self.config.cpus_per_worker
-        return self._remote.options(num_cpus=cpus, max_restarts=0).remote(self.reward, self.options, cpus)
+        cpus, c = self.config.cpus_per_worker, self.config
+        return self._remote.options(num_cpus=cpus, max_restarts=0).remote(self.reward, self.options, cpus,
+                                                                           c.memory_mb, c.output_mb)
 
     def _await_ready(self, actors) -> None:
         import ray
@@ -162,7 +169,7 @@ class RewardPool:
     # ------------------------------------------------------------------------------------- scoring
     def score(self, samples: list[Sample]) -> ScoredBatch:
         start = time.perf_counter()
-        self._replaced_batch, self._crashed_once = 0, set()
+        self._replaced_batch, self._crashed_once, self._restarts = 0, set(), 0
         self._check_health()
         results: list[RewardResult | None] = [None] * len(samples)
         self._run(samples, results)
@@ -170,6 +177,7 @@ class RewardPool:
         errors = apply_policy(results, self.config.on_error)
         batch.metrics = {**summarize(results), "reward/on_error": self.config.on_error,
                          "reward/workers_replaced": self._replaced_batch,
+                         "reward/processes_replaced": self._restarts,
                          "timing/reward_s": time.perf_counter() - start}
         if errors and self.config.on_error == "fail":
             shown = "; ".join(f"sample {i}: {r.error}: {r.message}" for i, r in errors[:5])
@@ -194,7 +202,8 @@ class RewardPool:
                     continue
                 slot = idle.pop()
                 ref = self.actors[slot].score.remote([samples[i] for i in indices], deadline_s)
-                hard = time.perf_counter() + deadline_s * len(indices) + self.config.grace_s
+                grace = self.config.grace_s
+                hard = time.perf_counter() + len(indices) * (2 * deadline_s + grace) + grace
                 in_flight[ref] = _Job(slot, indices, hard)
             if not in_flight:
                 continue
@@ -209,8 +218,8 @@ class RewardPool:
             self._expire(in_flight, idle, results, queue)
 
     def _expire(self, in_flight: dict, idle: list, results: list, queue: deque) -> None:
-        """Kill and replace workers past their hard deadline (their watchdog did not answer: stuck outside
-        Python). A reply that arrived while the driver was busy replacing another worker is collected."""
+        """Kill and replace workers past their hard deadline (the worker actor itself stopped answering). A reply
+        that arrived while the driver was busy replacing another worker is collected."""
         import ray
 
         now = time.perf_counter()
@@ -224,8 +233,9 @@ class RewardPool:
                 self._collect(ref, job, results, queue)
             else:
                 self._replace(job.slot)
-                self._retry_or_fail(job.indices, "timeout", f"worker gave no answer within "
-                                    f"{self.config.deadline_s:g}s per sample (+{self.config.grace_s:g}s grace); "
+                self._retry_or_fail(job.indices, "timeout", f"worker gave no answer within its "
+                                    f"hard deadline ({self.config.deadline_s:g}s per sample, twice, plus "
+                                    f"{self.config.grace_s:g}s grace); "
                                     f"it was killed and replaced", results, queue)
             idle.append(job.slot)
 
@@ -248,6 +258,7 @@ class RewardPool:
             for i in job.indices:
                 results[i] = RewardResult.failed("exception", f"reward worker call failed: {error}")
             return
+        self._restarts += reply.restarts
         leftover = [i for i, r in zip(job.indices, reply.results) if r is None]
         for i, r in zip(job.indices, reply.results):
             if r is not None:

@@ -13,7 +13,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field
 
-ERROR_KINDS = ("exception", "timeout", "invalid", "crash")
+# memory/output: the reward's process went over `memory_mb` / printed more than `output_mb` (rewards.reward_process)
+ERROR_KINDS = ("exception", "timeout", "invalid", "crash", "memory", "output")
 
 
 class InvalidReward(ValueError):
@@ -38,11 +39,24 @@ class RewardResult:
         return asdict(self)
 
 
+def _short(value, limit: int = 200) -> str:
+    """repr cut to `limit` characters: a reward may return something enormous."""
+    try:
+        text = repr(value)
+    except Exception as error:  # noqa: BLE001 (repr itself can fail, e.g. a huge int's str limit)
+        text = f"<unprintable: {type(error).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _finite(value, where: str, spec: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidReward(f"reward {spec!r} returned {type(value).__name__} {value!r} for {where}; expected a "
+        raise InvalidReward(f"reward {spec!r} returned {type(value).__name__} {_short(value)} for {where}; expected a "
                             f"float, a dict[str, float], or None")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float range (10**400): invalid for this sample, not a crash
+        raise InvalidReward(f"reward {spec!r} returned a number too large for a float for {where} "
+                            f"(about 10**{int(math.log10(abs(int(value))))})") from None
     if not math.isfinite(value):
         raise InvalidReward(f"reward {spec!r} returned {value} for {where}; rewards must be finite")
     return value

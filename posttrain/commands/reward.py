@@ -1,15 +1,18 @@
 """`posttrain reward check|list`: score JSONL rows with a reward, the way a user debugs it before a long run.
 
 `check` prints one JSON line per row (total, components, error, message) and a summary on stderr; it exits
-1 when any row failed. With ``--workers 0`` (default) the reward runs in this process behind the worker's
-watchdog (exceptions, timeouts and invalid values are isolated; a reward that kills its process takes the
-command with it); ``--workers K`` scores through the Ray worker pool exactly as training does.
+1 when any row failed. With ``--workers 0`` (default) one `RewardWorker` scores here, without Ray; with
+``--workers K`` the Ray worker pool scores exactly as training does. Either way the reward runs in a child
+process that is killed at the per-sample deadline (and at its memory and output bounds) and replaced, so
+`check` never hangs: a row that stalls is marked ``timeout`` and the rows after it are scored. What the reward
+prints goes to stderr, never into the JSON lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,12 +29,28 @@ def register(subparsers) -> None:
     check.add_argument("--options", default="{}", help="JSON object of options for a single reward "
                                                        "(e.g. '{\"max_length\": 512}')")
     check.add_argument("--workers", type=int, default=0, help="0: in this process; K: a K-worker Ray pool")
-    check.add_argument("--deadline", type=float, default=30.0, help="seconds per sample")
+    check.add_argument("--deadline", type=seconds, default=10.0, help="seconds per sample (default 10); a row "
+                                                                      "past it is marked timeout")
+    check.add_argument("--memory-mb", type=int, default=4096, help="memory of the reward's process before it is "
+                                                                   "killed and the row marked memory")
+    check.add_argument("--output-mb", type=int, default=16, help="what one row may print before the reward's "
+                                                                 "process is killed and the row marked output")
     check.add_argument("--on-error", default="zero", choices=["zero", "skip", "fail"])
     check.set_defaults(run=run_check)
 
     listing = actions.add_parser("list", help="print the registered reward names")
     listing.set_defaults(run=run_list)
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (``nan`` would never expire, ``-1`` always)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the deadline must be a finite number of seconds > 0, e.g. 10")
+    return value
 
 
 def parse_reward_args(values: list[str]) -> str | dict[str, float]:
@@ -48,26 +67,39 @@ def parse_reward_args(values: list[str]) -> str | dict[str, float]:
     return weights
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_samples(path: Path) -> list:
+    """One `Sample` per non-blank line; a line that is not a JSON object with prompt and completion is an error
+    naming `path:line`."""
+    from rewards.sample import Sample
+
     if not path.exists():
         raise FileNotFoundError(f"--data {path} does not exist")
-    rows = []
+    samples = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not JSON ({error})") from None
-    return rows
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"{path}:{number} is not JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: a row must be a JSON object with 'prompt' and 'completion', got "
+                             f"{type(row).__name__}")
+        try:
+            samples.append(Sample.from_row(row))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(f"{path}:{number}: {error}") from None
+    return samples
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from rewards.registry import validate_reward
     from rewards.result import summarize
-    from rewards.sample import Sample
 
     spec = parse_reward_args(args.reward)
     options = json.loads(args.options)
-    samples = [Sample.from_row(row) for row in read_rows(args.data)]
+    samples = read_samples(args.data)
+    validate_reward(spec, **options)  # a broken spec fails here, before any process starts
     results = _score_pool(spec, options, samples, args) if args.workers else _score_here(spec, options, samples,
                                                                                          args)
     for i, result in enumerate(results):
@@ -82,11 +114,11 @@ def _score_here(spec, options: dict, samples: list, args: argparse.Namespace) ->
     from rewards.pool import apply_policy
     from rewards.worker import RewardWorker
 
-    worker, results = RewardWorker(spec, options), []
-    for sample in samples:
-        if worker.tainted:  # a timed-out call is still running in its thread: continue with a fresh worker
-            worker = RewardWorker(spec, options)
-        results.extend(worker.score([sample], args.deadline).results)
+    worker = RewardWorker(spec, options, memory_mb=args.memory_mb, output_mb=args.output_mb)
+    try:
+        results = [worker.score([sample], args.deadline).results[0] for sample in samples]
+    finally:
+        worker.close()
     if args.on_error != "fail":  # `fail` leaves failed totals empty: check reports, it does not raise
         apply_policy(results, args.on_error)
     return results
@@ -96,7 +128,8 @@ def _score_pool(spec, options: dict, samples: list, args: argparse.Namespace) ->
     from rewards.pool import PoolConfig, RewardFailed, RewardPool, local_cluster
 
     config = PoolConfig(num_workers=args.workers, deadline_s=args.deadline, on_error=args.on_error,
-                        cpus_per_worker=min(0.5, 1.0 / args.workers))
+                        cpus_per_worker=min(0.5, 1.0 / args.workers), memory_mb=args.memory_mb,
+                        output_mb=args.output_mb)
     with local_cluster():
         with RewardPool(spec, options, config) as pool:
             try:

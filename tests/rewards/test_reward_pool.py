@@ -58,7 +58,7 @@ def test_one_batch_survives_every_kind_of_failure(pool):
     m = batch.metrics
     assert (m["reward/errors/exception"], m["reward/errors/timeout"], m["reward/errors/invalid"],
             m["reward/errors/crash"]) == (1, 1, 3, 2)
-    assert m["reward/on_error"] == "zero" and m["reward/workers_replaced"] >= 3
+    assert m["reward/on_error"] == "zero" and m["reward/processes_replaced"] >= 3
     # the replaced workers serve the next batch
     assert [r.total for r in pool.score([sample("ok", 7.0)] * 4).results] == [7.0] * 4
 
@@ -81,12 +81,12 @@ def test_fail_policy_raises_after_the_whole_batch(pool):
 
 
 @pytest.mark.slow
-def test_a_hang_outside_python_is_caught_by_the_driver_deadline(pool):
-    """A C loop holding the GIL starves the worker's watchdog; the driver kills and replaces the worker."""
+def test_a_hang_outside_python_is_killed_at_the_deadline(pool):
+    """A C loop holding the GIL: the worker kills the reward's process at the deadline, not the chunk's."""
     batch = pool.score([sample("gil_hang"), sample("ok", 4.0)])
     assert batch.results[0].error == "timeout" and "killed and replaced" in batch.results[0].message
     assert batch.results[1].total == 4.0
-    assert batch.metrics["reward/workers_replaced"] >= 1
+    assert batch.metrics["reward/processes_replaced"] >= 1 and batch.metrics["timing/reward_s"] < 1.0 + 4.0
 
 
 @pytest.mark.slow

@@ -1,0 +1,286 @@
+"""A reward function in a child process that can be killed: the only deadline that holds whatever it does.
+
+A watchdog thread cannot stop a reward that holds the interpreter lock (sympy raising ``9^(9^(9^(9^9)))`` is
+one long C call), and ``signal.alarm`` cannot interrupt a C call either. A process can always be killed, so
+the reward runs in a child (``python -m rewards.reward_process FD``) that `RewardProcess` talks to over a
+socket: one call at a time, one reply per call. While a call runs the parent polls, every 20 ms, for:
+
+- the deadline             -> the child's process group is SIGKILLed, the call is marked ``timeout``;
+- the child's RSS          -> over ``memory_mb``: killed, marked ``memory`` (a reward that leaks);
+- what the child printed   -> over ``output_mb``: killed, marked ``output`` (a reward that prints gigabytes);
+- the child dying          -> marked ``crash`` (os._exit, a segfault, the kernel's OOM killer).
+
+A killed child is replaced by a fresh one before the next call, so the samples after a bad one are scored
+normally. Values are checked in the child (`rewards.result.normalize`), so only `RewardResult`s cross back and
+an unpicklable or absurd return value (``10**400``) is that sample's ``invalid``. What the reward prints goes to
+a file, not to the parent's stdout (which `posttrain reward check` uses for its JSON lines); the parent copies
+the first 64 KiB of each call's output to its own stderr. This module knows nothing about Ray or the pool.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from rewards.result import InvalidReward, RewardResult, normalize
+
+POLL_S = 0.02
+SHOWN_OUTPUT_BYTES = 64 * 1024  # of each call's prints, copied to the parent's stderr
+
+
+@dataclass
+class ProcessLimits:
+    deadline_s: float = 30.0  # per call (the worker gives a batched call deadline x samples)
+    memory_mb: int = 4096  # resident memory of the child
+    output_mb: int = 16  # bytes printed per call
+    startup_s: float = 120.0  # importing the reward (a reward model loads its weights here)
+
+    def __post_init__(self):
+        for name in ("deadline_s", "memory_mb", "output_mb", "startup_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"reward limit {name} must be a finite number > 0, got {value!r}")
+
+
+class RewardLoadError(ValueError):
+    """The child could not load the reward (bad spec, import error, factory failure)."""
+
+
+def describe(error: BaseException) -> str:
+    """`Type: message (at file:line)` of the innermost frame, for error records (message cut at 2000 chars)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    text = str(error)
+    text = text if len(text) <= 2000 else text[:2000] + "...[truncated]"
+    return f"{type(error).__name__}: {text}{where}"
+
+
+# ------------------------------------------------------------------------------------------------ parent
+class RewardProcess:
+    """The parent's handle on one reward child. `call(samples, timeout)` always returns one result per sample."""
+
+    def __init__(self, spec, options: dict | None = None, limits: ProcessLimits | None = None,
+                 threads: int | None = None):
+        self.spec, self.options, self.threads = spec, options or {}, threads
+        self.limits = limits or ProcessLimits()
+        self.replaced = 0  # children killed and replaced so far
+        self._proc = self._conn = self._out = None
+        self.batched, self.label = self._start()
+
+    def call(self, samples: list, timeout: float) -> list[RewardResult]:
+        if self._proc is None:
+            self._start()
+        start = time.perf_counter()
+        try:
+            self._conn.send(("call", samples))
+        except (BrokenPipeError, ConnectionError, EOFError):
+            return self._fail(samples, "crash", "reward process died before the call", start)
+        except (pickle.PicklingError, TypeError, AttributeError) as error:  # pickled before any byte is sent
+            return [RewardResult.failed("exception", f"sample cannot be sent to the reward process: "
+                                                     f"{describe(error)}") for _ in samples]
+        failure = self._wait(timeout, start)
+        if failure is not None:
+            self._show_output()
+            return self._fail(samples, *failure, start)
+        try:
+            reply = self._conn.recv()
+        except (EOFError, ConnectionError):  # poll() also wakes for a closed socket: the child died
+            self._proc.wait()
+            self._show_output()
+            return self._fail(samples, "crash", f"reward process died while scoring "
+                                                f"({_exit_text(self._proc.returncode)})", start)
+        self._show_output()
+        rss = self._rss_mb()
+        if rss > self.limits.memory_mb:  # it finished, but this call took the child over the limit
+            return self._fail(samples, "memory", self._memory_message(rss), start)
+        return reply
+
+    def _wait(self, timeout: float, start: float) -> tuple[str, str] | None:
+        """Poll until the reply is in; (kind, message) when the child had to be killed or died."""
+        end = start + timeout
+        while not self._conn.poll(POLL_S):
+            if self._proc.poll() is not None:
+                return "crash", f"reward process died while scoring ({_exit_text(self._proc.returncode)})"
+            if time.perf_counter() >= end:
+                return "timeout", f"reward {self.label!r} gave no result within {timeout:g}s; its process " \
+                                  f"was killed and replaced"
+            rss = self._rss_mb()
+            if rss > self.limits.memory_mb:
+                return "memory", self._memory_message(rss)
+            if os.fstat(self._out.fileno()).st_size > self.limits.output_mb * 2**20:
+                return "output", f"reward printed more than output_mb={self.limits.output_mb} MB in one call; " \
+                                 f"its process was killed and replaced"
+        return None
+
+    def _memory_message(self, rss: float) -> str:
+        return f"reward process used {rss:.0f} MB (limit memory_mb={self.limits.memory_mb}); it was killed and " \
+               f"replaced"
+
+    def _fail(self, samples: list, kind: str, message: str, start: float) -> list[RewardResult]:
+        self._restart()
+        seconds = time.perf_counter() - start
+        return [RewardResult.failed(kind, message, seconds) for _ in samples]
+
+    def _start(self) -> tuple[bool, str]:
+        parent_sock, child_sock = socket.socketpair()
+        self._out = tempfile.TemporaryFile(prefix="keye-reward-out-")
+        out_fd = os.open(f"/proc/self/fd/{self._out.fileno()}", os.O_WRONLY | os.O_APPEND)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "rewards.reward_process", str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd,
+                start_new_session=True)  # its own process group: whatever the reward starts dies with it
+        finally:
+            os.close(out_fd)
+            child_sock.close()
+        self._conn = Connection(os.dup(parent_sock.fileno()))
+        parent_sock.close()
+        self._conn.send(("load", sys.path, self.spec, self.options, self.threads))
+        if not self._conn.poll(self.limits.startup_s):
+            self.close()
+            raise RewardLoadError(f"reward {self.spec!r} did not load within startup_s={self.limits.startup_s:g}s")
+        try:
+            kind, *payload = self._conn.recv()
+        except EOFError:
+            kind, payload = "error", [f"the process exited ({_exit_text(self._proc.wait())}): "
+                                      f"{self._read_output()[-2000:]}"]
+        if kind != "ready":
+            self.close()
+            raise RewardLoadError(payload[0])
+        return payload[0], payload[1]
+
+    def _restart(self) -> None:
+        self.close()
+        self.replaced += 1
+        self._start()
+
+    def close(self) -> None:
+        """Kill the child and everything it started."""
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._proc.wait()
+        for handle in (self._conn, self._out):
+            if handle is not None:
+                handle.close()
+        self._proc = self._conn = self._out = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown: modules may be gone)
+            pass
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _rss_mb(self) -> float:
+        try:
+            with open(f"/proc/{self._proc.pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def _read_output(self) -> str:
+        self._out.seek(0)
+        data = self._out.read(SHOWN_OUTPUT_BYTES + 1)
+        text = data[:SHOWN_OUTPUT_BYTES].decode("utf-8", errors="replace")
+        return text + ("\n[reward output truncated]\n" if len(data) > SHOWN_OUTPUT_BYTES else "")
+
+    def _show_output(self) -> None:
+        """Copy what the reward printed during the call to stderr (bounded), then empty the file."""
+        if os.fstat(self._out.fileno()).st_size:
+            sys.stderr.write(self._read_output())
+            sys.stderr.flush()
+            self._out.truncate(0)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+# ------------------------------------------------------------------------------------------------ child
+def _score(reward, samples: list) -> list[RewardResult]:
+    """One call of the reward: a result per sample, every failure as that call's error."""
+    start = time.perf_counter()
+    try:
+        raw = reward(samples)
+    except InvalidReward as error:
+        return [RewardResult.failed("invalid", str(error), time.perf_counter() - start) for _ in samples]
+    except BaseException as error:  # noqa: BLE001 (SystemExit or KeyboardInterrupt from a reward fails it too)
+        message = describe(error)
+        return [RewardResult.failed("exception", message, time.perf_counter() - start) for _ in samples]
+    seconds = (time.perf_counter() - start) / max(1, len(samples))
+    return [_result(value, reward.spec, seconds) for value in raw]
+
+
+def _result(value, spec: str, seconds: float) -> RewardResult:
+    try:
+        total, components = normalize(value, spec)
+    except InvalidReward as error:
+        return RewardResult.failed("invalid", str(error), seconds)
+    # None: "not applicable" (TRL's convention): recorded, and skipped so it never trains as 0.0
+    return RewardResult(total=total, components=components, seconds=seconds, skipped=total is None)
+
+
+def _load(conn: Connection):
+    _, path, spec, options, threads = conn.recv()
+    sys.path[:] = path  # the parent's path: `module:func` specs resolve as they would there
+    try:
+        from rewards.registry import load_reward
+
+        reward = load_reward(spec, **options)
+        if threads and "torch" in sys.modules:  # a model-based reward: only the CPUs its worker was given
+            sys.modules["torch"].set_num_threads(max(1, int(math.ceil(threads))))
+    except BaseException as error:  # noqa: BLE001
+        conn.send(("error", str(error) if type(error).__name__ == "RewardSpecError" else describe(error)))
+        raise SystemExit(1)
+    conn.send(("ready", reward.batched, reward.spec))
+    return reward
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the parent dies, so a reward stuck in C never outlives its worker."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def child_main(fd: int) -> None:
+    _die_with_parent()
+    conn = Connection(fd)
+    reward = _load(conn)
+    while True:
+        try:
+            _, samples = conn.recv()
+        except EOFError:  # the parent closed: nothing more to score
+            return
+        results = _score(reward, samples)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            conn.send(results)
+        except Exception as error:  # noqa: BLE001 (a component value that cannot pickle)
+            conn.send([RewardResult.failed("invalid", f"result cannot be returned: {describe(error)}")
+                       for _ in samples])
+
+
+if __name__ == "__main__":
+    child_main(int(sys.argv[1]))
