@@ -64,6 +64,7 @@ class VLLMEngine:
                        worker_extension_cls="rollout.vllm_extension.WeightUpdateExtension")
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.weight_version = 0
+        self.sleep_mode = enable_sleep_mode
         self._open_update: int | None = None  # the version whose buckets are still arriving
 
     @classmethod
@@ -208,6 +209,19 @@ class VLLMEngine:
             raise RuntimeError("vLLM refused to reset its prefix cache after a weight update (requests running?)")
         self.llm.reset_mm_cache()
         self.llm.llm_engine.reset_encoder_cache()
+
+    # ------------------------------------------------------------------------------------------ colocation
+    def sleep(self) -> None:
+        """Free the GPU for colocated learners: level 1 moves the weights to CPU memory and drops the KV cache;
+        `wake_up` brings them back before the next weight sync (verl's and OpenRLHF's hybrid engine)."""
+        if not self.sleep_mode:
+            raise RuntimeError("the vLLM engine was started without sleep mode: colocated placement needs "
+                               "rollout.engine_options.enable_sleep_mode: true")
+        self._close_update()
+        self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
 
     def probe_logprobs(self, token_ids: list[int]) -> torch.Tensor:
         """Logprobs of `token_ids[1:]` under the current weights: the weight-sync check compares these."""

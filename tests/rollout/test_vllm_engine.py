@@ -110,8 +110,19 @@ class FakeLLM:
     def reset_mm_cache(self):
         self.stale_mm = False
 
+    # ---------------------------------------------------------------------------------- sleep mode
+    def sleep(self, level=1):
+        assert self.kwargs["enable_sleep_mode"], "vLLM raises: sleep mode is not enabled"
+        assert level in (1, 2) and not self.session
+        self.asleep = True
+
+    def wake_up(self, tags=None):
+        self.asleep = False
+
     # ---------------------------------------------------------------------------------- generation
     def generate(self, prompts, params, use_tqdm=True):
+        if getattr(self, "asleep", False):
+            raise RuntimeError("generate while asleep: the weights are off the GPU")
         if self.session:
             raise RuntimeError("generate while a weight update is open: half the layers are on the meta device")
         if self.stale_prefix or self.stale_mm or self.stale_encoder:
@@ -294,3 +305,18 @@ def test_image_placeholders_go_one_per_image_and_come_back_checked(tiny_model_di
     llm.pads_per_image += 1  # vLLM's processor sizes the image differently from ours
     [bad] = engine.generate([request], SamplingParams(temperature=0.0, max_tokens=4))
     assert bad.finish_reason == "error" and "placeholder expansion differs" in bad.error
+
+
+def test_sleep_needs_sleep_mode_and_generation_waits_for_wake_up(text_dir, fake_vllm):
+    engine, llm = make_engine(text_dir)
+    with pytest.raises(RuntimeError, match="enable_sleep_mode: true"):
+        engine.sleep()
+    engine, llm = make_engine(text_dir, enable_sleep_mode=True)
+    engine.load_weights(1, STATE)
+    assert llm.session
+    engine.sleep()  # closes the open update first, as vLLM cannot sleep mid-update
+    assert llm.asleep and not llm.session and llm.calls[-1] == "posttrain_finish_update"
+    with pytest.raises(RuntimeError, match="asleep"):
+        llm.generate([], [])
+    engine.wake_up()
+    assert len(engine.generate(requests(1), RL)) == 2
