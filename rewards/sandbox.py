@@ -1,22 +1,33 @@
-"""Run untrusted Python (agentic-mode code, code rewards) in a confined subprocess.
+"""Run untrusted Python (agentic-mode code, code rewards) in a sandbox the kernel enforces.
 
-`run_code(code, images, limits)` (or `run_python(code, images, **limits)`) starts a fresh interpreter (``python -I``: no user site, no environment
-variables read, the caller's directory not on the path) in a new temporary working directory, with a scrubbed
-environment, and returns stdout, stderr, exit status and the image files the code wrote. Limits:
-- CPU time, memory (address space), file size, open files: rlimits set in the child before any code runs;
-- wall time: the parent kills the whole process group (and the cgroup) when it runs out;
-- processes: one by default (forks and spawns blocked); more only where the kernel can count them: a pids
-  cgroup when running as root (root ignores RLIMIT_NPROC), else RLIMIT_NPROC;
-- network: a fresh network namespace (no interfaces up) where the OS allows one, and sockets blocked by the
-  child's audit-hook policy in any case;
-- files: the policy confines reads and writes to the working directory (reads of the Python installation
-  excepted), so a secret beside the caller cannot be opened by relative or absolute path.
+`run_code(code, images, limits)` (or `run_python(code, images, **limits)`) runs the code in a fresh interpreter
+under bubblewrap (Debian package ``bubblewrap``) and returns stdout, stderr, exit status and the images it
+wrote. What the sandbox promises, each checked by an attack in ``tests/reliability/test_sandbox_attacks.py``:
+
+- **nothing outlives the run**: the code is in its own pid namespace; when the run ends (exit, timeout, kill)
+  its init dies and the kernel kills every descendant, ``setsid`` or double-forked ones included;
+- **no processes** beyond ``max_processes`` (default 1: no fork, no spawn, no ``_posixsubprocess``): the
+  kernel's RLIMIT_NPROC, counted in the run's own user namespace;
+- **no view of the project or home**: a new mount namespace holding only, read-only, ``/usr``, the Python
+  installation the toolkit runs on and a few files of ``/etc``; the work directory ``/sandbox`` (fresh per
+  run) is the only writable place, so no path, ``dir_fd``, ``chdir`` or symlink trick reaches anything else,
+  and device nodes or FIFOs can be made only there (``/dev`` is bubblewrap's minimal one);
+- **no network**: a new network namespace holding only its own loopback (the host's is not reachable);
+- **no privilege**: the code runs as uid/gid 65534 (nobody) in a user namespace where only that id exists
+  (started by root, it is 65534 outside too), with no capabilities and ``no_new_privs``;
+- **bounded**: CPU time, address space, file size and open files are rlimits; wall time is enforced by
+  killing the sandbox; stdout/stderr are cut at ``output_bytes``. Total disk is bounded only by file size x
+  open files (no quota); images read back are regular files only (a FIFO named ``out.png`` is skipped, never
+  opened for a blocking read), within ``image_bytes`` and ``image_pixels`` (PIL's decompression-bomb limit is
+  set to the same budget).
+The audit-hook policy inside the interpreter (``policy=True``) stays as defence in depth: it turns honest
+mistakes into clear messages, but it is not the boundary. Without bubblewrap `run_code` raises
+`SandboxUnavailable` naming the package; it never falls back to a weaker sandbox.
+
 Input images are saved as ``input_<i>.png`` and pre-loaded as ``images`` (all, oldest first) and ``image``
 (the newest: in an agentic turn, the one the model just made), with ``Image`` (PIL) imported. Images the code
-writes come back as PIL images, their file names in `image_names`. Departures: no uid switch (the interpreter here lives in a root-only
-directory) and no mount namespace; the audit-hook layer is an interpreter-level policy, not a kernel wall,
-so run the trainer in a container where code comes from untrusted users. This module knows nothing about
-chat modes or rewards: it runs code and reports.
+writes come back as PIL images, their file names in `image_names`. This module knows nothing about chat modes
+or rewards: it runs code and reports.
 """
 
 from __future__ import annotations
@@ -26,13 +37,11 @@ import json
 import os
 import shutil
 import signal
-import site
+import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -40,13 +49,16 @@ from pathlib import Path
 from rewards.sandbox_child import MEMORY_EXIT
 
 CHILD = str(Path(__file__).with_name("sandbox_child.py"))
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+CHILD_INSIDE = "/opt/keye/sandbox_child.py"
+WORK_INSIDE = "/sandbox"
+NOBODY = 65534
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-_CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
+ETC_FILES = ("/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf")
+INSTALL_HINT = "install Debian's bubblewrap package (apt-get install -y bubblewrap)"
 
 
 class SandboxUnavailable(RuntimeError):
-    """A requested limit cannot be enforced on this machine (never silently dropped)."""
+    """The kernel sandbox cannot be set up on this machine (never silently replaced by a weaker one)."""
 
 
 @dataclass
@@ -55,9 +67,13 @@ class SandboxLimits:
     wall_s: float = 20.0
     memory_mb: int = 1024
     file_size_mb: int = 16
-    max_processes: int = 1  # 1: no fork/spawn at all
-    policy: bool = True  # the audit-hook layer (file, socket, subprocess, ctypes rules)
+    max_processes: int = 1  # 1: no fork/spawn at all (the kernel refuses them)
+    open_files: int = 256
+    policy: bool = True  # the audit-hook layer (defence in depth; the namespaces are the boundary)
     output_bytes: int = 64 * 1024  # per stream returned
+    image_bytes: int = 32 * 2**20  # all images read back, together
+    image_pixels: int = 16 * 2**20  # all images read back, together (PIL's bomb limit is set to this too)
+    max_images: int = 32
 
 
 @dataclass
@@ -71,6 +87,7 @@ class SandboxResult:
     images: list = field(default_factory=list)  # PIL images the code wrote, fully loaded
     image_names: list[str] = field(default_factory=list)  # their paths relative to the working directory
     isolation: list[str] = field(default_factory=list)  # the layers that were active
+    skipped_images: list[str] = field(default_factory=list)  # "name: why" for image files not read back
 
     @property
     def ok(self) -> bool:
@@ -78,33 +95,23 @@ class SandboxResult:
 
 
 def run_code(code: str, images: list | None = None, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run `code` confined; see the module docstring.
+    """Run `code` in the sandbox; see the module docstring.
 
     >>> run_code("print(6 * 7)").stdout
     '42\\n'
     """
     limits = limits or SandboxLimits()
+    bwrap = bwrap_path()
     root = Path(tempfile.mkdtemp(prefix="keye-sandbox-"))
     work = root / "work"
     work.mkdir(mode=0o700)
-    cgroup = None
     try:
         inputs = _save_inputs(images or [], work)
-        cgroup, nproc, isolation = _process_limit(limits)
-        flags = netns_flags()
-        isolation += (["netns"] if flags else []) + (["policy"] if limits.policy else [])
-        if not flags and not limits.policy:
-            raise SandboxUnavailable("no network isolation: this machine allows no network namespace; keep "
-                                     "SandboxLimits.policy=True so sockets are blocked")
-        config = {"cgroup": cgroup, "unshare_flags": flags, "inputs": inputs, "policy": limits.policy,
-                  "read_roots": _read_roots(),
-                  "limits": {"cpu_s": int(limits.cpu_s), "memory_bytes": limits.memory_mb * 2**20,
-                             "file_size_bytes": limits.file_size_mb * 2**20, "nproc": nproc,
-                             "max_processes": limits.max_processes}}
-        return _execute(code, config, work, root, limits, isolation, inputs)
+        if os.geteuid() == 0:  # the code runs as nobody: it must own its directory
+            for path in [work, *work.iterdir()]:
+                os.chown(path, NOBODY, NOBODY)
+        return _execute(bwrap, code, work, root, limits, inputs)
     finally:
-        if cgroup:
-            _remove_cgroup(cgroup)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -113,43 +120,142 @@ def run_python(code: str, images: list | None = None, **limits) -> SandboxResult
     return run_code(code, images, SandboxLimits(**limits))
 
 
-def _execute(code, config, work: Path, root: Path, limits: SandboxLimits, isolation, inputs) -> SandboxResult:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8",
+def isolation_layers(limits: SandboxLimits) -> list[str]:
+    layers = ["userns", "mountns", "pidns", "netns", "uid-nobody", "rlimits"]
+    return layers + (["no-fork"] if limits.max_processes <= 1 else []) + (["policy"] if limits.policy else [])
+
+
+def _execute(bwrap: str, code: str, work: Path, root: Path, limits: SandboxLimits, inputs) -> SandboxResult:
+    status_r, status_w = os.pipe()
+    config = {"inputs": inputs, "policy": limits.policy, "read_roots": _read_roots(), "status_fd": status_w,
+              "drop_to_uid": NOBODY if os.geteuid() == 0 else None,
+              "limits": {"cpu_s": int(limits.cpu_s), "memory_bytes": limits.memory_mb * 2**20,
+                         "file_size_bytes": limits.file_size_mb * 2**20, "open_files": limits.open_files,
+                         "max_processes": max(1, int(limits.max_processes))}}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORK_INSIDE, "TMPDIR": WORK_INSIDE, "LANG": "C.UTF-8",
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
            "KEYE_SANDBOX": json.dumps(config)}
     input_bytes = {name: (work / name).read_bytes() for name in inputs}
+    command = [bwrap, *_bwrap_args(work), sys.executable, "-I", "-B", "-u", CHILD_INSIDE]
     start = time.perf_counter()
-    with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-I", "-B", "-u", CHILD], stdin=subprocess.PIPE, stdout=out,
-                                stderr=err, cwd=work, env=env, start_new_session=True, close_fds=True)
-        timed_out = False
-        try:
-            proc.stdin.write(code.encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the child died before reading: its stderr says why
-        try:
-            proc.wait(timeout=limits.wall_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        _kill_group(proc.pid, config["cgroup"])
-        proc.wait()
+    try:
+        with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
+                                    pass_fds=(status_w,), start_new_session=True)
+            os.close(status_w)
+            timed_out = _feed_and_wait(proc, code, limits.wall_s)
+        status = _read_status(status_r)
+    finally:
+        os.close(status_r)
     wall = time.perf_counter() - start
-    names, images = _collect_images(work, input_bytes)
-    return SandboxResult(status=_status(proc.returncode, timed_out), exit_code=proc.returncode,
+    names, images, skipped = collect_images(work, input_bytes, limits)
+    exit_code = status.get("exit", -status["signal"] if "signal" in status else proc.returncode)
+    return SandboxResult(status=_status(exit_code, timed_out), exit_code=exit_code,
                          stdout=_read(root / "stdout", limits.output_bytes),
-                         stderr=_read(root / "stderr", limits.output_bytes), wall_s=wall,
-                         images=images, image_names=names, isolation=isolation)
+                         stderr=_read(root / "stderr", limits.output_bytes), wall_s=wall, images=images,
+                         image_names=names, isolation=isolation_layers(limits), skipped_images=skipped)
 
 
-def _status(code: int, timed_out: bool) -> str:
+def _feed_and_wait(proc: subprocess.Popen, code: str, wall_s: float) -> bool:
+    """Send the code, wait up to `wall_s`, then kill the sandbox (its pid namespace takes every process
+    along). Returns whether the wall time ran out."""
+    timed_out = False
+    try:
+        proc.stdin.write(code.encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the child died before reading: its stderr says why
+    try:
+        proc.wait(timeout=wall_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap outside; --die-with-parent ends the namespace's init
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    return timed_out
+
+
+def _read_status(fd: int) -> dict:
+    """The supervisor's report of how the code ended ({} when the sandbox was killed before it wrote it)."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    try:
+        return json.loads(data) if data else {}
+    except ValueError:
+        return {}
+
+
+def _bwrap_args(work: Path) -> list[str]:
+    """bubblewrap's namespaces and the read-only view: /usr, the Python installation, a few /etc files, and
+    the work directory as the only writable mount."""
+    args = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+    if os.geteuid() == 0:
+        args.remove("--unshare-all")  # root: the user namespace is made by the child, mapping nobody to nobody
+        args[:0] = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        args += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
+    for name in ("bin", "lib", "lib64", "sbin"):
+        target = Path("/") / name
+        if target.is_symlink():
+            args += ["--symlink", os.readlink(target), str(target)]
+        elif target.is_dir():
+            args += ["--ro-bind", str(target), str(target)]
+    for path in _python_roots():
+        args += _traversable_parents(path) + ["--ro-bind", path, path]
+    for path in ETC_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args + ["--ro-bind", CHILD, CHILD_INSIDE, "--bind", str(work), WORK_INSIDE, "--chdir", WORK_INSIDE]
+
+
+def _traversable_parents(path: str) -> list[str]:
+    """Empty 0755 directories above a bind mount (bwrap would copy a 0700 /root, which nobody cannot cross)."""
+    parents = [str(p) for p in reversed(Path(path).parents) if str(p) != "/"]
+    return [arg for parent in parents for arg in ("--perms", "0755", "--dir", parent)]
+
+
+def _python_roots() -> list[str]:
+    """The interpreter and its packages (the venv's site-packages, not the project it belongs to)."""
+    roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    roots = sorted(r for r in roots if not r.startswith("/usr/"))
+    return [r for r in roots if not any(r != o and r.startswith(o + os.sep) for o in roots)]
+
+
+def _read_roots() -> list[str]:
+    """What the policy lets the code read besides its directory (inside the sandbox's view)."""
+    return sorted({"/usr", "/etc", sys.prefix, sys.base_prefix, sys.exec_prefix, "/opt/keye"})
+
+
+@lru_cache(maxsize=1)
+def bwrap_path() -> str:
+    """bubblewrap's path once it has been seen to work here, else SandboxUnavailable naming the package."""
+    path = shutil.which("bwrap")
+    if path is None:
+        raise SandboxUnavailable(f"the code sandbox needs bubblewrap (bwrap), which is not installed: "
+                                 f"{INSTALL_HINT}")
+    probe = [path, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    if os.geteuid() == 0:
+        probe = [path, "--unshare-pid", "--unshare-net", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    done = subprocess.run(probe, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SandboxUnavailable(f"bubblewrap cannot create namespaces here ({done.stderr.strip()}); the code "
+                                 f"sandbox needs user, mount, pid and network namespaces (in a container, allow "
+                                 f"them or run with --privileged)")
+    return path
+
+
+def _status(code: int | None, timed_out: bool) -> str:
     if timed_out:
         return "timeout"
     if code == 0:
         return "ok"
     if code == MEMORY_EXIT:
         return "memory_limit"
-    if code < 0:
+    if code is not None and code < 0:
         return {signal.SIGXCPU: "cpu_limit", signal.SIGXFSZ: "file_size_limit"}.get(-code, "signal")
     return "error"
 
@@ -159,17 +265,6 @@ def _read(path: Path, limit: int) -> str:
         data = f.read(limit + 1)
     text = data[:limit].decode("utf-8", errors="replace")
     return text + ("\n[output truncated]" if len(data) > limit else "")
-
-
-def _kill_group(pid: int, cgroup: str | None) -> None:
-    """Kill everything the code started: its process group, and every task of its cgroup (forks that left
-    the group with setsid are still in the cgroup)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if cgroup:
-        _empty_cgroup(cgroup)
 
 
 # ------------------------------------------------------------------------------------------ inputs/outputs
@@ -190,121 +285,78 @@ def _save_inputs(images: list, work: Path) -> list[str]:
     return names
 
 
-def _collect_images(work: Path, inputs: dict[str, bytes], max_images: int = 32) -> tuple[list[str], list]:
-    """(names, PIL images) of the image files under `work`: regular files only (a symlink could point at a
-    secret), inputs only if the code changed them, and only what PIL can decode."""
+def collect_images(work: Path, inputs: dict[str, bytes], limits: SandboxLimits) -> tuple[list, list, list]:
+    """(names, PIL images, skipped "name: why") of the image files under `work`, within the budgets.
+
+    Only regular files are read: the file is opened with O_NOFOLLOW | O_NONBLOCK (a FIFO or device opens
+    without blocking) and kept only if fstat says S_ISREG, so nothing the code left can stall or misdirect
+    the parent. Sizes and pixel counts are checked before decoding."""
     from PIL import Image
 
-    names, found = [], []
-    for dirpath, _, files in os.walk(work, followlinks=False):
+    Image.MAX_IMAGE_PIXELS = limits.image_pixels  # PIL refuses bombs past 2x this; we check 1x ourselves
+    names, found, skipped = [], [], []
+    budget = {"bytes": limits.image_bytes, "pixels": limits.image_pixels}
+    for rel in _image_files(work, limit=1000):
+        if len(found) >= limits.max_images:
+            skipped.append(f"{rel}: more than max_images={limits.max_images}")
+            continue
+        data, why = _read_regular(work / rel, budget["bytes"])
+        if data is None or inputs.get(rel) == data:  # unreadable, or an input the code did not change
+            skipped += [f"{rel}: {why}"] if why else []
+            continue
+        image, why = _decode(data, budget["pixels"])
+        if image is None:
+            skipped.append(f"{rel}: {why}")
+            continue
+        budget["bytes"] -= len(data)
+        budget["pixels"] -= image.width * image.height
+        names.append(rel)
+        found.append(image)
+    return names, found, skipped
+
+
+def _image_files(work: Path, limit: int) -> list[str]:
+    """Paths (relative) with an image suffix, without following symlinked directories; at most `limit`
+    directory entries are looked at, so a million empty files cost nothing."""
+    found, seen = [], 0
+    for dirpath, dirs, files in os.walk(work, followlinks=False):
+        dirs.sort()
         for name in sorted(files):
-            path = Path(dirpath) / name
-            if path.suffix.lower() not in IMAGE_SUFFIXES or path.is_symlink() or len(found) >= max_images:
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f:
-                data = f.read()
-            rel = str(path.relative_to(work))
-            if inputs.get(rel) == data:
-                continue  # an input the code did not change
-            try:
-                image = Image.open(io.BytesIO(data))
-                image.load()
-            except Exception:  # noqa: BLE001 (not an image, whatever its name)
-                continue
-            names.append(rel)
-            found.append(image)
-    return names, found
+            seen += 1
+            if seen > limit:
+                return found
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                found.append(str((Path(dirpath) / name).relative_to(work)))
+    return found
 
 
-def _read_roots() -> list[str]:
-    """What the child may read besides its directory: the Python installation and public system data."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr/share", "/etc/localtime"}
-    roots.update(sysconfig.get_paths().values())
-    roots.update(site.getsitepackages())
-    return sorted(roots)
+def _read_regular(path: Path, max_bytes: int) -> tuple[bytes | None, str | None]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        return None, f"cannot open ({error.strerror})"  # a symlink gives ELOOP: never followed
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file"
+        if info.st_size > max_bytes:
+            return None, f"{info.st_size} bytes is over the image byte budget ({max_bytes} left)"
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        return None, "over the image byte budget"
+    return data, None
 
 
-# ------------------------------------------------------------------------------------------ kernel layers
-@lru_cache(maxsize=1)
-def netns_flags() -> int:
-    """unshare() flags that give a child its own network namespace here (0: none is allowed)."""
-    for flags in (CLONE_NEWNET, CLONE_NEWUSER | CLONE_NEWNET):
-        probe = (f"import ctypes, os; os._exit(0 if ctypes.CDLL(None, use_errno=True).unshare({flags}) == 0 "
-                 f"else 1)")
-        if subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True).returncode == 0:
-            return flags
-    return 0
+def _decode(data: bytes, max_pixels: int):
+    """A fully loaded PIL image if `data` is one within `max_pixels`, else (None, why)."""
+    from PIL import Image
 
-
-def _process_limit(limits: SandboxLimits) -> tuple[str | None, int | None, list[str]]:
-    """(cgroup path, RLIMIT_NPROC value, layers) enforcing `max_processes`."""
-    if limits.max_processes <= 1:
-        if not limits.policy:
-            raise SandboxUnavailable("max_processes=1 is enforced by the policy layer; keep policy=True or "
-                                     "allow more processes")
-        return None, None, ["no-fork"]
-    if os.geteuid() != 0:
-        return None, _user_tasks() + limits.max_processes, ["rlimit-nproc"]
-    cgroup = _make_cgroup(limits.max_processes)
-    if cgroup is None:
-        raise SandboxUnavailable("running as root, which RLIMIT_NPROC does not limit, and no writable pids "
-                                 "cgroup was found; use max_processes=1 or run as a normal user")
-    return cgroup, None, ["pids-cgroup"]
-
-
-def _user_tasks() -> int:
-    """Threads of this user now (RLIMIT_NPROC counts them all, not only the sandbox's)."""
-    uid, count = os.getuid(), 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == uid:
-                count += len(os.listdir(f"/proc/{pid}/task"))
-        except OSError:
-            continue
-    return count
-
-
-def _make_cgroup(max_tasks: int) -> str | None:
-    for base in _CGROUP_ROOTS:
-        if not os.path.exists(os.path.join(base, "pids.max")) and base != _CGROUP_ROOTS[0]:
-            continue
-        path = os.path.join(base, f"keye-sandbox-{uuid.uuid4().hex[:12]}")
-        try:
-            os.mkdir(path)
-            with open(os.path.join(path, "pids.max"), "w") as f:
-                f.write(str(max_tasks))
-            return path
-        except OSError:
-            if os.path.isdir(path):
-                os.rmdir(path)
-    return None
-
-
-def _empty_cgroup(path: str) -> None:
-    for _ in range(200):
-        try:
-            with open(os.path.join(path, "cgroup.procs")) as f:
-                pids = [int(p) for p in f.read().split()]
-        except OSError:
-            return
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.01)
-
-
-def _remove_cgroup(path: str) -> None:
-    _empty_cgroup(path)
-    for _ in range(100):
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.01)  # the last killed tasks are still being reaped
+    try:
+        image = Image.open(io.BytesIO(data))
+        pixels = image.width * image.height
+        if pixels > max_pixels:
+            return None, f"{image.width}x{image.height} is over the image pixel budget ({max_pixels} left)"
+        image.load()
+    except Exception as error:  # noqa: BLE001 (not an image whatever its name, or a bomb PIL refused)
+        return None, f"not a readable image ({type(error).__name__})"
+    return image, None

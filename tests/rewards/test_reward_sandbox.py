@@ -9,8 +9,7 @@ import time
 import pytest
 from PIL import Image
 
-from rewards import sandbox
-from rewards.sandbox import SandboxLimits, SandboxUnavailable, run_code, run_python
+from rewards.sandbox import SandboxLimits, run_code, run_python
 
 
 def test_prints_and_exit_status():
@@ -43,13 +42,10 @@ def test_fork_bomb_is_stopped_at_the_first_fork_by_default():
 def test_fork_bomb_is_capped_by_the_kernel_when_forks_are_allowed():
     code = ("import os, time\nforks = 0\nwhile True:\n    try:\n        os.fork(); forks += 1\n"
             "    except OSError:\n        print('refused', flush=True); time.sleep(30)")
-    try:
-        result = run_code(code, limits=SandboxLimits(wall_s=2, max_processes=8))
-    except SandboxUnavailable as error:
-        pytest.skip(f"no kernel process limit here: {error}")
+    result = run_code(code, limits=SandboxLimits(wall_s=2, max_processes=8))
     assert result.status == "timeout"
     assert "refused" in result.stdout  # the kernel said no: the bomb did not grow past the cap
-    assert {"pids-cgroup", "rlimit-nproc"} & set(result.isolation)
+    assert {"pidns", "rlimits"} <= set(result.isolation)
     time.sleep(0.2)
     assert not _sandbox_processes(), "every process the code forked was killed"
 
@@ -132,17 +128,13 @@ def test_network_socket_is_refused():
 
 
 def test_network_namespace_alone_blocks_the_network():
-    if not sandbox.netns_flags():
-        pytest.skip("this machine allows no network namespace; the policy layer blocks sockets instead")
     server = _listening_socket()
     port = server.getsockname()[1]
     code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('in')"
-    try:
-        result = run_code(code, limits=SandboxLimits(policy=False, max_processes=4))
-    except SandboxUnavailable as error:
-        pytest.skip(str(error))
+    result = run_code(code, limits=SandboxLimits(policy=False, max_processes=4))
     assert "netns" in result.isolation and "policy" not in result.isolation
-    assert result.status == "error" and "unreachable" in result.stderr.lower()
+    # the namespace's own loopback has nothing listening: the host's server is not reachable from there
+    assert result.status == "error" and "connection refused" in result.stderr.lower()
     _assert_no_connection(server)
     server.close()
 
@@ -170,8 +162,7 @@ def test_a_symlink_to_a_secret_is_not_returned_as_an_image(tmp_path):
     Image.new("RGB", (4, 4)).save(secret)
     code = f"import os; os.symlink({str(secret)!r}, 'leak.png')"
     assert run_code(code).status == "error"  # the policy refuses the link itself
-    try:  # without the policy the link is made, and the collector must not follow it
-        result = run_code(code, limits=SandboxLimits(policy=False, max_processes=4))
-    except SandboxUnavailable as error:
-        pytest.skip(str(error))
+    # without the policy the link is made (to a path that does not exist in the sandbox's view), and the
+    # collector must not follow it
+    result = run_code(code, limits=SandboxLimits(policy=False, max_processes=4))
     assert result.status == "ok" and result.images == []
