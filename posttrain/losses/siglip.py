@@ -6,7 +6,12 @@ with x, y the L2-normalised image and text embeddings, t = exp(t') and b learnab
 
 Boundary: this works on embeddings from a vision tower and a text tower; it is not a registered causal-LM loss,
 because the learner's batches carry token sequences, not image-text pairs. A stage-0 trainer calls it directly.
-Departure: none; the chunked multi-device variant of the paper (sec. 3.3) is plain all-gather here.
+
+Across data-parallel ranks (`distributed_siglip_loss`) every rank scores its own images against the texts of
+*all* ranks, gathered with `torch.distributed.nn.functional.all_gather`, whose backward sends each rank the
+gradients other ranks computed for its texts. Departure: the paper's chunked variant (sec. 3.3, big_vision's and
+open_clip's ring exchange) passes text blocks from neighbour to neighbour to hold one block at a time; a plain
+all-gather holds all W blocks, [W*n, D] floats, which is small beside the towers at any batch this toolkit runs.
 """
 
 from __future__ import annotations
@@ -43,3 +48,36 @@ class SigLIPLoss(nn.Module):
 
     def forward(self, image_embeds: Tensor, text_embeds: Tensor) -> Tensor:
         return siglip_loss(self.logits(image_embeds, text_embeds))
+
+
+def distributed_siglip_loss(image_embeds: Tensor, text_embeds: Tensor, log_temperature: Tensor, bias: Tensor,
+                            group=None) -> Tensor:
+    """This rank's share of the whole-batch loss: its n images against the W*n texts of all ranks.
+
+    image_embeds, text_embeds: [n, D] this rank's pairs (row i of one matches row i of the other); every rank
+    must hold the same n. The shares sum over ranks to `siglip_loss` of the whole batch (denominator W*n), so
+    backward of `share * W` under the ranks' gradient averaging (DeepSpeed, DDP) gives the whole-batch gradient,
+    the convention of the learner's losses. Without an initialised process group it is the one-rank loss.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank(group) if world > 1 else 0
+    n = image_embeds.shape[0]
+    if text_embeds.shape[0] != n:
+        raise ValueError(f"{n} image embeddings but {text_embeds.shape[0]} text embeddings: pass pairs")
+    texts = F.normalize(text_embeds, dim=-1)
+    if world > 1:
+        device = image_embeds.device  # NCCL gathers CUDA tensors only
+        sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([n], device=device), group=group)
+        if len({int(s) for s in sizes}) != 1:
+            raise ValueError(f"every rank needs the same number of pairs, got {[int(s) for s in sizes]}: make the "
+                             f"batch size a multiple of the number of learner ranks")
+        from torch.distributed.nn.functional import all_gather
+
+        texts = torch.cat(all_gather(texts, group=group))  # [W*n, D], differentiable
+    logits = log_temperature.exp() * F.normalize(image_embeds, dim=-1) @ texts.T + bias  # [n, W*n]
+    labels = -torch.ones_like(logits)
+    labels[:, rank * n:(rank + 1) * n] += 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device)
+    return -F.logsigmoid(labels * logits).sum() / (world * n)
