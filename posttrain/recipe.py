@@ -184,7 +184,77 @@ class PreferenceStage(Section):
     checkpoint_every: int = Field(50, ge=1)
 
 
-Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, RejectionSampleStage, PreferenceStage],
+class PretrainDataStage(Section):
+    """Pre-training shards (`pretrain_data`): synthetic tasks and your own, with near-duplicates and anything
+    overlapping the evaluation rows removed; the data of the pre-training stages after it."""
+
+    kind: Literal["pretrain_data"] = "pretrain_data"
+    name: str | None = None
+    train_rows: dict[str, int] = {"caption": 2000}  # task -> training rows drawn (before hygiene)
+    eval_rows: int = Field(100, ge=1)  # held-out rows per task
+    user_shards: dict[str, str] = {}  # task -> your JSONL/Parquet shard (pretrain_data.shards format)
+    seed: int = 0
+
+
+class SiglipStage(Section):
+    """Stage 0: the vision encoder continues training with the SigLIP sigmoid loss against a text tower, on the
+    caption shard; evaluated by zero-shot image-to-text retrieval among held-out captions."""
+
+    kind: Literal["siglip"] = "siglip"
+    name: str | None = None
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=2)  # image-caption pairs per step (every rank's pairs are negatives)
+    lr: float = Field(1e-3, gt=0)
+    text_tower: dict[str, Any] = {}  # transformers SiglipTextConfig fields (hidden_size, num_hidden_layers, ...)
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class PretrainStage(Section):
+    """Stages 1-3 on the pre-training shards: `align` (only the projector trains), `pretrain` (everything, the
+    multi-task mixture), `anneal` (a curated mixture with a decaying LR). `mixture` weights the tasks."""
+
+    kind: Literal["align", "pretrain", "anneal"]
+    name: str | None = None
+    mixture: dict[str, float] = {"caption": 1.0}  # task -> sampling weight
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learner: dict[str, Any] = {}  # overrides of the top-level learner section (align freezes all but mlp_AR)
+    start_from: str | None = None  # a named earlier stage whose model to start from (several anneals, one base)
+    eval_rows: int | None = Field(None, ge=1)  # held-out rows per task to evaluate after the stage (None: all)
+    checkpoint_every: int = Field(50, ge=1)
+
+    @field_validator("mixture")
+    @classmethod
+    def _positive_weights(cls, mixture: dict[str, float]) -> dict[str, float]:
+        bad = {task: w for task, w in mixture.items() if not w > 0}
+        if not mixture or bad:
+            raise ValueError(f"mixture needs at least one task, each with a weight > 0 (got {bad or mixture}); "
+                             f"leave a task out instead of giving it weight 0")
+        return mixture
+
+
+class MergeStage(Section):
+    """Average the weights of earlier stages' models (Keye merges models annealed on different mixtures)."""
+
+    kind: Literal["merge"] = "merge"
+    name: str | None = None
+    models: list[str] = Field(min_length=2)  # names of earlier stages
+    weights: list[float] | None = None  # one per model; None: uniform
+    group_weights: dict[Literal["visual", "mlp_AR", "model", "lm_head"], list[float]] = {}  # per module group
+    eval_rows: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_weight_per_model(self) -> "MergeStage":
+        from posttrain.merging import normalised
+
+        normalised(self.weights, len(self.models), "weights")
+        for group, weights in self.group_weights.items():
+            normalised(weights, len(self.models), f"group_weights.{group}")
+        return self
+
+
+Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, RejectionSampleStage, PreferenceStage,
+                        PretrainDataStage, SiglipStage, PretrainStage, MergeStage],
                   Field(discriminator="kind")]
 
 

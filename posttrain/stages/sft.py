@@ -42,13 +42,17 @@ def run_sft(ctx: StageContext) -> dict:
     return {**summary, "examples": len(examples)}
 
 
-def train_in_batches(ctx: StageContext, n: int, batch_of, **config_overrides) -> dict:
-    """`epochs` over n items in shuffled batches of `batch_size` (`batch_of(indices) -> TrainBatch`), with
-    checkpoints and resume; publishes `<stage>/model`. Shared by the supervised stage kinds (sft, preference)."""
+def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray] | None = None,
+                     **config_overrides) -> dict:
+    """`epochs` over n items in shuffled batches of `batch_size` (`batch_of(indices) -> TrainBatch`), or the
+    given `order` (one index array per step), with checkpoints and resume; publishes `<stage>/model`. Shared by
+    the supervised stage kinds (sft, preference, the pre-training stages)."""
     stage = ctx.stage
-    steps = max(1, round(stage.epochs * max(1, n // stage.batch_size)))
+    if order is None:
+        steps = max(1, round(stage.epochs * max(1, n // stage.batch_size)))
+        order = step_order(n, stage.batch_size, steps, ctx.recipe.seed)
+    steps = len(order)
     config = learner_config(ctx, total_steps=steps, **config_overrides)
-    order = step_order(n, stage.batch_size, steps, ctx.recipe.seed)
     group = start_learners(ctx, config)
     try:
         checkpoint = latest_checkpoint(ctx)
