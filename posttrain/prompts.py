@@ -21,10 +21,24 @@ def load_prompts(path, where: str = "") -> list[dict]:
     for line_no, row in enumerate(rows, start=1):
         if "prompt" not in row and "messages" not in row:
             raise ValueError(f"{path}:{line_no}: a prompt row needs 'prompt' or 'messages' (has {sorted(row)})")
+        _check_prompt(row, f"{path}:{line_no}")
         if row.get("mode") is not None:
             parse_mode(row["mode"])
         row.setdefault("id", f"{where}{line_no}")
     return rows
+
+
+def _check_prompt(row: dict, where: str) -> None:
+    """A prompt is text, a messages field is a list of {"role", "content"} objects: anything else (null, a
+    number) would fail much later, inside a rollout worker, without naming the row."""
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m
+                                                                      for m in messages):
+            raise ValueError(f"{where}: 'messages' must be a non-empty list of {{\"role\": ..., \"content\": ...}} "
+                             f"objects, got {type(messages).__name__}")
+    elif not isinstance(row["prompt"], str) or not row["prompt"].strip():
+        raise ValueError(f"{where}: 'prompt' must be non-empty text, got {row['prompt']!r:.80}")
 
 
 def messages_of(row: dict) -> list[dict]:

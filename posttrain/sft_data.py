@@ -46,6 +46,11 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{line_no}: nested too deeply to read as JSON") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line_no}: a row must be a JSON object ({{\"prompt\": ...}}), got "
+                             f"{type(row).__name__}")
         missing = [k for k in required if k not in row]
         if missing:
             raise ValueError(f"{path}:{line_no}: row lacks {missing} (has {sorted(row)})")

@@ -1,7 +1,9 @@
 """YAML with line numbers, so recipe errors can point at the line a user must fix.
 
 `load_yaml(path)` returns the plain data and a map from key paths (tuples of keys and list indices, as in
-pydantic's error locations) to 1-based line numbers.
+pydantic's error locations) to 1-based line numbers. It refuses what PyYAML would accept silently or crash on:
+a key written twice in one mapping (PyYAML keeps the last), and nesting deeper than `MAX_DEPTH` (PyYAML's
+composer recurses, so 20000 nested lists end in a RecursionError).
 """
 
 from __future__ import annotations
@@ -11,13 +13,24 @@ from pathlib import Path
 import yaml
 
 Location = tuple[str | int, ...]
+MAX_DEPTH = 64  # a recipe needs a handful of levels
+
+
+def _too_deep(path) -> ValueError:
+    return ValueError(f"{path}: nested deeper than {MAX_DEPTH} levels; a recipe is a few levels of sections "
+                      f"and values (look for runaway brackets)")
 
 
 def load_yaml(path: str | Path) -> tuple[dict, dict[Location, int]]:
     text = Path(path).read_text()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines: dict[Location, int] = {}
+        if node is not None:
+            _walk(node, (), lines, path)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise _too_deep(path) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -25,21 +38,28 @@ def load_yaml(path: str | Path) -> tuple[dict, dict[Location, int]]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a YAML mapping of sections (model, data, rollout, ...); "
                          f"found {type(data).__name__}")
-    lines: dict[Location, int] = {}
-    _walk(node, (), lines)
     return data, lines
 
 
-def _walk(node, path: Location, lines: dict[Location, int]) -> None:
+def _walk(node, path: Location, lines: dict[Location, int], file) -> None:
+    if len(path) > MAX_DEPTH:
+        raise _too_deep(file)
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.value in first_line and key.tag != "tag:yaml.org,2002:merge":
+                where = ".".join(map(str, path + (key.value,)))
+                raise ValueError(f"{file}:{line}: duplicate key {key.value!r} ({where}; first at line "
+                                 f"{first_line[key.value]}); YAML would keep only the last one: delete one of them")
+            first_line[key.value] = line
             child = path + (key.value,)
-            _walk(value, child, lines)
-            lines[child] = key.start_mark.line + 1
+            _walk(value, child, lines, file)
+            lines[child] = line
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines)
+            _walk(item, path + (i,), lines, file)
 
 
 def line_of(lines: dict[Location, int], loc: Location) -> int | None:

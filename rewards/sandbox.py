@@ -53,7 +53,7 @@ CHILD_INSIDE = "/opt/keye/sandbox_child.py"
 WORK_INSIDE = "/sandbox"
 NOBODY = 65534
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-ETC_FILES = ("/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf")
+ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")  # not passwd/group: no account data inside
 INSTALL_HINT = "install Debian's bubblewrap package (apt-get install -y bubblewrap)"
 
 
@@ -357,6 +357,8 @@ def _decode(data: bytes, max_pixels: int):
         if pixels > max_pixels:
             return None, f"{image.width}x{image.height} is over the image pixel budget ({max_pixels} left)"
         image.load()
-    except Exception as error:  # noqa: BLE001 (not an image whatever its name, or a bomb PIL refused)
+    except Image.DecompressionBombError:  # PIL's own check (at twice MAX_IMAGE_PIXELS), before decoding
+        return None, f"over the image pixel budget ({max_pixels} left)"
+    except Exception as error:  # noqa: BLE001 (not an image whatever its name)
         return None, f"not a readable image ({type(error).__name__})"
     return image, None

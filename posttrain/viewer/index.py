@@ -117,7 +117,7 @@ class TraceIndex:
 def _int(value) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a step of Infinity
         return -1
 
 

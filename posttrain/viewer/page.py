@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 from importlib import resources
 
@@ -21,13 +22,34 @@ def template() -> str:
     return resources.files("posttrain.viewer").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
+def finite(value):
+    """`value` with every non-finite float as the string "Infinity", "-Infinity" or "NaN": trace records may
+    hold them (Python writes them into JSON), but a browser's JSON.parse rejects the whole reply.
+
+    >>> finite({"reward": float("inf"), "parts": [float("nan"), 1.0]})
+    {'reward': 'Infinity', 'parts': ['NaN', 1.0]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def browser_json(value) -> str:
+    """Strict JSON (no NaN/Infinity literals) that any browser parses."""
+    return json.dumps(finite(value), ensure_ascii=False, allow_nan=False)
+
+
 def embed_json(value) -> str:
     """JSON safe inside a `<script type="application/json">`: no `<`, `>` or `&` can end the element.
 
     >>> embed_json({"completion": "</script><script>alert(1)</script>"})
     '{"completion": "\\\\u003c/script\\\\u003e\\\\u003cscript\\\\u003ealert(1)\\\\u003c/script\\\\u003e"}'
     """
-    text = json.dumps(value, ensure_ascii=False)
+    text = browser_json(value)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

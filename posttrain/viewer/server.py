@@ -1,7 +1,9 @@
 """`posttrain traces serve`: a small local HTTP server for the viewer page and its JSON API.
 
 Bound to 127.0.0.1 only (traces hold prompts and model output; they are not for the network), read-only, and
-stdlib-only (`http.server`). Endpoints, all GET:
+stdlib-only (`http.server`). Requests whose ``Host`` header is not a loopback name (localhost, 127.0.0.1, [::1],
+with any port) are refused with 421, so a web page that rebinds its own DNS name to 127.0.0.1 cannot read
+the traces through the visitor's browser. JSON replies are strict (a trace's Infinity/NaN become strings). Endpoints, all GET:
 
     /                   the page (static/index.html, live mode)
     /api/run            stages with sample counts, step ranges, modes, torn/bad lines
@@ -15,7 +17,6 @@ Knows nothing about rendering: the page draws whatever the API returns.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,23 @@ from posttrain.viewer.run import RunTraces
 
 HOST = "127.0.0.1"
 MAX_LIMIT = 500
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def loopback_host(header: str | None) -> bool:
+    """Whether a Host header names this machine's loopback (with or without a port).
+
+    >>> [loopback_host(h) for h in ("127.0.0.1:8765", "localhost", "[::1]:80", "evil.example:8765", None)]
+    [True, True, True, False, False]
+    """
+    if not header:
+        return False
+    name = header.strip().lower()
+    if name.startswith("["):
+        name = name[:name.find("]") + 1]
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    return name in LOOPBACK_NAMES
 
 
 def image_url(stage: str, relative: str) -> str:
@@ -43,6 +61,10 @@ class ViewerHandler(BaseHTTPRequestHandler):
     quiet = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not loopback_host(self.headers.get("Host")):
+            self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "this viewer answers only requests for localhost "
+                                                                 "or 127.0.0.1"})
+            return
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -83,7 +105,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, found.read_bytes(), kind)
 
     def _json(self, status: HTTPStatus, body: dict) -> None:
-        self._send(status, json.dumps(body).encode(), "application/json")
+        self._send(status, page.browser_json(body).encode(), "application/json")
 
     def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
         self.send_response(status)

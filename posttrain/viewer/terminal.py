@@ -2,10 +2,13 @@
 completion with its parts coloured, the reward components and errors, the advantage and the weight version.
 
 Model text is appended as `rich.text.Text` pieces, never as console markup, so a completion containing
-`[bold]` or escape-like text prints as written. Knows nothing about where the samples came from.
+`[bold]` or escape-like text prints as written; control characters (ESC sequences) are shown as `\x1b`.
+Knows nothing about where the samples came from.
 """
 
 from __future__ import annotations
+
+import re
 
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -16,10 +19,19 @@ STYLES = {"text": "", "tag": "dim", "special": "dim italic", "analysis": "magent
           "answer": "bold green", "boxed": "bold black on yellow", "code": "blue", "sandbox": "yellow"}
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value) -> str:
+    """`value` as text with control characters (ESC above all) written out as ``\\x1b``: a completion must
+    not clear the screen, retitle the terminal or recolour what follows."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
 def completion_text(view: dict) -> Text:
     text = Text()
     for segment in view["segments"]:
-        text.append(segment["text"], style=STYLES.get(segment["kind"], ""))
+        text.append(printable(segment["text"]), style=STYLES.get(segment["kind"], ""))
     return text
 
 
@@ -29,22 +41,22 @@ def reward_line(view: dict) -> Text:
     line.append("reward ", style="bold")
     line.append("—" if reward is None else f"{reward:.3f}", style="bold red" if reward is None else "bold")
     for name, value in (view.get("reward_components") or {}).items():
-        line.append(f"  {name} ", style="dim")
+        line.append(f"  {printable(name)} ", style="dim")
         line.append(_number(value))
     advantage = view.get("advantage")
     line.append("   advantage ", style="dim")
     line.append(_number(advantage), style="green" if (advantage or 0) > 0 else "red" if (advantage or 0) < 0 else "")
     line.append(f"   weights v{view.get('weight_version')}", style="dim")
-    line.append(f"   {view.get('finish_reason')}  {view.get('completion_tokens')} tokens", style="dim")
+    line.append(printable(f"   {view.get('finish_reason')}  {view.get('completion_tokens')} tokens"), style="dim")
     return line
 
 
 def error_line(view: dict) -> Text | None:
     if not view.get("reward_error"):
         return None
-    line = Text(f"reward error: {view['reward_error']}", style="bold red")
+    line = Text(printable(f"reward error: {view['reward_error']}"), style="bold red")
     if view.get("reward_message"):
-        line.append(f"  {view['reward_message']}", style="red")
+        line.append(printable(f"  {view['reward_message']}"), style="red")
     return line
 
 
@@ -55,20 +67,20 @@ def parsed_line(view: dict) -> Text:
     if view.get("answer") is not None:
         line.append(f"   reference={view['answer']!r}", style="dim")
     if parsed["problems"]:
-        line.append("   " + "; ".join(parsed["problems"]), style="yellow")
+        line.append(printable("   " + "; ".join(parsed["problems"])), style="yellow")
     return line
 
 
 def sample_panel(view: dict) -> Panel:
-    title = Text(f"{view['stage']} · step {view['step']} · group {view['group']} · sample {view['sample_index']}"
-                 f" · {view['mode']} · {view['prompt_id']}")
-    parts = [Text(view["prompt_text"], style="dim"), Text(""), completion_text(view), Text(""), parsed_line(view),
+    title = Text(printable(f"{view['stage']} · step {view['step']} · group {view['group']} · sample "
+                           f"{view['sample_index']} · {view['mode']} · {view['prompt_id']}"))
+    parts = [Text(printable(view["prompt_text"]), style="dim"), Text(""), completion_text(view), Text(""), parsed_line(view),
              reward_line(view)]
     error = error_line(view)
     if error is not None:
         parts.append(error)
     if view.get("images"):
-        parts.append(Text("images: " + ", ".join(view["images"]), style="dim"))
+        parts.append(Text(printable("images: " + ", ".join(map(str, view["images"]))), style="dim"))
     border = "red" if view.get("reward_error") else "green" if (view.get("reward") or 0) > 0 else "grey50"
     return Panel(Group(*parts), title=title, title_align="left", border_style=border)
 

@@ -1,0 +1,123 @@
+"""Bad files and requests (issue 20): recipes with duplicate keys or runaway nesting, trace records holding
+Infinity/NaN or terminal escapes, prompt rows that are not objects, and a trace server asked under a foreign
+Host name. Each must give a clear error (file and line) or be shown safely, never a traceback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from posttrain.cli import main
+from posttrain.prompts import load_prompts
+from posttrain.viewer.run import RunTraces
+from posttrain.viewer.server import make_server
+from posttrain.yaml_lines import load_yaml
+
+RECORD = {"step": 0, "stage": "01-rl", "prompt_id": "p0", "sample_index": 0, "group": 0, "mode": "no_think",
+          "prompt": "What is 2+2?", "answer": "4", "completion": "4", "finish_reason": "stop", "reward": 1.0,
+          "reward_components": {"math": 1.0}, "reward_error": None, "reward_message": None, "advantage": 0.0,
+          "weight_version": 0, "completion_tokens": 1, "images": []}
+
+
+def test_a_duplicate_recipe_key_is_refused_with_its_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  preset: keye-tiny\nlearner:\n  lr: 1.0e-4\n  lr: 1.0e-2\n")
+    with pytest.raises(ValueError, match=rf"{recipe}:5: duplicate key 'lr' \(learner.lr; first at line 4\)"):
+        load_yaml(recipe)
+
+
+def test_a_20000_deep_recipe_is_a_clear_error_not_a_recursion_traceback(tmp_path):
+    recipe = tmp_path / "deep.yaml"
+    recipe.write_text("model:\n  x: " + "[" * 20000 + "]" * 20000 + "\n")
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        load_yaml(recipe)
+
+
+def write_traces(tmp_path: Path, records: list[dict]) -> Path:
+    stage = tmp_path / "run" / "01-rl"
+    stage.mkdir(parents=True)
+    # json.dumps writes Infinity/NaN literals, as the trace writer would for a non-finite value
+    (stage / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return tmp_path / "run"
+
+
+def non_finite_records() -> list[dict]:
+    return [{**RECORD, "reward": float("inf")}, {**RECORD, "sample_index": 1, "advantage": float("nan")},
+            {**RECORD, "sample_index": 2, "step": float("inf"), "reward_components": {"math": float("-inf")}}]
+
+
+def test_traces_with_infinity_and_nan_are_shown(tmp_path, capsys):
+    run = write_traces(tmp_path, non_finite_records())
+    assert main(["traces", "show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 matching samples shown" in out and "inf" in out
+
+
+def test_an_escape_sequence_in_a_completion_reaches_the_terminal_escaped(tmp_path, capsys):
+    evil = "clear \x1b[2J retitle \x1b]0;pwned\x07 colour \x1b[31m"
+    run = write_traces(tmp_path, [{**RECORD, "completion": evil, "reward_message": "\x1b[5m"}])
+    assert main(["traces", "show", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J" in out and "\\x1b]0;pwned\\x07" in out
+
+
+def get(server, path: str, host: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(*server.server_address[:2], timeout=5)
+    connection.request("GET", path, headers={"Host": host})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+@pytest.fixture()
+def served(tmp_path):
+    server = make_server(RunTraces(write_traces(tmp_path, non_finite_records())))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_server_answers_non_finite_records_with_strict_json(served):
+    port = served.server_address[1]
+    for path in ("/api/run", "/api/samples"):
+        status, body = get(served, path, f"127.0.0.1:{port}")
+        assert status == 200
+        data = json.loads(body, parse_constant=lambda name: pytest.fail(f"{path} sent the literal {name}"))
+    assert {s["reward"] for s in data["samples"]} >= {"Infinity"}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8765", "127.0.0.1.nip.io", ""])
+def test_the_server_refuses_a_foreign_host_name(served, host):
+    status, body = get(served, "/api/run", host)
+    assert status == 421 and b"localhost" in body
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1:{port}", "[::1]:{port}"])
+def test_the_server_answers_loopback_names(served, host):
+    status, _ = get(served, "/api/run", host.format(port=served.server_address[1]))
+    assert status == 200
+
+
+@pytest.mark.parametrize("line, message", [
+    ('"just a string"', "a row must be a JSON object"),
+    ('{"prompt": null, "answer": "4"}', "'prompt' must be non-empty text, got None"),
+    ('{"messages": "hi"}', "'messages' must be a non-empty list"),
+    ('[1, 2]', "a row must be a JSON object"),
+])
+def test_a_malformed_prompt_row_is_an_error_naming_file_and_line(tmp_path, line, message):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "What is 1+1?", "answer": "2"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"{prompts}:2: {message}"):
+        load_prompts(prompts)
+
+
+def test_reward_check_names_the_row_that_is_not_an_object(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "q", "completion": "c", "ground_truth": "1"}\n"a bare string"\n')
+    assert main(["reward", "check", "--reward", "math", "--data", str(rows)]) == 2
+    assert f"{rows}:2: a row must be a JSON object" in capsys.readouterr().err

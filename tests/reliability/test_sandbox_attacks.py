@@ -1,0 +1,146 @@
+"""Attacks on the code sandbox (issue 20), run against the real bubblewrap sandbox. Most run with the
+audit-hook policy off (`policy=False`): the kernel alone must hold; the policy is only defence in depth."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from rewards.sandbox import SandboxLimits, run_code
+
+KERNEL_ONLY = SandboxLimits(policy=False, wall_s=10)
+
+
+def _host_processes(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_posixsubprocess_fork_exec_cannot_start_a_process():
+    code = ("import _posixsubprocess, os\n"
+            "args = [[b'/bin/sh', b'-c', b'echo escaped > /tmp/x'], [b'/bin/sh'], True, (), None, None,"
+            " -1, -1, -1, -1, -1, -1, *os.pipe(), False, False, -1, None, None, None, -1, None]\n"
+            "try:\n"
+            "    try:\n"
+            "        _posixsubprocess.fork_exec(*args, True)  # 3.11: 23 arguments (allow_vfork last)\n"
+            "    except TypeError:\n"
+            "        _posixsubprocess.fork_exec(*args)\n"
+            "    print('started')\n"
+            "except OSError as error:\n"
+            "    print('refused', error.errno)\n")
+    for limits in (KERNEL_ONLY, SandboxLimits()):  # the audit hook raises no event for fork_exec: kernel only
+        result = run_code(code, limits=limits)
+        assert "refused 11" in result.stdout and "started" not in result.stdout, result.stderr  # EAGAIN
+
+
+def test_multiprocessing_spawn_cannot_start_a_process():
+    code = ("import multiprocessing as mp\n"
+            "try:\n"
+            "    p = mp.get_context('spawn').Process(target=print, args=('child ran',)); p.start(); p.join()\n"
+            "    print('started', p.exitcode)\n"
+            "except OSError as error:\n"
+            "    print('refused', error.errno)\n")
+    result = run_code(code, limits=KERNEL_ONLY)
+    assert "refused" in result.stdout and "child ran" not in result.stdout, result.stderr
+
+
+def test_processes_allowed_see_nothing_outside_and_write_nowhere(tmp_path):
+    marker = f"/tmp/keye-escape-{os.getpid()}"
+    secret = Path(__file__).resolve()  # a project file: must not be visible
+    code = ("import subprocess\n"
+            f"out = subprocess.run(['/bin/sh', '-c', 'cat {secret}; ls /root /work/main; echo x > {marker}; "
+            f"echo x > /usr/x; id -u'], capture_output=True, text=True)\n"
+            "print(out.stdout); print(out.stderr)\n")
+    result = run_code(code, limits=SandboxLimits(policy=False, max_processes=8))
+    assert result.status == "ok", result.stderr
+    assert "def test_processes_allowed" not in result.stdout  # the project file was not readable
+    assert not os.path.exists(marker) and "65534" in result.stdout
+
+
+def test_setsid_children_are_dead_when_run_code_returns():
+    tag = f"{os.getpid() % 1000 + 7000}.{int(time.time() * 1000) % 1000}"
+    code = ("import subprocess\n"
+            f"for _ in range(30):\n"
+            f"    subprocess.Popen(['sleep', '{tag}'], start_new_session=True)\n"
+            "print('started 30')\n")
+    result = run_code(code, limits=SandboxLimits(policy=False, max_processes=40))
+    assert "started 30" in result.stdout, result.stderr
+    time.sleep(0.2)
+    assert _host_processes(f"sleep\x00{tag}") == []  # the pid namespace took every one of them
+
+
+def test_dir_fd_chdir_and_relative_symlinks_reach_nothing_outside(tmp_path):
+    code = ("import os\n"
+            "fd = os.open('/', os.O_RDONLY)\n"
+            "attempts = {'dirfd read': lambda: os.open('etc/passwd', os.O_RDONLY, dir_fd=fd),\n"
+            "            'chdir read': lambda: (os.chdir('/etc'), open('passwd').read()),\n"
+            "            'symlink read': lambda: (os.chdir('/sandbox'), os.symlink('../etc/passwd', 'p'),"
+            " open('p').read()),\n"
+            "            'dirfd write': lambda: os.open('usr/evil', os.O_CREAT | os.O_WRONLY, dir_fd=fd),\n"
+            "            'chdir write': lambda: (os.chdir('/'), open('evil', 'w')),\n"
+            "            'mkfifo outside': lambda: os.mkfifo('/usr/fifo'),\n"
+            "            'mknod outside': lambda: os.mknod('/dev/evil'),\n"
+            "            'mknod device': lambda: (os.chdir('/sandbox'), os.mknod('disk', 0o600 | 0o060000,"
+            " os.makedev(8, 0)))}\n"
+            "for name, attempt in attempts.items():\n"
+            "    try:\n"
+            "        attempt(); print('BROKE', name)\n"
+            "    except OSError as error:\n"
+            "        print('held', name, error.errno)\n")
+    result = run_code(code, limits=KERNEL_ONLY)
+    assert "BROKE" not in result.stdout and result.stdout.count("held") == 8, result.stdout + result.stderr
+    assert "root:x:0" not in result.stdout
+
+
+def test_a_fifo_named_like_an_image_does_not_hang_the_parent():
+    start = time.perf_counter()
+    result = run_code("import os; os.mkfifo('out.png'); os.mkfifo('b.jpg')", limits=KERNEL_ONLY)
+    assert time.perf_counter() - start < 5
+    assert result.status == "ok" and result.images == []
+    assert any("not a regular file" in why for why in result.skipped_images)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height (what a decompression bomb looks like before decoding)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_huge_pngs_are_refused_before_decoding():
+    bomb = _png_claiming(13000, 13000)
+    code = (f"data = {bomb!r}\n"
+            "for i in range(3):\n"
+            "    open(f'bomb{i}.png', 'wb').write(data)\n"
+            "Image.new('RGB', (8, 8)).save('small.png')\n")
+    start = time.perf_counter()
+    result = run_code(code, images=[_small()], limits=KERNEL_ONLY)
+    assert time.perf_counter() - start < 5
+    assert result.image_names == ["small.png"]
+    assert sum("pixel budget" in why for why in result.skipped_images) == 3
+
+
+def test_the_image_byte_budget_holds():
+    code = "import os\nfor i in range(3):\n    open(f'big{i}.png', 'wb').write(os.urandom(6 * 2**20))\n"
+    result = run_code(code, limits=SandboxLimits(policy=False, image_bytes=8 * 2**20))
+    assert result.images == [] and len(result.skipped_images) == 3
+
+
+def _small():
+    from PIL import Image
+
+    return Image.new("RGB", (4, 4))
