@@ -103,3 +103,18 @@ def test_stage_changes_only_the_vision_tower_and_resumes_exactly(tmp_path, tiny_
     assert all(torch.equal(t, out[f"visual.{n}"]) for n, t in resumed_out.items())
     evals = [json.loads(line) for line in (resumed.dir / "eval.jsonl").read_text().splitlines()]
     assert [(e["step"], e["label"]) for e in evals] == [(0, "before"), (4, "after")]
+
+
+@pytest.mark.slow
+def test_two_learner_ranks_train_like_one(tmp_path, tiny_model_dir, caption_data):
+    """DeepSpeed ranks as Ray actors, each with half of every step's pairs: the same losses and gradient norms as
+    one rank with all of them (float rounding apart), because each rank's loss sees the other's captions."""
+    settings = {"steps": 3, "batch_size": 16, "lr": 1e-3}
+    one = context(tmp_path, tiny_model_dir, caption_data, name="one", **settings)
+    two = context(tmp_path, tiny_model_dir, caption_data, name="two", num_learners=2, **settings)
+    with local_ray(2):
+        run_siglip(one)
+        run_siglip(two)
+    for a, b in zip(metrics(one), metrics(two), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
