@@ -3,4 +3,5 @@ keeps the runner ignorant of what kinds exist."""
 
 
 def register_all() -> None:
-    from posttrain.stages import cold_start, evaluate, preference, rejection_sample, rl, sft  # noqa: F401
+    from posttrain.stages import (cold_start, evaluate, merge, preference, pretrain, rejection_sample,  # noqa: F401
+                                  rl, sft, siglip)
