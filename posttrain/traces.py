@@ -61,7 +61,8 @@ class StepLog:
             os.replace(temp, self.path)
 
     def write_step(self, step: int, records: Iterable[dict[str, Any]]) -> None:
-        lines = [json.dumps({"step": step, **r}, default=_jsonable) + "\n" for r in records]
+        # the caller's step wins over a record's own (a learner reports its update count as "step")
+        lines = [json.dumps({**r, "step": step}, default=_jsonable) + "\n" for r in records]
         self._file.write("".join(lines))
         self._file.flush()
         os.fsync(self._file.fileno())

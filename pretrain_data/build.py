@@ -32,18 +32,20 @@ def build_pretrain_data(out: str | Path, sizes: dict[str, tuple[int, int]], seed
                 enumerate(draw_examples(task, n_eval, seed=seed + 1_000_003))]
         write_shard(rows, out / f"{task}.eval.jsonl")
         evaluation[task] = read_shard(out / f"{task}.eval.jsonl")
-    drawn = []
+    drawn, written = [], {}  # rows with resolved paths (to hash), and as written (paths relative to `out`)
     for task, (n_train, _) in sizes.items():
         rows = [example_row(e, f"{task}-{i:06d}", images) for i, e in enumerate(draw_examples(task, n_train, seed))]
         write_shard(rows, out / f"{task}.train.tmp.jsonl")
         drawn += read_shard(out / f"{task}.train.tmp.jsonl")
+        written.update((row["id"], row) for row in rows)
         (out / f"{task}.train.tmp.jsonl").unlink()
     for task, path in (user_shards or {}).items():
-        drawn += [{**row, "task": task} for row in read_shard(path)]
+        drawn += [{**row, "task": task, "id": row.get("id", f"{task}-user-{i}")} for i, row in
+                  enumerate(read_shard(path))]
     hygiene = Hygiene()
     kept = hygiene.clean(drawn, [r for rows in evaluation.values() for r in rows] + list(extra_eval or []))
     for task in sorted({row["task"] for row in drawn}):
-        write_shard((r for r in kept if r["task"] == task), out / f"{task}.train.jsonl")
+        write_shard((written.get(r["id"], r) for r in kept if r["task"] == task), out / f"{task}.train.jsonl")
     report = {**hygiene.report.__dict__, "eval_rows": {t: len(r) for t, r in evaluation.items()}}
     (out / "hygiene.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "done").write_text("ok\n")

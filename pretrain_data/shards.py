@@ -105,7 +105,7 @@ def _resolved(message: dict, root: Path, where: str) -> dict:
 
 
 def _path(value: str, root: Path, where: str) -> str:
-    path = Path(value) if Path(value).is_absolute() else root / value
+    path = (Path(value) if Path(value).is_absolute() else root / value).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"{where}: image {value} not found (looked for {path})")
     return str(path)
