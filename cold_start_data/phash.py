@@ -1,28 +1,19 @@
-"""A 64-bit perceptual hash (pHash) for near-duplicate images, with numpy only.
+"""64-bit perceptual hashes (pHash) for near-duplicate images, from the `imagehash` package.
 
-The classic recipe (as in the `imagehash` package): greyscale, resize to 32x32, 2-D DCT-II, keep the 8x8
-lowest frequencies, one bit per coefficient: above the median of those 64 or not. Visually similar images
-differ in few bits (Hamming distance). The paper goes on to minHash over these hashes for scale (Jaccard >
-0.95 over 128 permutations); at the sizes this package builds, comparing hashes directly is exact and fast
-enough, so that step is left out. This module knows nothing about records or datasets.
+pHash: greyscale, resize to 32x32, 2-D DCT, the 8x8 lowest frequencies, one bit per coefficient (above their
+median or not); visually similar images differ in few bits (Hamming distance). Hashes are kept as Python ints
+so they fit numpy's uint64 arrays for fast distance scans. At the sizes this package builds, comparing hashes
+directly is exact and fast enough; the pre-training data (`pretrain_data.hygiene`) adds the paper's MinHash LSH
+over the same hashes for scale. This module knows nothing about records or datasets.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
+import imagehash
 import numpy as np
 from PIL import Image
-
-HASH_SIDE, LOW = 32, 8
-
-
-@lru_cache(maxsize=1)
-def _dct_matrix(n: int = HASH_SIDE) -> np.ndarray:
-    k = np.arange(n)[:, None]
-    x = np.arange(n)[None, :]
-    return np.cos(np.pi * (2 * x + 1) * k / (2 * n))
 
 
 def to_pil(image: Any) -> Image.Image:
@@ -41,12 +32,7 @@ def phash(image: Any) -> int:
     >>> phash(flat) == phash(flat.resize((100, 100)))
     True
     """
-    grey = to_pil(image).convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
-    pixels = np.asarray(grey, dtype=np.float64)
-    c = _dct_matrix()
-    low = (c @ pixels @ c.T)[:LOW, :LOW]
-    bits = (low > np.median(low)).ravel()
-    return int("".join("1" if b else "0" for b in bits), 2)
+    return int(str(imagehash.phash(to_pil(image))), 16)
 
 
 def hamming(a: int, b: int) -> int:
