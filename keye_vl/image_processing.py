@@ -59,7 +59,12 @@ class PatchedVision:
 
     @property
     def tokens_per_item(self) -> list[int]:
-        return [int(t * h * w) // 4 for t, h, w in self.grid_thw.tolist()]
+        return tokens_per_item(self.grid_thw)
+
+
+def tokens_per_item(grid_thw: torch.Tensor) -> list[int]:
+    """Placeholder tokens each item fills: t*h*w patches, four per token after the 2x2 merge."""
+    return [int(t * h * w) // 4 for t, h, w in grid_thw.tolist()]
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int,

@@ -20,7 +20,7 @@ import torch
 from transformers import BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
 from keye_vl import chat
-from keye_vl.image_processing import KeyeImageProcessor, VisionProcessingConfig
+from keye_vl.image_processing import KeyeImageProcessor, VisionProcessingConfig, tokens_per_item
 from keye_vl.tokenizer import load_tokenizer
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -150,7 +150,7 @@ class KeyeVLProcessor(ProcessorMixin):
 
     @staticmethod
     def _expand(texts: list[str], placeholder: str, grids: torch.Tensor | None, kind: str) -> list[str]:
-        counts = [] if grids is None else [int(t * h * w) // 4 for t, h, w in grids.tolist()]
+        counts = [] if grids is None else tokens_per_item(grids)
         found = sum(t.count(placeholder) for t in texts)
         if found != len(counts):
             raise ValueError(f"the text has {found} {placeholder} placeholders but {len(counts)} {kind}s were "
