@@ -8,8 +8,8 @@ Boundary: this works on embeddings from a vision tower and a text tower; it is n
 because the learner's batches carry token sequences, not image-text pairs. A stage-0 trainer calls it directly.
 
 Across data-parallel ranks (`distributed_siglip_loss`) every rank scores its own images against the texts of
-*all* ranks, gathered with `torch.distributed.nn.functional.all_gather`, whose backward sends each rank the
-gradients other ranks computed for its texts. Departure: the paper's chunked variant (sec. 3.3, big_vision's and
+*all* ranks, gathered with the functional collective `all_gather_tensor_autograd`, whose backward sends each
+rank the gradients other ranks computed for its texts. Departure: the paper's chunked variant (sec. 3.3, big_vision's and
 open_clip's ring exchange) passes text blocks from neighbour to neighbour to hold one block at a time; a plain
 all-gather holds all W blocks, [W*n, D] floats, which is small beside the towers at any batch this toolkit runs.
 """
@@ -74,9 +74,11 @@ def distributed_siglip_loss(image_embeds: Tensor, text_embeds: Tensor, log_tempe
         if len({int(s) for s in sizes}) != 1:
             raise ValueError(f"every rank needs the same number of pairs, got {[int(s) for s in sizes]}: make the "
                              f"batch size a multiple of the number of learner ranks")
-        from torch.distributed.nn.functional import all_gather
+        # The functional collective, not torch.distributed.nn's all_gather: that one's backward (an all_to_all run
+        # by autograd) left gloo ranks aborting at exit ("terminate called without an active exception").
+        from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-        texts = torch.cat(all_gather(texts, group=group))  # [W*n, D], differentiable
+        texts = all_gather_tensor_autograd(texts.contiguous(), 0, group or dist.group.WORLD)  # [W*n, D]
     logits = log_temperature.exp() * F.normalize(image_embeds, dim=-1) @ texts.T + bias  # [n, W*n]
     labels = -torch.ones_like(logits)
     labels[:, rank * n:(rank + 1) * n] += 2.0 * torch.eye(n, dtype=logits.dtype, device=logits.device)
