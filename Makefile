@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) -m bench.rewards
 	$(PY) -m bench.learner
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.rank_balance
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

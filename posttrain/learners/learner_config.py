@@ -56,6 +56,7 @@ class LearnerConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16-autocast"] = "auto"  # fp32 master weights either way
     micro_batching: Literal["none", "bucket", "pack"] = "bucket"
     pack_length: int | None = Field(None, ge=1)  # packed row length; None: the batch's longest sequence
+    rank_balance: Literal["none", "flops"] = "flops"  # rows across data-parallel ranks (rank_balance.py)
     seed: int = 0
     # bad input
     nan_batch_dir: str | None = None  # where batches with a non-finite loss are saved; None: a temp dir

@@ -23,6 +23,8 @@ from torch import Tensor
 
 from posttrain.learners.batch import TrainBatch, VisionLayout
 from posttrain.learners.learner_config import LearnerConfig
+from posttrain.learners.micro_batches import units_of
+from posttrain.learners.rank_balance import CostModel, balanced_order, imbalance, inverse, row_costs
 
 
 @contextmanager
@@ -73,6 +75,9 @@ class LearnerActor:
 
     def vision_layout(self) -> VisionLayout | None:
         return self.learner.vision_layout
+
+    def cost_model(self) -> CostModel:
+        return CostModel.from_config(self.learner.module.config)
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         return self.learner.train_step(batch)
@@ -131,6 +136,7 @@ class LearnerGroup:
             ray.get([actor.init.remote(rank, world_size, addr, port, config_dict)
                      for rank, actor in enumerate(self.actors)])
             self.vision_layout = ray.get(self.actors[0].vision_layout.remote())
+            self.cost_model = ray.get(self.actors[0].cost_model.remote())
         except BaseException:
             for actor in self.actors:  # free their CPUs and GPUs for whatever runs next
                 ray.kill(actor)
@@ -141,17 +147,34 @@ class LearnerGroup:
 
         return ray.get(calls)
 
+    def balance(self, batch: TrainBatch) -> tuple[TrainBatch, list[int] | None, dict[str, float]]:
+        """The batch with its rows reordered so the ranks' contiguous shards cost alike in FLOPs
+        (`learner.rank_balance: flops`), the order used (None: unchanged) and the imbalance before and after."""
+        if self.world_size == 1 or self.config.rank_balance == "none":
+            return batch, None, {}
+        costs = row_costs(batch, self.vision_layout, self.cost_model)
+        order = balanced_order(costs, units_of(batch), self.world_size)
+        before = imbalance(costs, list(range(len(batch))), self.world_size)
+        after = before if order is None else imbalance(costs, order, self.world_size)
+        if after >= before:  # greedy LPT is not optimal: never worse than the split it would replace
+            order, after = None, before
+        metrics = {"balance/imbalance_before": before, "balance/imbalance_after": after}
+        return (batch, None, metrics) if order is None else (batch.select(order, self.vision_layout), order, metrics)
+
     def shards(self, batch: TrainBatch) -> list[TrainBatch]:
         return [batch.shard(rank, self.world_size, self.vision_layout) for rank in range(self.world_size)]
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """One update on the whole batch (split evenly over ranks); whole-batch metrics."""
+        """One update on the whole batch (split evenly over ranks, balanced by FLOPs); whole-batch metrics."""
+        batch, _, balance = self.balance(batch)
         results = self._all([a.train_step.remote(s) for a, s in zip(self.actors, self.shards(batch))])
-        return results[0]
+        return {**results[0], **balance}
 
     def forward_logprobs(self, batch: TrainBatch, reference: bool = False) -> Tensor:
+        batch, order, _ = self.balance(batch)
         parts = self._all([a.forward_logprobs.remote(s, reference) for a, s in zip(self.actors, self.shards(batch))])
-        return torch.cat(parts)
+        logprobs = torch.cat(parts)
+        return logprobs if order is None else logprobs[inverse(order)]
 
     def save(self, directory: str, data_state: dict | None = None) -> str:
         return self._all([a.save.remote(str(directory), data_state) for a in self.actors])[0]

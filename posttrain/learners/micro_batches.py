@@ -68,7 +68,7 @@ def build_micro_batches(batch: TrainBatch, count: int, mode: str, positions: Ten
     if mode not in MODES:
         raise ValueError(f"unknown micro-batch mode {mode!r}; choose one of {MODES}")
     starts, lengths = batch.spans()
-    units = _units(batch)
+    units = units_of(batch)
     if len(units) < count:
         raise ValueError(f"{len(batch)} rows ({len(units)} groups) cannot fill {count} micro-batches; give each "
                          f"learner rank at least grad_accum_steps groups or lower grad_accum_steps")
@@ -85,7 +85,7 @@ def build_micro_batches(batch: TrainBatch, count: int, mode: str, positions: Ten
     return _assemble(batch, bins, starts, lengths, positions, layout, pad_token_id, packed=True)
 
 
-def _units(batch: TrainBatch) -> list[list[int]]:
+def units_of(batch: TrainBatch) -> list[list[int]]:
     """Rows that must stay together: one per group (consecutive equal group_ids), else single rows."""
     if batch.group_ids is None:
         return [[i] for i in range(len(batch))]

@@ -1,4 +1,5 @@
-"""Two Ray actors in one gloo process group: ranks stay identical and match one rank with doubled accumulation."""
+"""Two Ray actors in one gloo process group: ranks stay identical and match one rank with doubled accumulation,
+with the rows balanced across ranks by FLOPs."""
 
 import pytest
 import torch
@@ -11,11 +12,13 @@ from posttrain.learners.learner_group import LearnerGroup, local_ray
 
 @pytest.mark.slow
 def test_two_ranks_match_one_rank_with_doubled_accumulation(qwen_dir, make_batch):
-    batches = [make_batch(8, 12, seed=s) for s in range(3)]
+    # rows sorted longest first: a contiguous split would give rank 0 the long ones, so balancing must reorder
+    batches = [longest_first(make_batch(8, 12, seed=s)) for s in range(3)]
     common = dict(model=qwen_dir, lr=1e-2, precision="fp32", zero_stage=2, micro_batching="bucket")
     with local_ray(num_cpus=2):
         with LearnerGroup(LearnerConfig(**common, grad_accum_steps=1), world_size=2, cpus_per_rank=1) as group:
-            group_losses = [group.train_step(b)["loss"] for b in batches]
+            metrics = [group.train_step(b) for b in batches]
+            group_losses = [m["loss"] for m in metrics]
             rank0, rank1 = group.local_parameters()
             group_logprobs = group.forward_logprobs(batches[0])
             exported = {k: v for b in group.export_weights(bucket_bytes=4096) for k, v in b.items()}
@@ -29,6 +32,12 @@ def test_two_ranks_match_one_rank_with_doubled_accumulation(qwen_dir, make_batch
         assert torch.equal(exported[name], rank0[name])
     assert torch.allclose(group_logprobs, single.forward_logprobs(batches[0]), atol=1e-5)
     assert group_losses[-1] < group_losses[0]
+    # ragged rows were reordered across the ranks by FLOPs (the logprobs above came back in the caller's order)
+    assert all(m["balance/imbalance_after"] < m["balance/imbalance_before"] for m in metrics)
+
+
+def longest_first(batch: TrainBatch) -> TrainBatch:
+    return batch.select(torch.argsort(batch.spans()[1], descending=True, stable=True))
 
 
 def test_shards_keep_groups_whole(make_batch):
