@@ -6,6 +6,7 @@ and resumes from the latest checkpoint (the data position is part of it), then p
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -42,6 +43,25 @@ def run_sft(ctx: StageContext) -> dict:
     return {**summary, "examples": len(examples)}
 
 
+def order_digest(order: list[np.ndarray]) -> str:
+    """Fingerprint of every step's rows: a resumed stage must replay exactly the batches it was checkpointed on."""
+    digest = hashlib.sha256()
+    for indices in order:
+        digest.update(np.asarray(indices, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()[:16]
+
+
+def resume_step(checkpoint, saved: dict, data_state: dict) -> int:
+    """The step to resume at; refuses a checkpoint whose data order is not this run's (the recipe's data, mixture,
+    batch size, steps or seed changed since), since resuming it would silently train on other batches."""
+    for key, value in data_state.items():
+        if key in saved and saved[key] != value:
+            raise ValueError(f"{checkpoint}: saved with {key} {saved[key]!r}, but this run's is {value!r}: the "
+                             f"stage's data, mixture, batch_size, steps or seed changed since the checkpoint. "
+                             f"Restore the recipe, or delete {checkpoint.parent} to start the stage afresh")
+    return saved["step"]
+
+
 def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray] | None = None,
                      **config_overrides) -> dict:
     """`epochs` over n items in shuffled batches of `batch_size` (`batch_of(indices) -> TrainBatch`), or the
@@ -55,8 +75,9 @@ def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray
     config = learner_config(ctx, total_steps=steps, **config_overrides)
     group = start_learners(ctx, config)
     try:
+        data_state = {"order_digest": order_digest(order), "items": n}
         checkpoint = latest_checkpoint(ctx)
-        start = group.load(str(checkpoint))["step"] if checkpoint else 0
+        start = resume_step(checkpoint, group.load(str(checkpoint)), data_state) if checkpoint else 0
         metrics_log = MetricsLog(ctx.dir, resume_after=start - 1, tensorboard=ctx.recipe.trace.tensorboard)
         losses = []
         with stage_progress(ctx, steps, start) as (progress, task):
@@ -66,8 +87,8 @@ def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray
                 losses.append(metrics.get("loss", float("nan")))
                 progress.update(task, advance=1, metrics=f"loss {losses[-1]:.3f}")
                 if (step + 1) % stage.checkpoint_every == 0 and step + 1 < steps:
-                    save_checkpoint(ctx, group, step + 1)
-        final = save_checkpoint(ctx, group, steps)
+                    save_checkpoint(ctx, group, step + 1, extra=data_state)
+        final = save_checkpoint(ctx, group, steps, extra=data_state)
         publish_model(ctx, final)
         metrics_log.close()
     finally:
