@@ -193,6 +193,9 @@ class PretrainDataStage(Section):
     train_rows: dict[str, int] = {"caption": 2000}  # task -> training rows drawn (before hygiene)
     eval_rows: int = Field(100, ge=1)  # held-out rows per task
     user_shards: dict[str, str] = {}  # task -> your JSONL/Parquet shard (pretrain_data.shards format)
+    # share of caption training rows given another row's caption (marked `planted`), web alt-text's noise in
+    # miniature, so a score_filter stage has something to find and its precision and recall can be measured
+    mismatched_captions: float = Field(0.0, ge=0, lt=1)
     seed: int = 0
 
 
@@ -207,6 +210,18 @@ class SiglipStage(Section):
     lr: float = Field(1e-3, gt=0)
     text_tower: dict[str, Any] = {}  # transformers SiglipTextConfig fields (hidden_size, num_hidden_layers, ...)
     checkpoint_every: int = Field(50, ge=1)
+
+
+class ScoreFilterStage(Section):
+    """Image-text score filtering (Keye's data hygiene): a stage-0 model scores every training row of `tasks`
+    (one image, its text), rows scoring below `threshold` (SigLIP pair probability) are dropped; the filtered
+    shards become the data of the stages after it."""
+
+    kind: Literal["score_filter"] = "score_filter"
+    name: str | None = None
+    scorer: str  # name of an earlier siglip stage
+    tasks: list[str] = ["caption"]
+    threshold: float = Field(0.05, gt=0, lt=1)
 
 
 class PretrainStage(Section):
@@ -254,7 +269,7 @@ class MergeStage(Section):
 
 
 Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, RejectionSampleStage, PreferenceStage,
-                        PretrainDataStage, SiglipStage, PretrainStage, MergeStage],
+                        PretrainDataStage, SiglipStage, ScoreFilterStage, PretrainStage, MergeStage],
                   Field(discriminator="kind")]
 
 

@@ -22,8 +22,9 @@ from pretrain_data.tasks import draw_examples
 
 def build_pretrain_data(out: str | Path, sizes: dict[str, tuple[int, int]], seed: int = 0,
                         user_shards: dict[str, str] | None = None, extra_eval: list[dict] | None = None,
-                        console: Console | None = None) -> dict:
-    """`sizes`: task -> (train rows drawn, eval rows). Returns the hygiene report as a dict."""
+                        mismatched_captions: float = 0.0, console: Console | None = None) -> dict:
+    """`sizes`: task -> (train rows drawn, eval rows). Returns the hygiene report as a dict.
+    `mismatched_captions`: share of caption training rows whose caption is another row's (`plant_mismatches`)."""
     out = Path(out)
     images = out / "images"
     evaluation = {}
@@ -34,7 +35,10 @@ def build_pretrain_data(out: str | Path, sizes: dict[str, tuple[int, int]], seed
         evaluation[task] = read_shard(out / f"{task}.eval.jsonl")
     drawn, written = [], {}  # rows with resolved paths (to hash), and as written (paths relative to `out`)
     for task, (n_train, _) in sizes.items():
-        rows = [example_row(e, f"{task}-{i:06d}", images) for i, e in enumerate(draw_examples(task, n_train, seed))]
+        examples = draw_examples(task, n_train, seed)
+        planted = plant_mismatches(examples, mismatched_captions, seed) if task == "caption" else set()
+        rows = [{**example_row(e, f"{task}-{i:06d}", images), **({"planted": "mismatched_caption"} if i in planted
+                                                                  else {})} for i, e in enumerate(examples)]
         write_shard(rows, out / f"{task}.train.tmp.jsonl")
         drawn += read_shard(out / f"{task}.train.tmp.jsonl")
         written.update((row["id"], row) for row in rows)
@@ -52,6 +56,20 @@ def build_pretrain_data(out: str | Path, sizes: dict[str, tuple[int, int]], seed
     if console is not None:
         console.print(hygiene_table(report))
     return report
+
+
+def plant_mismatches(examples: list, share: float, seed: int) -> set[int]:
+    """Give `share` of the examples the caption of another of them (a cycle among the chosen, so every chosen one
+    gets a caption not its own unless two scenes share one); returns the chosen indices."""
+    import random
+
+    chosen = sorted(random.Random(seed + 77).sample(range(len(examples)), round(share * len(examples))))
+    if len(chosen) < 2:
+        return set()
+    captions = [examples[i].target for i in chosen]
+    for i, caption in zip(chosen, captions[1:] + captions[:1]):
+        examples[i].target = examples[i].answer = caption
+    return set(chosen)
 
 
 def hygiene_table(report: dict) -> Table:

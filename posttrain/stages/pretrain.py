@@ -36,7 +36,8 @@ def run_pretrain_data(ctx: StageContext) -> dict:
     stage = ctx.stage
     sizes = {task: (rows, stage.eval_rows) for task, rows in stage.train_rows.items()}
     report = build_pretrain_data(ctx.dir / "data", sizes, seed=ctx.recipe.seed + stage.seed,
-                                 user_shards=stage.user_shards, console=ctx.console)
+                                 user_shards=stage.user_shards, mismatched_captions=stage.mismatched_captions,
+                                 console=ctx.console)
     kept = {task: counts["kept"] for task, counts in report["per_task"].items()}
     removed = sum(c["duplicate"] + c["contaminated"] for c in report["per_task"].values())
     return {"kept": kept, "headline": f"{sum(kept.values())} training rows in {len(kept)} tasks "
@@ -89,6 +90,10 @@ def run_pretraining(ctx: StageContext) -> dict:
     stage = ctx.stage
     model_in = start_model(ctx)
     rows = read_task_rows(ctx.data_dir, "train", list(stage.mixture))
+    empty = [task for task in stage.mixture if not rows[task]]
+    if empty:
+        raise ValueError(f"stage {ctx.label}: the mixture's tasks {empty} have no training rows in {ctx.data_dir}; "
+                         f"give the pretrain_data stage rows for them or leave them out of the mixture")
     flat = [row for task in stage.mixture for row in rows[task]]
     order = mixture_order([len(rows[t]) for t in stage.mixture], list(stage.mixture.values()), stage.steps,
                           stage.batch_size, [ctx.recipe.seed, ctx.index])

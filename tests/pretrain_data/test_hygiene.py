@@ -68,3 +68,37 @@ def test_rows_showing_an_evaluation_image_are_dropped(tmp_path):
     kept = hygiene.clean(train, held_out)
     assert [r["id"] for r in kept] == ["t0", "t1", "t3", "t4", "t5"]
     assert hygiene.report.per_task["caption"]["contaminated"] == 1
+
+
+def test_planted_mismatches_get_other_rows_captions():
+    from pretrain_data.build import plant_mismatches
+    from pretrain_data.tasks import draw_examples
+
+    examples = draw_examples("caption", 20, seed=3)
+    original = [e.target for e in examples]
+    planted = plant_mismatches(examples, 0.25, seed=3)
+    assert len(planted) == 5
+    for i, e in enumerate(examples):
+        assert (e.target != original[i]) == (i in planted) or original.count(original[i]) > 1
+        assert e.answer == e.target
+    assert sorted(e.target for e in examples) == sorted(original)  # captions moved, none invented
+
+
+def test_score_filter_drops_low_pairs_and_measures_itself():
+    from pretrain_data.score_filter import filter_rows, pair_of
+
+    def row(i, planted=False, images=1):
+        content = [{"type": "image", "image": f"/x/{i}-{k}.png"} for k in range(images)] + [{"type": "text", "text": "?"}]
+        return {"id": str(i), "task": "caption", "messages": [{"role": "user", "content": content},
+                                                              {"role": "assistant", "content": f"caption {i}"}],
+                **({"planted": "mismatched_caption"} if planted else {})}
+
+    rows = [row(0), row(1, planted=True), row(2, planted=True), row(3), row(4, images=2)]
+    assert pair_of(rows[0]) == ("/x/0-0.png", "caption 0") and pair_of(rows[4]) is None
+    scores = {"0": 0.9, "1": 0.01, "2": 0.5, "3": 0.02}  # row 4 unscored: kept
+    kept, report = filter_rows(rows, scores, threshold=0.05)
+    assert [r["id"] for r in kept] == ["0", "2", "4"]
+    assert report["dropped"] == 2 and report["planted_dropped"] == 1
+    assert report["recall"] == 0.5 and report["precision"] == 0.5
+    with pytest.raises(ValueError, match="every row of task 'caption' scores below the threshold 0.95"):
+        filter_rows(rows[:4], scores, threshold=0.95)
