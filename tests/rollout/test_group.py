@@ -1,7 +1,4 @@
-"""Rollout workers as real Ray actors on a loopback cluster."""
-
-import threading
-import time
+"""Rollout workers as real Ray actors on a loopback cluster (a worker killed mid-batch: tests/reliability)."""
 
 import pytest
 import ray
@@ -56,18 +53,6 @@ def test_weight_update_reaches_every_worker_and_is_recorded(group, tiny_model, e
     completions = group.generate(REQUESTS, GREEDY)
     assert all(c.weight_version == 3 for c in completions)
     assert [c.token_ids for c in completions] == [c.token_ids for c in engine.generate(REQUESTS, GREEDY)]
-
-
-def test_a_worker_killed_mid_batch_is_restarted_and_the_batch_redone(group):
-    slow = SamplingParams(temperature=1.0, max_tokens=400, seed=0)
-    killer = threading.Timer(1.0, lambda: ray.kill(group.workers[1], no_restart=False))
-    killer.start()
-    started = time.monotonic()
-    completions = group.generate(REQUESTS * 4, slow)
-    killer.join()
-    assert len(completions) == 24 and all(c.finish_reason in ("stop", "length") for c in completions)
-    assert group.redispatched >= 1, f"kill did not land during the batch ({time.monotonic() - started:.1f}s)"
-    assert group.weight_versions() == [3, 3]  # the restarted actor got the latest weights back
 
 
 def test_one_ref_to_a_list_of_buckets_loads_every_bucket(group, tiny_model, engine):

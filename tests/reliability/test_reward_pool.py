@@ -13,7 +13,7 @@ import pytest
 from rewards.pool import PoolConfig, RewardFailed, RewardPool, local_cluster
 from rewards.sample import Sample
 
-FAULTY = f"{Path(__file__).parent / 'plugins' / 'faulty.py'}:behave"
+FAULTY = f"{Path(__file__).parents[1] / 'rewards' / 'plugins' / 'faulty.py'}:behave"  # shared with tests/rewards
 
 
 def sample(behaviour: str, value: float = 1.0) -> Sample:

@@ -1,0 +1,50 @@
+"""A rollout worker (Ray actor) killed mid-batch: the group restarts it, gives it the latest weights back and redoes
+its share of the batch. Moved here from tests/rollout/test_group.py, whose earlier test left the weights at
+version 3; the fixture below sets that version itself."""
+
+import threading
+import time
+
+import pytest
+import ray
+
+from rollout.group import RolloutGroup
+from rollout.types import GenerationRequest, SamplingParams
+from rollout.weight_sync import bucket_tensors
+
+pytestmark = pytest.mark.slow
+
+REQUESTS = [GenerationRequest(f"q{i}", [{"role": "user", "content": f"What is {i} + {i}?"}], "think")
+            for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def group(cluster, tiny_model_dir):
+    from keye_vl.modeling import KeyeForConditionalGeneration
+
+    group = RolloutGroup(str(tiny_model_dir), num_workers=2, cpus_per_worker=0.5)
+    model = KeyeForConditionalGeneration.from_pretrained(tiny_model_dir)
+    group.update_weights(3, bucket_tensors(model.named_parameters(), bucket_bytes=1 << 20))
+    yield group
+    group.shutdown()
+
+
+def test_a_worker_killed_mid_batch_is_restarted_and_the_batch_redone(group):
+    slow = SamplingParams(temperature=1.0, max_tokens=400, seed=0)
+    killer = threading.Timer(1.0, lambda: ray.kill(group.workers[1], no_restart=False))
+    killer.start()
+    started = time.monotonic()
+    completions = group.generate(REQUESTS * 4, slow)
+    killer.join()
+    assert len(completions) == 24 and all(c.finish_reason in ("stop", "length") for c in completions)
+    assert group.redispatched >= 1, f"kill did not land during the batch ({time.monotonic() - started:.1f}s)"
+    assert group.weight_versions() == [3, 3]  # the restarted actor got the latest weights back
