@@ -9,20 +9,38 @@ wrote. What the sandbox promises, each checked by an attack in ``tests/reliabili
 - **no processes** beyond ``max_processes`` (default 1: no fork, no spawn, no ``_posixsubprocess``): the
   kernel's RLIMIT_NPROC, counted in the run's own user namespace;
 - **no view of the project or home**: a new mount namespace holding only, read-only, ``/usr``, the Python
-  installation the toolkit runs on and a few files of ``/etc``; the work directory ``/sandbox`` (fresh per
-  run) is the only writable place, so no path, ``dir_fd``, ``chdir`` or symlink trick reaches anything else,
-  and device nodes or FIFOs can be made only there (``/dev`` is bubblewrap's minimal one);
+  installation the toolkit runs on, a few files of ``/etc`` and the run's input images; the work directory
+  ``/sandbox`` (a fresh tmpfs per run) is the only writable place, so no path, ``dir_fd``, ``chdir`` or
+  symlink trick reaches anything else, and device nodes or FIFOs can be made only there (``/dev`` is
+  bubblewrap's minimal one);
 - **no network**: a new network namespace holding only its own loopback (the host's is not reachable);
 - **no privilege**: the code runs as uid/gid 65534 (nobody) in a user namespace where only that id exists
   (started by root, it is 65534 outside too), with no capabilities and ``no_new_privs``;
 - **bounded**: CPU time, address space, file size and open files are rlimits; wall time is enforced by
-  killing the sandbox; stdout/stderr are cut at ``output_bytes``. Total disk is bounded only by file size x
-  open files (no quota); images read back are regular files only (a FIFO named ``out.png`` is skipped, never
-  opened for a blocking read), within ``image_bytes`` and ``image_pixels`` (PIL's decompression-bomb limit is
-  set to the same budget).
+  killing the sandbox; stdout/stderr are cut at ``output_bytes``. Total disk is ``disk_mb``: ``/sandbox``
+  is a tmpfs of that size (memory, not the host's disk; a write past it fails with ENOSPC and the run's
+  status is ``disk_limit`` if the code then fails), so many files below the file-size limit cannot add up
+  past it either (the number of empty files is bounded only by CPU time: bubblewrap sets no inode limit);
+  images read back are regular files only (a FIFO named ``out.png`` is skipped, never opened for a blocking
+  read), within ``image_bytes`` and ``image_pixels`` (PIL's decompression-bomb limit is set to the same
+  budget). The supervisor reads them after killing every process the code left, and sends them over its
+  status pipe: the parent never opens a file the code made. A run that times out returns no images.
 The audit-hook policy inside the interpreter (``policy=True``) stays as defence in depth: it turns honest
 mistakes into clear messages, but it is not the boundary. Without bubblewrap `run_code` raises
-`SandboxUnavailable` naming the package; it never falls back to a weaker sandbox.
+`SandboxUnavailable` saying what to install; it never falls back to a weaker sandbox. ``unshare(1)`` is not a
+fallback: it makes the namespaces but neither builds the read-only view, the bounded tmpfs nor the
+die-with-parent link (each would be our own mount code, a second boundary to get right), so it cannot make
+the same promises.
+
+How each promise is checked (``tests/reliability/test_sandbox_attacks.py`` unless named): nothing outlives
+the run (30 ``setsid`` children are gone on return); no processes (``_posixsubprocess.fork_exec`` and
+``spawn`` get EAGAIN; a fork bomb with forks allowed is capped: ``tests/rewards/test_reward_sandbox.py``); no
+view (a shell with processes allowed cannot read a project file or write to ``/tmp``/``/usr``; ``dir_fd``,
+``chdir`` and relative-symlink tricks, ``mkfifo``/``mknod`` outside are refused); no network (a socket cannot
+reach a host listener: test_reward_sandbox); no privilege (``id -u`` is 65534); bounded (CPU, wall, memory,
+file size: test_reward_sandbox; total disk: many files under the file-size limit stop at ``disk_mb`` and the
+host's disk stays untouched; FIFO images, 13000x13000 PNG headers and the byte budget). Missing bubblewrap:
+``tests/rewards/test_reward_sandbox.py`` checks the message.
 
 Input images are saved as ``input_<i>.png`` and pre-loaded as ``images`` (all, oldest first) and ``image``
 (the newest: in an agentic turn, the one the model just made), with ``Image`` (PIL) imported. Images the code
@@ -37,10 +55,10 @@ import json
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -52,9 +70,11 @@ CHILD = str(Path(__file__).with_name("sandbox_child.py"))
 CHILD_INSIDE = "/opt/keye/sandbox_child.py"
 WORK_INSIDE = "/sandbox"
 NOBODY = 65534
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")  # not passwd/group: no account data inside
-INSTALL_HINT = "install Debian's bubblewrap package (apt-get install -y bubblewrap)"
+INPUTS_INSIDE = "/opt/keye/inputs"
+INSTALL_HINT = ("install the bubblewrap package, 0.7 or newer for --size (Debian/Ubuntu: apt-get install -y "
+                "bubblewrap; Fedora: dnf install bubblewrap; Arch: pacman -S bubblewrap), so that `bwrap` is "
+                "on PATH; there is no weaker fallback")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -66,7 +86,8 @@ class SandboxLimits:
     cpu_s: int = 10
     wall_s: float = 20.0
     memory_mb: int = 1024
-    file_size_mb: int = 16
+    file_size_mb: int = 16  # per file (RLIMIT_FSIZE)
+    disk_mb: int = 64  # all files together: the size of the work directory's tmpfs
     max_processes: int = 1  # 1: no fork/spawn at all (the kernel refuses them)
     open_files: int = 256
     policy: bool = True  # the audit-hook layer (defence in depth; the namespaces are the boundary)
@@ -78,7 +99,7 @@ class SandboxLimits:
 
 @dataclass
 class SandboxResult:
-    status: str  # ok | error | timeout | cpu_limit | memory_limit | file_size_limit | signal
+    status: str  # ok | error | timeout | cpu_limit | memory_limit | file_size_limit | disk_limit | signal
     # (Python ignores SIGXFSZ, so an oversized write usually surfaces as an OSError: status "error")
     exit_code: int | None
     stdout: str
@@ -103,14 +124,11 @@ def run_code(code: str, images: list | None = None, limits: SandboxLimits | None
     limits = limits or SandboxLimits()
     bwrap = bwrap_path()
     root = Path(tempfile.mkdtemp(prefix="keye-sandbox-"))
-    work = root / "work"
-    work.mkdir(mode=0o700)
+    inputs_dir = root / "inputs"  # read-only inside; the supervisor copies them into the work tmpfs
+    inputs_dir.mkdir(mode=0o700)
     try:
-        inputs = _save_inputs(images or [], work)
-        if os.geteuid() == 0:  # the code runs as nobody: it must own its directory
-            for path in [work, *work.iterdir()]:
-                os.chown(path, NOBODY, NOBODY)
-        return _execute(bwrap, code, work, root, limits, inputs)
+        inputs = _save_inputs(images or [], inputs_dir)
+        return _execute(bwrap, code, inputs_dir, root, limits, inputs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -125,9 +143,12 @@ def isolation_layers(limits: SandboxLimits) -> list[str]:
     return layers + (["no-fork"] if limits.max_processes <= 1 else []) + (["policy"] if limits.policy else [])
 
 
-def _execute(bwrap: str, code: str, work: Path, root: Path, limits: SandboxLimits, inputs) -> SandboxResult:
+def _execute(bwrap: str, code: str, inputs_dir: Path, root: Path, limits: SandboxLimits,
+             inputs) -> SandboxResult:
     status_r, status_w = os.pipe()
-    config = {"inputs": inputs, "policy": limits.policy, "read_roots": _read_roots(), "status_fd": status_w,
+    config = {"inputs": inputs, "inputs_dir": INPUTS_INSIDE, "policy": limits.policy, "read_roots": _read_roots(),
+              "status_fd": status_w,
+              "collect": {"image_bytes": limits.image_bytes, "max_images": limits.max_images, "entries": 1000},
               "drop_to_uid": NOBODY if os.geteuid() == 0 else None,
               "limits": {"cpu_s": int(limits.cpu_s), "memory_bytes": limits.memory_mb * 2**20,
                          "file_size_bytes": limits.file_size_mb * 2**20, "open_files": limits.open_files,
@@ -135,22 +156,30 @@ def _execute(bwrap: str, code: str, work: Path, root: Path, limits: SandboxLimit
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORK_INSIDE, "TMPDIR": WORK_INSIDE, "LANG": "C.UTF-8",
            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
            "KEYE_SANDBOX": json.dumps(config)}
-    input_bytes = {name: (work / name).read_bytes() for name in inputs}
-    command = [bwrap, *_bwrap_args(work), sys.executable, "-I", "-B", "-u", CHILD_INSIDE]
+    input_bytes = {name: (inputs_dir / name).read_bytes() for name in inputs}
+    disk_bytes = limits.disk_mb * 2**20 + sum(map(len, input_bytes.values()))  # the inputs are not the code's
+    command = [bwrap, *_bwrap_args(inputs_dir, disk_bytes), sys.executable, "-I", "-B", "-u", CHILD_INSIDE]
+    reply: dict = {}
+    reader = threading.Thread(target=_read_reply, args=(status_r, limits.image_bytes, reply), daemon=True)
     start = time.perf_counter()
     try:
         with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env,
                                     pass_fds=(status_w,), start_new_session=True)
-            os.close(status_w)
-            timed_out = _feed_and_wait(proc, code, limits.wall_s)
-        status = _read_status(status_r)
-    finally:
+    except BaseException:
         os.close(status_r)
+        raise
+    finally:
+        os.close(status_w)
+    reader.start()  # read while the supervisor writes (it owns status_r now): a full pipe must not stall it
+    timed_out = _feed_and_wait(proc, code, limits.wall_s)
+    reader.join(timeout=5)
     wall = time.perf_counter() - start
-    names, images, skipped = collect_images(work, input_bytes, limits)
+    status = reply.get("status", {})
+    names, images, skipped = decode_images(reply.get("files", []), input_bytes, limits)
+    skipped = status.get("skipped", [])[:limits.max_images + 100] + skipped
     exit_code = status.get("exit", -status["signal"] if "signal" in status else proc.returncode)
-    return SandboxResult(status=_status(exit_code, timed_out), exit_code=exit_code,
+    return SandboxResult(status=_status(exit_code, timed_out, status.get("disk_full", False)), exit_code=exit_code,
                          stdout=_read(root / "stdout", limits.output_bytes),
                          stderr=_read(root / "stderr", limits.output_bytes), wall_s=wall, images=images,
                          image_names=names, isolation=isolation_layers(limits), skipped_images=skipped)
@@ -177,20 +206,32 @@ def _feed_and_wait(proc: subprocess.Popen, code: str, wall_s: float) -> bool:
     return timed_out
 
 
-def _read_status(fd: int) -> dict:
-    """The supervisor's report of how the code ended ({} when the sandbox was killed before it wrote it)."""
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
+def _read_reply(fd: int, image_bytes: int, into: dict) -> None:
+    """The supervisor's report (see `sandbox_child.report`): into["status"] the JSON record and into["files"]
+    [(name, bytes)]; left empty when the sandbox was killed before it wrote it. Reads at most the image budget
+    plus 1 MiB and drains the rest, so a confused writer can neither stall nor bloat the parent."""
+    data, cap = bytearray(), image_bytes + 2**20
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(1 << 16):
+            if len(data) < cap:
+                data += chunk
+    head, _, body = bytes(data).partition(b"\n")
     try:
-        return json.loads(data) if data else {}
-    except ValueError:
-        return {}
+        status = json.loads(head)
+        files, offset = [], 0
+        for name, size in status.pop("files"):
+            files.append((str(name), body[offset:offset + int(size)]))
+            offset += int(size)
+        if offset > len(body):
+            raise ValueError("short")
+    except (ValueError, TypeError, KeyError):
+        return
+    into.update(status=status, files=files)
 
 
-def _bwrap_args(work: Path) -> list[str]:
-    """bubblewrap's namespaces and the read-only view: /usr, the Python installation, a few /etc files, and
-    the work directory as the only writable mount."""
+def _bwrap_args(inputs_dir: Path, disk_bytes: int) -> list[str]:
+    """bubblewrap's namespaces and the read-only view: /usr, the Python installation, a few /etc files and the
+    inputs, and a tmpfs of `disk_bytes` as the work directory, the only writable mount."""
     args = ["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
     if os.geteuid() == 0:
@@ -209,7 +250,8 @@ def _bwrap_args(work: Path) -> list[str]:
     for path in ETC_FILES:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
-    return args + ["--ro-bind", CHILD, CHILD_INSIDE, "--bind", str(work), WORK_INSIDE, "--chdir", WORK_INSIDE]
+    return args + ["--ro-bind", CHILD, CHILD_INSIDE, "--ro-bind", str(inputs_dir), INPUTS_INSIDE,
+                   "--perms", "0700", "--size", str(disk_bytes), "--tmpfs", WORK_INSIDE, "--chdir", WORK_INSIDE]
 
 
 def _traversable_parents(path: str) -> list[str]:
@@ -237,10 +279,14 @@ def bwrap_path() -> str:
     if path is None:
         raise SandboxUnavailable(f"the code sandbox needs bubblewrap (bwrap), which is not installed: "
                                  f"{INSTALL_HINT}")
-    probe = [path, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    tmpfs = ["--size", "65536", "--tmpfs", "/tmp"]  # --size: bubblewrap 0.7 or newer
+    probe = [path, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", *tmpfs, "true"]
     if os.geteuid() == 0:
-        probe = [path, "--unshare-pid", "--unshare-net", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+        probe = [path, "--unshare-pid", "--unshare-net", "--die-with-parent", "--ro-bind", "/", "/", *tmpfs, "true"]
     done = subprocess.run(probe, capture_output=True, text=True)
+    if "--size" in done.stderr or "Unknown option" in done.stderr:
+        raise SandboxUnavailable(f"{path} is too old for the code sandbox ({done.stderr.strip()}): "
+                                 f"{INSTALL_HINT}")
     if done.returncode != 0:
         raise SandboxUnavailable(f"bubblewrap cannot create namespaces here ({done.stderr.strip()}); the code "
                                  f"sandbox needs user, mount, pid and network namespaces (in a container, allow "
@@ -248,11 +294,13 @@ def bwrap_path() -> str:
     return path
 
 
-def _status(code: int | None, timed_out: bool) -> str:
+def _status(code: int | None, timed_out: bool, disk_full: bool) -> str:
     if timed_out:
         return "timeout"
     if code == 0:
         return "ok"
+    if disk_full:  # the code failed with its directory full: most likely ENOSPC
+        return "disk_limit"
     if code == MEMORY_EXIT:
         return "memory_limit"
     if code is not None and code < 0:
@@ -285,66 +333,26 @@ def _save_inputs(images: list, work: Path) -> list[str]:
     return names
 
 
-def collect_images(work: Path, inputs: dict[str, bytes], limits: SandboxLimits) -> tuple[list, list, list]:
-    """(names, PIL images, skipped "name: why") of the image files under `work`, within the budgets.
-
-    Only regular files are read: the file is opened with O_NOFOLLOW | O_NONBLOCK (a FIFO or device opens
-    without blocking) and kept only if fstat says S_ISREG, so nothing the code left can stall or misdirect
-    the parent. Sizes and pixel counts are checked before decoding."""
+def decode_images(files: list[tuple[str, bytes]], inputs: dict[str, bytes],
+                  limits: SandboxLimits) -> tuple[list, list, list]:
+    """(names, PIL images, skipped "name: why") of the image files the supervisor sent back, decoded within
+    the pixel budget (sizes are checked before decoding); inputs the code did not change are left out."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = limits.image_pixels  # PIL refuses bombs past 2x this; we check 1x ourselves
     names, found, skipped = [], [], []
-    budget = {"bytes": limits.image_bytes, "pixels": limits.image_pixels}
-    for rel in _image_files(work, limit=1000):
-        if len(found) >= limits.max_images:
-            skipped.append(f"{rel}: more than max_images={limits.max_images}")
+    pixels = limits.image_pixels
+    for rel, data in files:
+        if inputs.get(rel) == data:
             continue
-        data, why = _read_regular(work / rel, budget["bytes"])
-        if data is None or inputs.get(rel) == data:  # unreadable, or an input the code did not change
-            skipped += [f"{rel}: {why}"] if why else []
-            continue
-        image, why = _decode(data, budget["pixels"])
+        image, why = _decode(data, pixels)
         if image is None:
             skipped.append(f"{rel}: {why}")
             continue
-        budget["bytes"] -= len(data)
-        budget["pixels"] -= image.width * image.height
+        pixels -= image.width * image.height
         names.append(rel)
         found.append(image)
     return names, found, skipped
-
-
-def _image_files(work: Path, limit: int) -> list[str]:
-    """Paths (relative) with an image suffix, without following symlinked directories; at most `limit`
-    directory entries are looked at, so a million empty files cost nothing."""
-    found, seen = [], 0
-    for dirpath, dirs, files in os.walk(work, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            seen += 1
-            if seen > limit:
-                return found
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                found.append(str((Path(dirpath) / name).relative_to(work)))
-    return found
-
-
-def _read_regular(path: Path, max_bytes: int) -> tuple[bytes | None, str | None]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as error:
-        return None, f"cannot open ({error.strerror})"  # a symlink gives ELOOP: never followed
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None, "not a regular file"
-        if info.st_size > max_bytes:
-            return None, f"{info.st_size} bytes is over the image byte budget ({max_bytes} left)"
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        return None, "over the image byte budget"
-    return data, None
 
 
 def _decode(data: bytes, max_pixels: int):

@@ -2,16 +2,19 @@
 
 Run by `rewards.sandbox` as ``bwrap ... python -I -B -u /opt/keye/sandbox_child.py`` with its settings in the
 ``KEYE_SANDBOX`` environment variable and the code on stdin. bubblewrap has already put it in fresh mount,
-pid, network, IPC and UTS namespaces with a read-only view of the system and only ``/sandbox`` writable.
-When the sandbox is started by root, this process is still root there, so it splits in two:
+pid, network, IPC and UTS namespaces with a read-only view of the system and only ``/sandbox`` writable
+(a tmpfs of bounded size, so nothing the code writes reaches the host's disk). It splits in two:
 
-- a supervisor (root, outside any user namespace) that writes the user namespace's id maps, waits for the
-  code and writes its exit status to the status pipe (a channel the code has no handle on);
+- a supervisor that copies the input images into ``/sandbox``, writes the user namespace's id maps (started
+  by root, it is root outside any user namespace), waits for the code, kills whatever the code left running,
+  and sends the exit status and the image files the code wrote (regular files only, within the byte budget)
+  over the status pipe, a channel the code has no handle on; it is not dumpable, so the code cannot ptrace it;
 - the code's process, which enters a new user namespace where only uid/gid 65534 exist (mapped to 65534
   outside: nobody, not root), becomes that user with no capabilities and ``no_new_privs``, sets its rlimits
   (CPU, address space, file size, open files, processes), loads the input images, installs the audit-hook
   policy (defence in depth only: the kernel is the boundary) and runs the code.
-Started by a normal user, bubblewrap made the user namespace itself and there is nothing to drop. This module
+Started by a normal user, bubblewrap made the user namespace itself and there is nothing to drop (the code
+can then signal the supervisor, which loses only its own report). This module
 imports only the standard library (and PIL for images): the project is not visible inside the sandbox.
 """
 
@@ -20,11 +23,16 @@ import ctypes
 import json
 import os
 import resource
+import shutil
+import signal
+import stat
 import sys
+import time
 import traceback
 
 MEMORY_EXIT = 3  # exit status for MemoryError, so the parent can say "memory limit" rather than "error"
-CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS = 0x10000000, 38
+CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 0x10000000, 38, 4
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_EVENTS = {"os.listdir": 0, "os.scandir": 0, "os.remove": 0, "os.rmdir": 0, "os.mkdir": 0, "os.chmod": 0,
                 "os.chown": 0, "os.truncate": 0, "os.utime": 0, "shutil.rmtree": 0, "os.rename": (0, 1),
@@ -36,9 +44,9 @@ _BLOCKED = {"socket.__new__", "socket.bind", "socket.connect", "socket.getaddrin
 
 
 # ------------------------------------------------------------------------------------------ privileges
-def drop_to_user(uid, status_fd: int) -> None:
+def drop_to_user(uid, status_fd: int, collect: dict) -> None:
     """Fork; the child returns as `uid` in its own user namespace (uid None: as it is, bwrap made the
-    namespace), the parent supervises, reports the child's exit on `status_fd` and never returns."""
+    namespace), the parent supervises, reports the child's exit and images on `status_fd` and never returns."""
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     pid = os.fork()
@@ -60,6 +68,7 @@ def drop_to_user(uid, status_fd: int) -> None:
         return
     os.close(ready_w)
     os.close(go_r)
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace of the supervisor by the code
     os.read(ready_r, 1)
     ok = b"1"
     try:
@@ -71,7 +80,8 @@ def drop_to_user(uid, status_fd: int) -> None:
         ok = b"0"
     os.write(go_w, ok)
     _, status = os.waitpid(pid, 0)
-    report_status(status_fd, status)
+    end_the_rest()
+    report(status_fd, status, os.getcwd(), collect)
     os._exit(0)
 
 
@@ -86,11 +96,86 @@ def drop_capabilities(libc) -> None:
         raise OSError(ctypes.get_errno(), "sandbox: prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
-def report_status(status_fd: int, status: int) -> None:
-    """Write the code's exit: ``{"exit": n}`` or ``{"signal": n}`` (SIGXCPU: cpu limit)."""
+def end_the_rest(wait_s: float = 2.0) -> None:
+    """SIGKILL every other process of the pid namespace (its init excepted) and wait until none is left, so no
+    descendant of the code can change a file while the images are read."""
+    deadline = time.monotonic() + wait_s
+    try:
+        os.kill(-1, signal.SIGKILL)
+        while time.monotonic() < deadline:
+            os.kill(-1, 0)  # ESRCH once only the supervisor and init are left (init reaps the killed)
+            time.sleep(0.01)
+    except ProcessLookupError:
+        pass
+
+
+def report(status_fd: int, status: int, work: str, collect: dict) -> None:
+    """Write one JSON line, the code's exit (``exit`` or ``signal``: SIGXCPU is the cpu limit), whether the work
+    directory is full (``disk_full``), the image files read back (``files``: [name, size]) and the ones
+    skipped (``skipped``: "name: why"), then the files' bytes in that order."""
     record = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.waitstatus_to_exitcode(status)}
-    os.write(status_fd, json.dumps(record).encode())
-    os.close(status_fd)
+    disk = os.statvfs(work)
+    record["disk_full"] = disk.f_bavail * disk.f_frsize < 64 * 1024
+    files, skipped = read_images(work, collect["image_bytes"], collect["max_images"], collect["entries"])
+    record.update(files=[[name, len(data)] for name, data in files], skipped=skipped)
+    with os.fdopen(status_fd, "wb") as out:
+        out.write(json.dumps(record).encode() + b"\n")
+        for _, data in files:
+            out.write(data)
+
+
+def read_images(work: str, max_bytes: int, max_images: int, entries: int) -> tuple[list, list]:
+    """([(relative name, bytes)], ["name: why"]) for the files with an image suffix: only regular files (opened
+    with O_NOFOLLOW | O_NONBLOCK, kept only if fstat says S_ISREG, so a FIFO or a symlink is never followed or
+    waited on), within `max_bytes` together and `max_images`; at most `entries` directory entries are looked
+    at, so a million empty files cost nothing."""
+    found, skipped, seen = [], [], 0
+    for dirpath, dirs, names in os.walk(work, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            seen += 1
+            if seen > entries:
+                return found, skipped
+            if not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, name), work)
+            if len(found) >= max_images:
+                skipped.append(f"{rel}: more than max_images={max_images}")
+                continue
+            data, why = read_regular(os.path.join(dirpath, name), max_bytes)
+            if data is None:
+                skipped.append(f"{rel}: {why}")
+                continue
+            max_bytes -= len(data)
+            found.append((rel, data))
+    return found, skipped
+
+
+def read_regular(path: str, max_bytes: int):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        return None, f"cannot open ({error.strerror})"  # a symlink gives ELOOP: never followed
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "not a regular file"
+        if info.st_size > max_bytes:
+            return None, f"{info.st_size} bytes is over the image byte budget ({max_bytes} left)"
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        return None, "over the image byte budget"
+    return data, None
+
+
+def copy_inputs(source: str, names, uid) -> None:
+    """The input images into the work directory (a fresh tmpfs), owned by the code's user."""
+    for name in names:
+        shutil.copyfile(os.path.join(source, name), name)
+    if uid is not None:
+        for path in [".", *names]:
+            os.chown(path, uid, uid)
+    os.chmod(".", 0o700)
 
 
 def set_limits(limits):
@@ -179,7 +264,8 @@ def main():
     code = sys.stdin.read()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    drop_to_user(config["drop_to_uid"], config["status_fd"])
+    copy_inputs(config["inputs_dir"], config["inputs"], config["drop_to_uid"])
+    drop_to_user(config["drop_to_uid"], config["status_fd"], config["collect"])
     set_limits(config["limits"])
     namespace = load_images(config["inputs"])
     if config["policy"]:

@@ -144,3 +144,22 @@ def _small():
     from PIL import Image
 
     return Image.new("RGB", (4, 4))
+
+
+def test_many_files_under_the_file_size_limit_stop_at_the_disk_bound():
+    """RLIMIT_FSIZE bounds one file; the work directory is a tmpfs of `disk_mb`, so 12 files of 1 MiB (each
+    within the 2 MiB file limit) stop at 4 MiB together, and nothing reaches the host's disk."""
+    code = ("import os\nwritten = 0\n"
+            "try:\n"
+            "    for i in range(12):\n"
+            "        with open(f'part{i}.bin', 'wb') as f:\n"
+            "            written += f.write(os.urandom(2**20))\n"
+            "finally:\n"
+            "    fs = os.statvfs('.')\n"
+            "    print('written', written, 'dir', sum(os.path.getsize(n) for n in os.listdir('.')),"
+            " 'filesystem', fs.f_blocks * fs.f_frsize)\n")
+    result = run_code(code, limits=SandboxLimits(policy=False, disk_mb=4, file_size_mb=2))
+    assert result.status == "disk_limit" and "No space left on device" in result.stderr, result.stderr
+    written, in_dir, filesystem = (int(n) for n in result.stdout.split()[1::2])
+    assert 3 * 2**20 <= written <= 4 * 2**20 and in_dir <= 4 * 2**20, result.stdout
+    assert filesystem <= 4 * 2**20 + 2**16  # the work dir is its own 4 MiB filesystem, not the host's disk

@@ -166,3 +166,16 @@ def test_a_symlink_to_a_secret_is_not_returned_as_an_image(tmp_path):
     # collector must not follow it
     result = run_code(code, limits=SandboxLimits(policy=False, max_processes=4))
     assert result.status == "ok" and result.images == []
+
+
+def test_without_bubblewrap_the_error_says_what_to_install(monkeypatch):
+    import rewards.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    sandbox.bwrap_path.cache_clear()
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable, match=r"apt-get install -y bubblewrap") as error:
+            run_code("print(1)")
+        assert "no weaker fallback" in str(error.value) and "0.7 or newer" in str(error.value)
+    finally:
+        sandbox.bwrap_path.cache_clear()
