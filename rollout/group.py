@@ -2,7 +2,8 @@
 
 Actors are started with `max_restarts=-1`. When one dies mid-batch its shard fails with `RayActorError`; the
 group waits until Ray has restarted it, gives it the latest weights again (a restarted actor starts from the
-model directory) and dispatches the same shard once more. Weights travel as bucket ObjectRefs: one `ray.put`
+model directory) and dispatches the same shard once more. One that dies during a weight update gets the same
+weights once it is back. Weights travel as bucket ObjectRefs: one `ray.put`
 per bucket, shared by every worker.
 
 Ray itself (cluster start, placement groups) belongs to the caller; this module only creates actors on it,
@@ -88,7 +89,13 @@ class RolloutGroup:
         """Send new weights (buckets or their ObjectRefs) to every worker and wait until all have them."""
         refs = [b if isinstance(b, ray.ObjectRef) else ray.put(b) for b in buckets]
         self.version, self.bucket_refs = version, refs
-        ray.get([w.update_weights.remote(version, refs) for w in self.workers])
+        futures = [w.update_weights.remote(version, refs) for w in self.workers]
+        for i, future in enumerate(futures):
+            try:
+                ray.get(future)
+            except RECOVERABLE:  # died during the sync: once restarted it gets these weights again
+                self.redispatched += 1
+                self._wait_restarted(i)
 
     def sleep(self) -> None:
         """Colocated placement: every engine frees its GPU memory for the learners' step."""

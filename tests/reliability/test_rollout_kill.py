@@ -48,3 +48,17 @@ def test_a_worker_killed_mid_batch_is_restarted_and_the_batch_redone(group):
     assert len(completions) == 24 and all(c.finish_reason in ("stop", "length") for c in completions)
     assert group.redispatched >= 1, f"kill did not land during the batch ({time.monotonic() - started:.1f}s)"
     assert group.weight_versions() == [3, 3]  # the restarted actor got the latest weights back
+
+
+def test_a_worker_killed_during_a_weight_update_gets_the_weights_once_restarted(group, tiny_model_dir):
+    """The RL step's weight sync used to raise the dead worker's RayActorError and end the run."""
+    from keye_vl.modeling import KeyeForConditionalGeneration
+
+    buckets = bucket_tensors(KeyeForConditionalGeneration.from_pretrained(tiny_model_dir).named_parameters(),
+                             bucket_bytes=1 << 20)
+    before = group.redispatched
+    for version in (11, 12, 13):
+        ray.kill(group.workers[0], no_restart=False)  # the update below reaches the dying actor or its restart
+        group.update_weights(version, buckets)
+        assert group.weight_versions() == [version, version]
+    print("updates that met a dead worker:", group.redispatched - before)
