@@ -5,8 +5,14 @@ sample (a number, a dict of numbers, or None). The forms, detected from the sign
 
 - native:          ``f(sample) -> float | dict[str, float]`` (sync or async);
 - native batched:  ``f(samples) -> list[...]``, marked by ``@reward(name, batched=True)`` (models score batches);
-- TRL:             ``f(prompts, completions, **columns) -> list[float | None]`` (sync or async), called with
-  keywords as TRL calls it: ``prompts``, ``completions``, ``completion_ids`` and every dataset column;
+- TRL:             ``f(prompts, completions, **columns) -> list[float | None]`` (sync or async; any function
+  naming ``prompts``, ``completions`` or ``completion_ids``), called with keywords as TRL's GRPO trainer calls
+  it: ``prompts``, ``completions``, ``completion_ids`` and every dataset column, the ground truth also under
+  TRL's column name ``solution`` when the row has none. Completions are text for text prompts and
+  ``[{"role": "assistant", "content": ...}]`` for conversational ones, as in TRL, unless the function's
+  ``completions`` annotation says which it takes: TRL's shipped rewards (``trl.rewards``) declare
+  ``list[list[dict[str, str]]]`` and index ``completion[0]["content"]``, so they get messages on text rows too;
+  ``list[str]`` gets text on conversational rows;
 - verl:            ``compute_score(data_source, solution_str, ground_truth, extra_info)``.
 
 This module knows nothing about where a function comes from (that is `registry`) or how failures are
@@ -17,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import abc
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, get_args, get_origin
 
 from rewards.result import InvalidReward
 from rewards.sample import Sample
@@ -28,6 +35,8 @@ FORMS_HELP = ("expected one of: a native reward `f(sample) -> float | dict[str, 
               "`compute_score(data_source, solution_str, ground_truth, extra_info)`")
 # Columns that TRL passes under their own keyword names rather than as dataset columns.
 _TRL_OWN = ("prompt", "completion", "completion_ids")
+# Keywords only TRL's convention uses: a function naming one of them is written for TRL.
+_TRL_KEYWORDS = {"prompts", "completions", "completion_ids"}
 
 
 @dataclass
@@ -62,7 +71,7 @@ def detect_form(fn: Callable, spec: str) -> str:
     names = set(params)
     if {"data_source", "solution_str", "ground_truth"} <= names:
         return "verl"
-    if "completions" in names:
+    if names & _TRL_KEYWORDS:
         return "trl"
     required = [p for p in params.values() if p.default is inspect.Parameter.empty
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -92,24 +101,58 @@ def _as_list(out, fn) -> list:
     return list(out)
 
 
-def trl_arguments(samples: list[Sample]) -> dict[str, list]:
+def completions_annotation(fn: Callable) -> str | None:
+    """What `fn`'s ``completions`` annotation asks for: "messages" (``list[list[dict]]``), "text"
+    (``list[str]``), or None (no annotation, or one that admits both: TRL's per-prompt rule applies).
+
+    >>> def f(completions: list[list[dict[str, str]]], **kwargs): ...
+    >>> completions_annotation(f), completions_annotation(lambda completions: None)
+    ('messages', None)
+    """
+    try:
+        param = inspect.signature(fn, eval_str=True).parameters.get("completions")
+    except Exception:  # an annotation that does not evaluate (a name imported only for type checking)
+        return None
+    if param is None:
+        return None
+    outer = param.annotation  # list[...]; a union (list[str] | list[list[dict]]) admits both
+    if get_origin(outer) not in (list, abc.Sequence) or not get_args(outer):
+        return None
+    item = get_args(outer)[0]
+    if item is str:
+        return "text"
+    if get_origin(item) in (list, abc.Sequence) and get_args(item):
+        message = get_args(item)[0]
+        if message in (dict, abc.Mapping) or get_origin(message) in (dict, abc.Mapping):
+            return "messages"
+    return None
+
+
+def trl_arguments(samples: list[Sample], completions_as: str | None = None) -> dict[str, list]:
     """The keywords TRL passes a reward function. Conversational prompts (message lists) get conversational
-    completions (``[{"role": "assistant", "content": ...}]``), as in TRL; text prompts get text."""
+    completions (``[{"role": "assistant", "content": ...}]``), as in TRL; text prompts get text.
+    `completions_as` ("messages" | "text") overrides that rule for every sample (see `completions_annotation`).
+    The ground truth also goes under ``solution`` (TRL's datasets' name for it) in rows without that column."""
     conversational = [not isinstance(s.columns.get("prompt", s.prompt), str) for s in samples]
+    if completions_as is not None:
+        as_messages = [completions_as == "messages"] * len(samples)
+    else:
+        as_messages = conversational
     kwargs: dict[str, list] = {
         "prompts": [s.prompt if conv else s.columns["prompt"] for s, conv in zip(samples, conversational)],
-        "completions": [[{"role": "assistant", "content": s.completion}] if conv else s.completion
-                        for s, conv in zip(samples, conversational)],
+        "completions": [[{"role": "assistant", "content": s.completion}] if msg else s.completion
+                        for s, msg in zip(samples, as_messages)],
         "completion_ids": [list(s.completion_ids) for s in samples],
     }
     keys = sorted({k for s in samples for k in s.columns if k not in _TRL_OWN})
     for key in keys:
         kwargs[key] = [s.columns.get(key) for s in samples]
+    kwargs["solution"] = [s.columns["solution"] if "solution" in s.columns else s.ground_truth for s in samples]
     return kwargs
 
 
 def _call_trl(fn, samples: list[Sample]) -> list:
-    kwargs = trl_arguments(samples)
+    kwargs = trl_arguments(samples, completions_annotation(fn))
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in params}

@@ -1,6 +1,7 @@
 """Finding a reward from its spec: a registered name, ``module.path:func`` or ``path/to/file.py:func``.
 
-`@reward("name")` registers a function (or a factory, for rewards that load a model once); `load_reward(spec)`
+`@reward("name")` registers a function (or a factory, for rewards that load a model once; a function annotated
+to return a ``Callable``, as TRL's ``get_cosine_scaled_reward(max_len)`` is, is a factory too); `load_reward(spec)`
 resolves a spec, binds options, and hands the function to `adapters` for signature detection. A mapping
 ``{spec: weight}`` loads a weighted combination. Every failure is raised here, at load time, naming the spec
 and what was expected, so a recipe with a broken reward fails before training starts.
@@ -14,7 +15,10 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
+import typing
+from collections import abc
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -151,7 +155,10 @@ def load_reward(spec, **options) -> LoadedReward:
         raise RewardSpecError(f"reward spec {label!r} names a {type(fn).__name__}, not a function; expected "
                               f"{_help()}")
     name = getattr(fn, "__reward_name__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    built_by_factory = is_factory(fn) and not getattr(fn, "__reward_factory__", False)
     fn = _bind(fn, options, label)
+    if built_by_factory:  # TRL's factories name what they build: `cosine_scaled_reward`
+        name = getattr(fn, "__name__", None) or name
     try:
         form = detect_form(fn, label)
     except TypeError as error:
@@ -159,9 +166,20 @@ def load_reward(spec, **options) -> LoadedReward:
     return LoadedReward(spec=label, name=name, form=form, fn=fn)
 
 
+def is_factory(fn: Callable) -> bool:
+    """Registered with ``factory=True``, or annotated to return a ``Callable`` (TRL's ``get_*_reward``)."""
+    if getattr(fn, "__reward_factory__", False):
+        return True
+    try:
+        returns = inspect.signature(fn, eval_str=True).return_annotation
+    except Exception:  # no signature, or an annotation that does not evaluate: not declared a factory
+        return False
+    return returns is abc.Callable or typing.get_origin(returns) is abc.Callable
+
+
 def _bind(fn: Callable, options: dict, label: str) -> Callable:
     _check_options(fn, options, label)
-    if getattr(fn, "__reward_factory__", False):
+    if is_factory(fn):
         return fn(**options)
     if not options:
         return fn
@@ -174,18 +192,24 @@ def _bind(fn: Callable, options: dict, label: str) -> Callable:
 
 def _check_options(fn: Callable, options: dict, label: str) -> None:
     """Options must be keyword parameters of `fn` (of a factory's constructor; of a function beyond its
-    first, sample-taking, parameter)."""
-    if not options:
-        return
+    first, sample-taking, parameter); a factory's required parameters must all be given."""
     params = list(inspect.signature(fn).parameters.values())
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    if not getattr(fn, "__reward_factory__", False):
-        params = params[1:]
-    accepted = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise RewardSpecError(f"reward {label!r} does not take the options {unknown}; it takes {sorted(accepted)}")
+    factory = is_factory(fn)
+    if options and not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = {p.name for p in (params if factory else params[1:])
+                    if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise RewardSpecError(f"reward {label!r} does not take the options {unknown}; it takes "
+                                  f"{sorted(accepted)}")
+    if factory:
+        missing = [p.name for p in params if p.default is p.empty and p.kind in (p.KEYWORD_ONLY,
+                   p.POSITIONAL_OR_KEYWORD) and p.name not in options]
+        if missing:
+            example = json.dumps({name: "..." for name in missing})
+            raise RewardSpecError(f"reward {label!r} is a factory (it returns the reward function) and needs the "
+                                  f"options {missing}: pass them as `options:` in the recipe's reward section or "
+                                  f"`--options '{example}'`")
 
 
 def validate_reward(spec, **options) -> str:
@@ -198,7 +222,7 @@ def validate_reward(spec, **options) -> str:
             validate_reward(part)
         return "native_batched"
     fn = resolve(spec) if isinstance(spec, str) else spec
-    if getattr(fn, "__reward_factory__", False):
+    if callable(fn) and is_factory(fn):
         _check_options(fn, options, str(spec))
         return "factory"
     return load_reward(spec, **options).form
