@@ -2,8 +2,9 @@
 
 A row is `{"messages": [..., {"role": "assistant", "content": ...}], "mode": optional}`. The prompt (every
 message before the last, with the mode suffix) is encoded exactly as the rollout engine encodes prompts, and the
-assistant turn plus `<|im_end|>` is appended segment by segment, as the agentic loop appends: SFT trains on the
-very token sequences that RL later samples. Loss falls on the assistant's own tokens only: sandbox outputs
+assistant turn plus the model's end-of-turn token (`<|im_end|>` for Keye, the template's own for other models:
+`PromptEncoder.end_of_turn`) is appended segment by segment, as the agentic loop appends: SFT trains on the very
+token sequences that RL later samples. Loss falls on the assistant's own tokens only: sandbox outputs
 (`<sandbox_output>...</sandbox_output>`, and any image inside them) are context, not targets.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from keye_vl.chat import IM_END, SANDBOX_CLOSE, SANDBOX_OPEN, content_items
+from keye_vl.chat import SANDBOX_CLOSE, SANDBOX_OPEN, content_items
 from posttrain.learners.batch import TrainBatch
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import GenerationRequest
@@ -64,7 +65,7 @@ def encode_sft_row(row: dict, encoder: PromptEncoder, where: str = "") -> SftExa
         raise ValueError(f"{where}: an SFT row's last message must be the assistant's answer")
     prompt = encoder.encode(GenerationRequest(where, messages[:-1], row.get("mode")))
     start, ids, mask = len(prompt), [], []
-    for piece, trained, images in _segments([*content_items(messages[-1]), {"type": "text", "text": IM_END}]):
+    for piece, trained, images in _segments([*content_items(messages[-1]), {"type": "text", "text": encoder.end_of_turn}]):
         prompt, added = encoder.append(prompt, encoder.text_ids(piece) if piece else [], images)
         ids += added
         mask += [int(trained)] * len(added)

@@ -4,12 +4,15 @@ An `EncodedPrompt` is the engine's unit of work. Keeping ids (not text) lets the
 output and images to a partial response without re-tokenizing what the model already sampled, which could
 merge tokens across the boundary and change the sequence the learner trains on.
 
-Works with a Keye-VL processor (images, videos) or a plain tokenizer (text-only causal LMs).
+Works with a Keye-VL processor (images, videos) or a plain tokenizer (text-only causal LMs). A plain tokenizer
+renders prompts with its own chat template, message contents as plain strings (the form every text model's
+template takes), and its assistant turns end with the template's own end-of-turn token (`end_of_turn`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -59,8 +62,41 @@ class PromptEncoder:
 
     @property
     def eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(chat.IM_END)}
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids(self.end_of_turn)}
         return sorted(i for i in ids if i is not None and i != self.tokenizer.unk_token_id)
+
+    @cached_property
+    def end_of_turn(self) -> str:
+        """The token that closes an assistant turn: `<|im_end|>` in Keye's (and Qwen's) chat format; for a
+        tokenizer with a chat template of its own, the token that template writes after an assistant message
+        (Llama 3's `<|eot_id|>`), else its eos token. SFT targets end with it; generation stops on it."""
+        if self.processor is not None or not self.tokenizer.chat_template:
+            if self._token_id(chat.IM_END) is None:
+                raise ValueError(f"tokenizer {self._name} has no chat template and no {chat.IM_END} token, so "
+                                 f"the toolkit's ChatML prompts cannot end a turn; give it a chat template "
+                                 f"(`posttrain model import` keeps the source model's)")
+            return chat.IM_END
+        probe = "end-of-turn-probe"
+        rendered = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}], tokenize=False)
+        after = rendered.split(probe, 1)[1].lstrip() if probe in rendered else ""
+        ids = self.tokenizer.encode(after, add_special_tokens=False)[:1]
+        first = self.tokenizer.convert_ids_to_tokens(ids[0]) if ids else None
+        if first is not None and first in self.tokenizer.get_added_vocab():
+            return first
+        if self.tokenizer.eos_token is not None:
+            return self.tokenizer.eos_token
+        raise ValueError(f"tokenizer {self._name}: its chat template writes {after[:40]!r} after an assistant "
+                         f"message, not a token of its own, and it has no eos_token; set `eos_token` in its "
+                         f"tokenizer_config.json to the token that ends the model's turns")
+
+    @property
+    def _name(self) -> str:
+        return repr(getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__)
+
+    def _token_id(self, token: str) -> int | None:
+        i = self.tokenizer.convert_tokens_to_ids(token)
+        return None if i is None or i == self.tokenizer.unk_token_id else i
 
     @property
     def vision_ids(self) -> list[int]:
@@ -84,6 +120,7 @@ class PromptEncoder:
             raise ValueError(f"request {request.request_id} has images or videos but the model is text-only")
         messages = chat.with_mode(request.messages, request.mode) if request.mode else request.messages
         if self.tokenizer.chat_template:
+            messages = [_plain_text(m) for m in messages]
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=not
                                                       continue_final_message,
                                                       continue_final_message=continue_final_message)
@@ -115,6 +152,15 @@ class PromptEncoder:
             for key, value in (("pixel_values", data.pixel_values), ("image_grid_thw", data.grid_thw)):
                 vision[key] = torch.cat([vision[key], value]) if key in vision else value
         return EncodedPrompt(prompt.input_ids + added, vision, prompt.images + list(images)), added
+
+
+def _plain_text(message: dict) -> dict:
+    """A message whose content is text items only, with that content as one string: text models' chat templates
+    concatenate `message['content']`, and a list there would be rendered as its Python repr."""
+    items = message.get("content")
+    if isinstance(items, list) and all(isinstance(i, dict) and i.get("type") == "text" for i in items):
+        return {**message, "content": "".join(i.get("text", "") for i in items)}
+    return message
 
 
 def collate(prompts: list[EncodedPrompt], pad_id: int) -> dict[str, torch.Tensor]:
