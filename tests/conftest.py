@@ -60,8 +60,9 @@ LLAMA_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
 
 
-def build_llama_dir(out, vocab_size: int = 600, seed: int = 0):
-    """A ~0.1M-parameter `LlamaForCausalLM` and its Llama-3-style tokenizer, saved as a Hugging Face directory."""
+def build_llama_dir(out, vocab_size: int = 600, seed: int = 0, tied: bool = True, spare_rows: int = 0):
+    """A ~0.1M-parameter `LlamaForCausalLM` and its Llama-3-style tokenizer, saved as a Hugging Face directory;
+    `spare_rows`: embedding rows past the tokenizer's last id, as padded checkpoints have."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -80,10 +81,10 @@ def build_llama_dir(out, vocab_size: int = 600, seed: int = 0):
                                         clean_up_tokenization_spaces=False)
     tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    config = LlamaConfig(vocab_size=len(tokenizer) + spare_rows, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=True)
+                         tie_word_embeddings=tied)
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -92,3 +93,9 @@ def build_llama_dir(out, vocab_size: int = 600, seed: int = 0):
 @pytest.fixture(scope="session")
 def llama_dir(tmp_path_factory):
     return build_llama_dir(tmp_path_factory.mktemp("llama-tiny"))
+
+
+@pytest.fixture(scope="session")
+def make_llama_dir():
+    """`build_llama_dir` itself, for tests that need variants (untied, spare rows)."""
+    return build_llama_dir

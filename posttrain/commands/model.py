@@ -1,4 +1,5 @@
-"""`posttrain model init|info`: create a model directory from a preset; show a model's parameters by part."""
+"""`posttrain model init|import|info`: create a model directory from a preset, import a Hugging Face causal LM (or a
+GGUF file) with the mode tags the toolkit needs, show a model's parameters by part."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ PRESETS = ("keye-tiny", "keye-vl-8b")  # keye_vl.presets.PRESETS; named here so 
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("model", help="create or inspect Keye-VL model directories")
+    parser = subparsers.add_parser("model", help="create, import or inspect model directories")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     init = actions.add_parser("init", help="write a complete Hugging Face model directory from a preset")
@@ -23,6 +24,12 @@ def register(subparsers) -> None:
     init.add_argument("--siglip", help="SiglipVisionModel directory to start the vision tower from")
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(run=run_init)
+
+    imported = actions.add_parser("import", help="a Hugging Face causal LM directory or .gguf file -> a model "
+                                  "directory recipes accept (adds missing mode tags, says what it changed)")
+    imported.add_argument("source", type=Path, help="Hugging Face model directory, or a .gguf file")
+    imported.add_argument("out", type=Path, help="new directory to write")
+    imported.set_defaults(run=run_import)
 
     info = actions.add_parser("info", help="print parameter counts by part (visual, mlp_AR, model, lm_head)")
     info.add_argument("model_dir", type=Path)
@@ -37,6 +44,21 @@ def run_init(args: argparse.Namespace) -> int:
     if counts["total"] > MAX_INIT_PARAMETERS:
         Console().print("[yellow]config, tokenizer and processor written; no weights (too large to initialise "
                         "randomly here): copy the public checkpoint's *.safetensors into this directory[/]")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from posttrain.model_import import REPORT_FILE, import_model
+
+    report = import_model(args.source, args.out)
+    console = Console(soft_wrap=True)  # one line per change, whole, for logs and grep
+    console.print(f"{report.architecture} ({report.parameters:,} parameters): {args.source} -> {args.out}")
+    for line in report.changes() or ["no changes: the tokenizer has every mode tag and the eos ids end its turns"]:
+        console.print(f"  {line}")
+    for tag in report.tags_special:
+        console.print(f"  [yellow]{tag} is a special token in this tokenizer: decoders that skip special tokens "
+                      f"drop it, so format rewards would not see it[/]")
+    console.print(f"  end of turn: {report.end_of_turn}; report in {args.out / REPORT_FILE}")
     return 0
 
 

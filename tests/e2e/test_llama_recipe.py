@@ -1,5 +1,6 @@
-"""A second architecture family through the real CLI: a `LlamaForCausalLM` with a Llama-3-style tokenizer (its own
-chat template and `<|eot_id|>`, no Keye tokens) runs SFT and one GRPO step, so the toolkit stays family-agnostic.
+"""A second architecture family through the real CLI, as a user brings it: a `LlamaForCausalLM` with a Llama-3-style
+tokenizer (its own chat template and `<|eot_id|>`, no Keye tokens, no mode tags) goes through `posttrain model
+import` (which adds the tags), then SFT and one GRPO step, so the toolkit stays family-agnostic.
 
 The random model scores 0 on arithmetic, so the RL step also uses a length reward (a plain native function in
 a file) that varies within each group: the step then has non-zero advantages and must change the weights.
@@ -42,7 +43,11 @@ def test_llama_sft_and_one_rl_step_through_the_cli(tmp_path, llama_dir):
     plugin = tmp_path / "length_reward.py"
     plugin.write_text(PLUGIN)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", model=llama_dir, plugin=plugin))
+    model = tmp_path / "imported"
+    imported = subprocess.run([sys.executable, "-m", "posttrain.cli", "model", "import", str(llama_dir), str(model)],
+                              capture_output=True, text=True, timeout=300)
+    assert imported.returncode == 0 and "added 8 mode tags" in imported.stdout, imported.stdout + imported.stderr
+    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", model=model, plugin=plugin))
     done = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -50,6 +55,7 @@ def test_llama_sft_and_one_rl_step_through_the_cli(tmp_path, llama_dir):
     sft, rl = run / "00-sft", run / "01-rl"
     config = json.loads((rl / "model" / "config.json").read_text())
     assert (config["model_type"], config["architectures"]) == ("llama", ["LlamaForCausalLM"])
+    assert config["vocab_size"] == 608  # 600 + the 8 mode tags the import added
 
     losses = [json.loads(line)["loss"] for line in (sft / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.5, losses  # 32 rows / 8 per batch, 2 epochs
@@ -58,7 +64,7 @@ def test_llama_sft_and_one_rl_step_through_the_cli(tmp_path, llama_dir):
     assert len(records) == 8 and {r["step"] for r in records} == {0}
     assert any(r["advantage"] != 0 for r in records)
     # the prompt went through Llama's own template, its content as text (not a rendered list of items)
-    tokenizer = AutoTokenizer.from_pretrained(str(llama_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
     record = records[0]
     text = tokenizer.apply_chat_template([{"role": "user", "content": f"{record['prompt']} /{record['mode']}"}],
                                          tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,108 @@
+"""`posttrain model import`: mode tags become ordinary tokens, their embedding rows the mean of the existing ones,
+every other weight unchanged, the end-of-turn among the eos ids; refusals name the fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from keye_vl.chat import REASONING_TAGS
+from posttrain.cli import main
+from posttrain.model_import import import_model
+from rollout.encoding import PromptEncoder
+
+
+def test_tied_llama_gets_the_tags_and_mean_rows(llama_dir, tmp_path, capsys):
+    out = tmp_path / "imported"
+    assert main(["model", "import", str(llama_dir), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "added 8 mode tags as ordinary tokens" in printed and "resized 600 -> 608 rows" in printed
+
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    assert tokenizer.convert_tokens_to_ids(REASONING_TAGS) == list(range(600, 608))
+    assert not set(REASONING_TAGS) & set(tokenizer.all_special_tokens)  # ordinary, so decoders keep them
+    assert tokenizer.encode("<think>5</think>", add_special_tokens=False)[0] == 600
+    assert tokenizer.decode([600, 601], skip_special_tokens=True) == "<think></think>"
+
+    before, after = load_file(llama_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    old, new = before["model.embed_tokens.weight"], after["model.embed_tokens.weight"]
+    assert new.shape == (608, 64) and torch.equal(new[:600], old)
+    assert torch.allclose(new[600:], old.mean(0).expand(8, -1))
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "model.embed_tokens.weight")
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+    report = json.loads((out / "import.json").read_text())
+    assert (report["architecture"], report["end_of_turn"], report["embedding_rows"]) == \
+        ("LlamaForCausalLM", "<|eot_id|>", [600, 608])
+    assert PromptEncoder.from_model_dir(out).eos_ids == [4]
+
+
+def test_untied_with_spare_rows_sets_both_matrices_without_resizing(make_llama_dir, tmp_path):
+    source = make_llama_dir(tmp_path / "source", tied=False, spare_rows=16)
+    report = import_model(source, tmp_path / "imported")
+    assert report.embedding_rows == (616, 616) and not report.tied_embeddings
+    assert "616 rows, not resized" in report.changes()[0] and "input and output embeddings" in report.changes()[0]
+    before, after = load_file(source / "model.safetensors"), load_file(tmp_path / "imported" / "model.safetensors")
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        old, new = before[key], after[key]
+        assert new.shape == old.shape == (616, 64)
+        assert torch.equal(new[:600], old[:600]) and torch.equal(new[608:], old[608:])
+        # the mean of the tokenizer's 600 rows, not of the 16 untrained spare ones
+        assert torch.allclose(new[600:608], old[:600].mean(0).expand(8, -1))
+
+
+def test_eos_ids_gain_the_end_of_turn(make_llama_dir, tmp_path):
+    source = make_llama_dir(tmp_path / "source")
+    config_file = source / "generation_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "eos_token_id": 1}))  # end_of_text
+    report = import_model(source, tmp_path / "imported")
+    assert report.eos_ids == ([1], [1, 4])
+    assert "generation eos ids [1] -> [1, 4]" in report.changes()[1]
+    saved = json.loads((tmp_path / "imported" / "generation_config.json").read_text())
+    assert saved["eos_token_id"] == [1, 4]
+
+
+def test_a_tokenizer_with_every_tag_is_left_as_it_was(tmp_path, tiny_tokenizer, capsys):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    source = tmp_path / "qwen"
+    config = Qwen3Config(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                         eos_token_id=tiny_tokenizer.eos_token_id)
+    Qwen3ForCausalLM(config).save_pretrained(source)
+    tiny_tokenizer.save_pretrained(source)
+    assert main(["model", "import", str(source), str(tmp_path / "out")]) == 0
+    assert "no changes" in capsys.readouterr().out
+    before, after = load_file(source / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_refusals_name_the_fix(llama_dir, tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"Keye-VL directory.*model.path"):
+        import_model(tiny_model_dir, tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        import_model(tmp_path, tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="already holds files"):
+        import_model(llama_dir, tmp_path / "c")
+    (tmp_path / "w.bin").write_text("x")
+    with pytest.raises(ValueError, match="not a .gguf"):
+        import_model(tmp_path / "w.bin", tmp_path / "d")
+
+
+def test_a_gguf_without_the_gguf_package_names_the_install(tmp_path):
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("gguf is installed: this checks the message shown without it")
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ImportError, match=r"needs the `gguf` package: pip install"):
+        import_model(tmp_path / "model.gguf", tmp_path / "out")
