@@ -1,11 +1,10 @@
 """The Keye-VL model: config, vision encoder, projector, Qwen3 decoder with 3-D RoPE, processor, chat modes.
 
-`import keye_vl` registers Keye with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoModelForCausalLM`, `AutoModelForImageTextToText`, `AutoProcessor`, `AutoImageProcessor`), so
-`from_pretrained` on a saved directory, or on the public Keye-VL-8B-Preview files, needs no `trust_remote_code`.
-That loads torch and transformers' modeling code with the package, the price of the one-line setup the Hugging
-Face convention promises (an earlier lazy import saved reward workers about 3 s at start but left a plain
-`import keye_vl` with Auto classes that did not know Keye). The classes below are attributes of the package.
+Importing the package is cheap (the chat protocol and grounding helpers need no torch): the model, config and
+processor classes load on first use. Loading the modeling module registers Keye with transformers' Auto classes
+(`AutoConfig`, `AutoModel`, `AutoModelForCausalLM`, `AutoModelForImageTextToText`), so `from_pretrained` on a
+saved directory, or on the public Keye-VL-8B-Preview files, needs no `trust_remote_code`; call
+`keye_vl.register_auto_classes()` before using the Auto classes directly.
 """
 
 from importlib import import_module
@@ -31,6 +30,3 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'keye_vl' has no attribute {name!r}")
-
-
-import_module("keye_vl.modeling")  # registers the Auto classes (see the docstring)

@@ -51,19 +51,6 @@ def test_auto_classes_resolve_every_part(tiny_model_dir, caplog):
     assert "You are using a model of type" not in caplog.text
 
 
-def test_importing_the_package_alone_registers_keye(tiny_model_dir):
-    """In a fresh interpreter (this one has imported every module): `import keye_vl`, then the Auto classes."""
-    import subprocess
-    import sys
-
-    script = ("import keye_vl, sys\nfrom transformers import AutoConfig, AutoProcessor\n"
-              f"print(type(AutoConfig.from_pretrained({str(tiny_model_dir)!r})).__name__, "
-              f"type(AutoProcessor.from_pretrained({str(tiny_model_dir)!r})).__name__)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["KeyeVLConfig", "KeyeVLProcessor"], done.stderr[-2000:]
-    assert "You are using a model of type" not in done.stderr
-
-
 def test_chat_template_text_equals_the_toolkits_rendering(auto_loaded):
     processor, _ = auto_loaded
     messages = picture_question()
