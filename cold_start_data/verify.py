@@ -1,10 +1,8 @@
 """Verification of one response: its format for the mode, and its answer against the task's gold answer.
 
 The checks are those of `rewards` (so a sample kept here is one the RL rewards would score 1): the format
-check of `rewards.format`, math-verify equality (`rewards.math_answer`), exact counts (`rewards.counting`),
-matched IoU (`rewards.grounding`). Two kinds have no reward there and are checked here: "text" (normalised
-exact text, stricter than math-verify, which would read ``red`` as the product r*e*d) and "order" (the
-exact integer sequence). This module knows nothing about teachers or the mixer.
+check of `rewards.format` and the per-kind answer check of `rewards.task_answer` (math-verify equality, exact
+counts, matched IoU, normalised text, integer order). This module knows nothing about teachers or the mixer.
 """
 
 from __future__ import annotations
@@ -12,12 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from keye_vl.chat import Mode, parse_mode
-from rewards.counting import counting_reward
+from keye_protocol.chat import Mode, parse_mode
 from rewards.format import format_problems
-from rewards.grounding import iou_reward
-from rewards.math_answer import math_reward, parse_gold
+from rewards.math_answer import parse_gold
 from rewards.sample import Sample
+from rewards.task_answer import answer_score, integers
 
 IOU_THRESHOLD = 0.5
 
@@ -38,32 +35,10 @@ class Verdict:
         return "" if self.correct else "wrong answer"
 
 
-def normalise_text(text: str) -> str:
-    """
-    >>> normalise_text("  \\\\text{Red}. ")
-    'red'
-    """
-    text = re.sub(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}", r"\1", text)
-    return re.sub(r"[\s.$]+", " ", text).strip().casefold()
-
-
-def integers(text: str) -> list[int]:
-    return [int(v) for v in re.findall(r"-?\d+", text)]
-
-
 def answer_correct(kind: str, sample: Sample, iou_threshold: float = IOU_THRESHOLD) -> bool:
-    if kind == "math":
-        return math_reward(sample) == 1.0
-    if kind == "count":
-        return counting_reward(sample) == 1.0
-    if kind == "boxes":
-        return iou_reward(sample) >= iou_threshold
-    final = sample.parsed.final_answer
-    if kind == "text":
-        return normalise_text(final) == normalise_text(str(sample.ground_truth))
-    if kind == "order":
-        return bool(final) and integers(final) == integers(str(sample.ground_truth))
-    raise ValueError(f"no verifier for answer kind {kind!r}")
+    """Pass/fail under the task's check (`rewards.task_answer`); boxes pass at `iou_threshold` IoU."""
+    score = answer_score(kind, sample)
+    return score >= iou_threshold if kind == "boxes" else score == 1.0
 
 
 def verify(response: str, mode: str | Mode, kind: str, answer: str, messages: list[dict] | None = None,

@@ -30,7 +30,7 @@ _REGISTRY: dict[str, Callable] = {}
 # Modules whose import registers the built-in rewards (imported on the first lookup by name).
 BUILTIN_MODULES = ("rewards.math_answer", "rewards.grounding", "rewards.counting", "rewards.choice",
                    "rewards.format", "rewards.repetition", "rewards.overlong", "rewards.reward_model",
-                   "rewards.judge")
+                   "rewards.judge", "rewards.task_answer")
 SPEC_HELP = "a registered name ({names}), 'module.path:func', or 'path/to/file.py:func'"
 
 

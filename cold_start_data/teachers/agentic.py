@@ -18,8 +18,8 @@ from cold_start_data.formatting import format_agentic
 from cold_start_data.judge import Judgement
 from cold_start_data.tasks import Task
 from cold_start_data.teachers.base import Candidate, TeacherResult
-from cold_start_data.verify import normalise_text
-from keye_vl.chat import Mode, parse_response
+from rewards.task_answer import normalise_text
+from keye_protocol.chat import Mode, parse_response
 
 
 @dataclass
