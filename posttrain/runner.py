@@ -1,7 +1,8 @@
 """The stage runner: stages in order, each in `runs/<name>/<nn>-<stage>/`, resumable after any stop.
 
 A stage is done when its `done.json` exists (written last, atomically); a finished stage is skipped on the next
-run and its model directory feeds the next stage. A stage that was stopped resumes from its own latest
+run and its model directory feeds the next stage. A stage that builds data (`<stage>/data/done`) feeds the stages
+after it too, file by file: each reads the newest copy of the file it needs (`StageContext.data_file`). A stage that was stopped resumes from its own latest
 checkpoint (the stage's code does that). Either way the recipe must still say what the stage was run with
 (`stage_settings`): an edited recipe stops the run rather than mixing results. Stage kinds register in STAGES;
 each gets a `StageContext`.
@@ -39,9 +40,18 @@ class StageContext:
     stage: Any
     dir: Path
     model_in: Path
-    data_dir: Path
+    data_dir: Path  # the newest data directory (the run's, or the last stage's that built data)
     console: Console
     placement: Any = None  # posttrain.placement.Placement: the run's bundles (None: actors ask Ray directly)
+    earlier_data_dirs: tuple[Path, ...] = ()  # older data directories, newest first
+
+    def data_file(self, name: str) -> Path:
+        """The newest copy of data file `name`: a stage that builds data replaces the files it writes and
+        leaves the others (a pre-training data stage after `cold_start_build` keeps its `eval.jsonl`)."""
+        for directory in (self.data_dir, *self.earlier_data_dirs):
+            if (directory / name).exists():
+                return directory / name
+        return self.data_dir / name
 
     @property
     def model_out(self) -> Path:
@@ -67,11 +77,12 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     (recipe.run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     model = prepare_model(recipe, console)
-    data_dir = prepare_data(recipe, console)
+    data_dirs = [prepare_data(recipe, console)]
     summaries = []
     with ray_cluster(recipe), reserved(recipe) as placement:  # the bundles stay reserved for the whole run
         for index, (stage, stage_dir) in enumerate(zip(recipe.stages, recipe.stage_dirs())):
-            ctx = StageContext(recipe, index, stage, stage_dir, model, data_dir, console, placement)
+            ctx = StageContext(recipe, index, stage, stage_dir, model, data_dirs[0], console, placement,
+                               tuple(data_dirs[1:]))
             done = stage_dir / "done.json"
             if done.exists():
                 console.print(f"[dim]{ctx.label}: done earlier, skipped[/]")
@@ -86,7 +97,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
             if (ctx.model_out / "config.json").exists():
                 model = ctx.model_out
             if (stage_dir / "data" / "done").exists():  # a stage that builds data feeds the stages after it
-                data_dir = stage_dir / "data"
+                data_dirs.insert(0, stage_dir / "data")
             summaries.append(summary)
     return summaries
 

@@ -57,7 +57,7 @@ class Evaluator:
         from rewards.pool import PoolConfig, RewardPool
 
         self.ctx, self.rollout = ctx, rollout
-        path = ctx.data_dir / "eval.jsonl"
+        path = ctx.data_file("eval.jsonl")
         self.rows = load_prompts(path, "e") if path.exists() else []
         data_modes = getattr(ctx.recipe.data, "modes", None)
         self.chosen = modes  # None: every row in its own mode

@@ -19,7 +19,7 @@ from rollout.encoding import PromptEncoder
 
 
 def load_pairs(ctx: StageContext, encoder: PromptEncoder) -> list[tuple[SftExample, SftExample]]:
-    path = ctx.data_dir / "pairs.jsonl"
+    path = ctx.data_file("pairs.jsonl")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: a preference stage trains on pairs.jsonl (rows with messages, "
                                 f"chosen, rejected); put a rejection_sample stage before it or provide the file")

@@ -7,8 +7,8 @@ the recipe's reward. The stage then writes `<stage>/data/` for the stages after 
   all score the same teach no preference and give no pair), for a `preference` stage. Answers whose reward
   failed (error, timeout, skipped) or that carry sandbox images (their pixels are not in a text row) take no
   part: they are in the traces only;
-- `sft.jsonl`: per prompt, the best answer if its reward is >= `accept` (rejection-sampled SFT rows);
-- the input data's other files (held-out `eval.jsonl`, `prompts.jsonl`) unchanged.
+- `sft.jsonl`: per prompt, the best answer if its reward is >= `accept` (rejection-sampled SFT rows).
+The stages after it read the other data files (held-out `eval.jsonl`, `prompts.jsonl`) where they were.
 Every scored answer goes to `traces.jsonl`, so what was chosen and rejected can be read back.
 """
 
@@ -26,10 +26,10 @@ from posttrain.traces import StepLog, sample_record
 @stage_kind("rejection_sample")
 def run_rejection_sample(ctx: StageContext) -> dict:
     stage, n = ctx.stage, ctx.stage.samples_per_prompt
-    rows = load_prompts(ctx.data_dir / "prompts.jsonl", "p")[stage.offset:]
+    rows = load_prompts(ctx.data_file("prompts.jsonl"), "p")[stage.offset:]
     rows = rows[: stage.prompts] if stage.prompts else rows
     if not rows:
-        raise ValueError(f"stage {ctx.label}: no prompts in {ctx.data_dir / 'prompts.jsonl'} from row {stage.offset}")
+        raise ValueError(f"stage {ctx.label}: no prompts in {ctx.data_file('prompts.jsonl')} from row {stage.offset}")
     sampling = (stage.sampling or ctx.recipe.rollout.sampling).model_copy(update={"n": n})
     rollout, rewards = rollout_group(ctx), training_reward_pool(ctx.recipe)
     # a stopped stage starts again from scratch
@@ -100,9 +100,6 @@ def write_data(ctx: StageContext, pairs: list[dict], accepted: list[dict]) -> No
     out = ctx.dir / "data"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for source in ctx.data_dir.glob("*.jsonl"):
-        if source.name not in ("pairs.jsonl", "sft.jsonl"):
-            shutil.copy2(source, out / source.name)
     write_jsonl(out / "pairs.jsonl", pairs)
     write_jsonl(out / "sft.jsonl", accepted)
     (out / "done").write_text("")

@@ -44,7 +44,7 @@ def timed(timings: dict, phase: str):
 class RlLoop:
     def __init__(self, ctx: StageContext):
         self.ctx, self.stage, recipe = ctx, ctx.stage, ctx.recipe
-        self.sampler = PromptSampler(load_prompts(ctx.data_dir / "prompts.jsonl", "p"), recipe.seed)
+        self.sampler = PromptSampler(load_prompts(ctx.data_file("prompts.jsonl"), "p"), recipe.seed)
         self.encoder = PromptEncoder.from_model_dir(ctx.model_in)
         self.sampling = recipe.rollout.sampling.model_copy(update={"n": self.stage.group_size})
         config = learner_config(ctx, temperature=self.sampling.logprob_temperature, total_steps=self.stage.steps)

@@ -20,7 +20,7 @@ from rollout.encoding import PromptEncoder
 
 
 def load_examples(ctx: StageContext, encoder: PromptEncoder):
-    path = ctx.data_dir / "sft.jsonl"
+    path = ctx.data_file("sft.jsonl")
     rows = read_jsonl(path, required=("messages",))
     return [encode_sft_row(row, encoder, f"{path}:{i + 1}") for i, row in enumerate(rows)]
 

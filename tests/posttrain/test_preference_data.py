@@ -16,7 +16,7 @@ ROW = {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "mode": "no_
 
 def context(tmp_path, rows):
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return SimpleNamespace(data_dir=tmp_path)
+    return SimpleNamespace(data_file=lambda name: tmp_path / name)
 
 
 def test_pairs_become_chosen_rejected_rows_of_one_group(tmp_path, tiny_tokenizer):
@@ -34,7 +34,7 @@ def test_pairs_become_chosen_rejected_rows_of_one_group(tmp_path, tiny_tokenizer
 def test_bad_pair_files_are_named_with_the_fix(tmp_path, tiny_tokenizer):
     encoder = PromptEncoder(tiny_tokenizer)
     with pytest.raises(FileNotFoundError, match="rejection_sample stage"):
-        load_pairs(SimpleNamespace(data_dir=tmp_path), encoder)
+        load_pairs(SimpleNamespace(data_file=lambda name: tmp_path / name), encoder)
     with pytest.raises(ValueError, match=r"pairs.jsonl:2: row lacks \['rejected'\]"):
         load_pairs(context(tmp_path, [ROW, {k: v for k, v in ROW.items() if k != "rejected"}]), encoder)
     with pytest.raises(ValueError, match="pairs.jsonl:1: chosen and rejected are the same text"):
