@@ -2,8 +2,8 @@
 
 A stage is done when its `done.json` exists (written last, atomically); a finished stage is skipped on the next
 run and its model directory feeds the next stage. A stage that builds data (`<stage>/data/done`) feeds the stages
-after it too, file by file: each reads the newest copy of the file it needs (`StageContext.data_file`). A stage that was stopped resumes from its own latest
-checkpoint (the stage's code does that). Either way the recipe must still say what the stage was run with
+after it too, file by file: each reads the newest copy of the file it needs (`StageContext.data_file`). A stage
+that was stopped resumes from its own latest checkpoint (the stage's code does that). Either way the recipe must still say what the stage was run with
 (`stage_settings`): an edited recipe stops the run rather than mixing results. Stage kinds register in STAGES;
 each gets a `StageContext`.
 """
