@@ -93,7 +93,7 @@ SIZES = {
 
 # ---------------------------------------------------------------------------------------------- shared setup
 def tokenizer():
-    from keye_vl import chat
+    from keye_protocol import chat
     from keye_vl.tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
@@ -103,7 +103,7 @@ def tokenizer():
 
 def prompt_text(row: dict) -> str:
     """The user turn with its mode suffix, as a plain string (what TRL's chat template renders)."""
-    from keye_vl.chat import with_mode
+    from keye_protocol.chat import with_mode
 
     return with_mode([{"role": "user", "content": row["prompt"]}], row["mode"])[0]["content"][0]["text"]
 

@@ -2,7 +2,7 @@
 
 At tiny scale, RL only adds accuracy when the cold start holds errors the verifier can select against
 (DESIGN.md). So the solver teacher here drops the carry on `carry_drop_rate` of the carry problems (drawn
-per row), in every mode, and writes ``\\boxed{}`` answers in the mode formats of `keye_vl.chat`. The
+per row), in every mode, and writes ``\\boxed{}`` answers in the mode formats of `keye_protocol.chat`. The
 evaluation prompts are pairs never used for training. The "compact" style keeps a think response within
 a 48-token budget of a character-level tokenizer.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from cold_start_data.formatting import format_solution
 from cold_start_data.sources.arithmetic import addition_task, has_carry
 from cold_start_data.writer import write_jsonl
-from keye_vl.chat import Mode, parse_mode, with_mode
+from keye_protocol.chat import Mode, parse_mode, with_mode
 
 
 @dataclass

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cold_start_data.sources import SOURCES, TOOL_SOURCES, VIDEO_SOURCES
-from keye_vl.chat import Mode
+from keye_protocol.chat import Mode
 
 PAPER_COUNTS = {"no_think": 330_000, "think": 230_000, "auto_think": 20_000, "agentic": 100_000}
 PAPER_VIDEO_COUNTS = {"think": 24_000, "no_think": 80_000}

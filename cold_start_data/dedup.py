@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from keye_vl.chat import strip_mode_suffix
+from keye_protocol.chat import strip_mode_suffix
 
 
 def normalise_prompt(text: str) -> str:

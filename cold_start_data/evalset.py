@@ -21,7 +21,7 @@ from cold_start_data.sources import make_task
 from cold_start_data.tasks import Task
 from cold_start_data.user_data import BadRow, read_rows, row_messages
 from cold_start_data.writer import MediaWriter
-from keye_vl.chat import strip_mode_suffix, vision_inputs
+from keye_protocol.chat import strip_mode_suffix, vision_inputs
 
 
 def held_out(config: BuildConfig) -> list[tuple[str, str, str, Task]]:

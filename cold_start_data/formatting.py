@@ -1,6 +1,6 @@
 """Mode formatters: a task's solution written as a response in each of Keye's modes.
 
-All tags come from `keye_vl.chat.format_response` / `format_code_step`, so cold-start data, rollout parsing,
+All tags come from `keye_protocol.chat.format_response` / `format_code_step`, so cold-start data, rollout parsing,
 format rewards and evaluation read the same protocol (KEYE.md):
 - no_think:   the final answer alone (``\\boxed{82}`` or a box string);
 - think:      ``<think>steps</think><answer>final</answer>``;
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cold_start_data.tasks import Solution, Task
-from keye_vl.chat import SANDBOX_CLOSE, Mode, format_code_step, format_response, parse_mode, with_mode
+from keye_protocol.chat import SANDBOX_CLOSE, Mode, format_code_step, format_response, parse_mode, with_mode
 
 
 def prompt_messages(task: Task, mode: str | Mode) -> list[dict]:

@@ -28,7 +28,7 @@ from cold_start_data.tasks import Task
 from cold_start_data.teachers import AgenticTeacher, Candidate, TeacherResult
 from cold_start_data.teachers.agentic import replay_problem
 from cold_start_data.verify import verify
-from keye_vl.chat import Mode, parse_response, vision_inputs
+from keye_protocol.chat import Mode, parse_response, vision_inputs
 
 
 class BuildError(RuntimeError):

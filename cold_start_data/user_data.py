@@ -19,7 +19,7 @@ from typing import Any
 
 from cold_start_data.tasks import KINDS, Solution, Task
 from cold_start_data.verify import gold_problem
-from keye_vl.chat import Mode, content_items, parse_mode, parse_response, strip_mode_suffix
+from keye_protocol.chat import Mode, content_items, parse_mode, parse_response, strip_mode_suffix
 
 
 @dataclass

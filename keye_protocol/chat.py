@@ -298,7 +298,7 @@ def open_code_block(text: str) -> str | None:
 
 
 # Jinja form of `render_chat` (without mode handling), for tools that call `tokenizer.apply_chat_template`
-# themselves (TRL, vLLM's chat endpoint). tests/keye_vl/test_chat.py keeps the two in agreement.
+# themselves (TRL, vLLM's chat endpoint). tests/keye_protocol/test_chat.py keeps the two in agreement.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"

@@ -1,6 +1,6 @@
 """KeyeVLProcessor: conversations (text, images, videos) to model inputs, as a transformers `ProcessorMixin`.
 
-Renders the chat with `keye_vl.chat` (or the saved Jinja template through transformers' standard
+Renders the chat with `keye_protocol.chat` (or the saved Jinja template through transformers' standard
 `apply_chat_template`), turns images/videos into patches with `KeyeImageProcessor`, expands each
 `<|image_pad|>` / `<|video_pad|>` placeholder to the t*h*w/4 tokens its item needs, and tokenizes with left
 padding (what batched generation wants). The counts are checked here, so a mismatch between placeholders and
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import BatchFeature, PreTrainedTokenizerBase, ProcessorMixin
 
-from keye_vl import chat
+from keye_protocol import chat
 from keye_vl.image_processing import KeyeImageProcessor, VisionProcessingConfig, tokens_per_item
 from keye_vl.tokenizer import load_tokenizer
 

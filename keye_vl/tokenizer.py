@@ -13,7 +13,7 @@ import random
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from keye_vl.chat import REASONING_TAGS
+from keye_protocol.chat import REASONING_TAGS
 
 # Order fixes the ids of the tiny tokenizer (0-19); names and roles as in Qwen3 + Keye (KEYE.md).
 SPECIAL_TOKENS = [

@@ -1,7 +1,7 @@
 """`posttrain model import`: a Hugging Face causal LM directory (or a GGUF file) into a directory recipes accept.
 
 What it changes, and reports (printed, and kept in `<out>/import.json`):
-- the mode tags (`keye_vl.chat.REASONING_TAGS`: `<think>`, `<answer>`, ...) the tokenizer lacks become ordinary
+- the mode tags (`keye_protocol.chat.REASONING_TAGS`: `<think>`, `<answer>`, ...) the tokenizer lacks become ordinary
   added tokens, not special ones (DESIGN.md: decoders that skip special tokens would strip them and every format
   check would fail); their embedding rows, input and output (when untied), are set to the mean of the existing
   rows, so a new tag starts as an average token rather than as noise that can dominate the logits. The matrix is
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from keye_vl.chat import REASONING_TAGS
+from keye_protocol.chat import REASONING_TAGS
 
 REPORT_FILE = "import.json"
 

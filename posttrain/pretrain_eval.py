@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from cold_start_data.verify import answer_correct
-from keye_vl.chat import Mode
+from keye_protocol.chat import Mode
 from posttrain.evaluation import wilson_interval
 from posttrain.learners.batch import VISION
 from posttrain.sft_data import encode_sft_row, sft_batch

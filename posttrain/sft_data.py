@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from keye_vl.chat import SANDBOX_CLOSE, SANDBOX_OPEN, content_items
+from keye_protocol.chat import SANDBOX_CLOSE, SANDBOX_OPEN, content_items
 from posttrain.learners.batch import TrainBatch
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import GenerationRequest

@@ -17,7 +17,7 @@ import numpy as np
 from cold_start_data.sources.ocr import ITEMS, render_lines
 from cold_start_data.sources.shapes import SIZE, COLOURS, KINDS, Shape, place, reading_order, render, where
 from cold_start_data.sources.video import motion_task
-from keye_vl.grounding import format_boxes, normalize_box
+from keye_protocol.grounding import format_boxes, normalize_box
 
 
 @dataclass

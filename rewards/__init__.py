@@ -2,7 +2,8 @@
 
 Public entry: `load_reward(spec)` turns a registered name, ``module.path:func`` or ``path/to/file.py:func``
 (or ``{spec: weight}``) into a callable `reward(samples) -> list[raw value]`; `@reward("name")` registers a
-function. This package knows keye_vl's chat protocol and grounding format, and nothing about training.
+function. This package knows Keye's chat protocol and grounding format (`keye_protocol`, no torch), and
+nothing about training.
 """
 
 from rewards.registry import RewardSpecError, load_reward, registered, reward, validate_reward

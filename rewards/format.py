@@ -1,6 +1,6 @@
 """Format reward: does a response follow the format of the mode it was asked for?
 
-Per mode (KEYE.md; tags and parsing from `keye_vl.chat`, so format rewards, cold-start data and evaluation
+Per mode (KEYE.md; tags and parsing from `keye_protocol.chat`, so format rewards, cold-start data and evaluation
 agree):
 - think:      exactly ``<think>reasoning</think><answer>answer</answer>``, both non-empty, nothing around them;
 - no_think:   no reasoning: no ``<analysis>``, no non-empty ``<think>`` (an empty ``<think>\\n\\n</think>``
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from keye_vl.chat import (
+from keye_protocol.chat import (
     ANALYSIS_CLOSE,
     ANALYSIS_OPEN,
     ANSWER_CLOSE,

@@ -4,13 +4,13 @@ Several objects are matched one-to-one so that the total score is as large as po
 assignment: scipy's `linear_sum_assignment` when scipy is installed, else the Hungarian algorithm below).
 Missing and extra predictions both count as zero-score matches: the score is the matched sum divided by
 max(#predicted, #gold), so a model cannot gain by spraying boxes. Boxes are read with
-`keye_vl.grounding`, from the answer part of the response (whole text for no_think).
+`keye_protocol.grounding`, from the answer part of the response (whole text for no_think).
 This module knows nothing about images: coordinates are already normalised.
 """
 
 from __future__ import annotations
 
-from keye_vl.grounding import parse_boxes, parse_points
+from keye_protocol.grounding import parse_boxes, parse_points
 from rewards.registry import reward
 from rewards.sample import Sample
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from keye_vl.chat import render_chat
+from keye_protocol.chat import render_chat
 from rewards.registry import reward
 from rewards.sample import Sample
 

@@ -1,6 +1,6 @@
 """Math answer reward: math-verify (sympy underneath) against the ground truth.
 
-Which text is the answer follows the mode protocol of `keye_vl.chat` (KEYE.md's evaluation rule):
+Which text is the answer follows the mode protocol of `keye_protocol.chat` (KEYE.md's evaluation rule):
 1. the last ``\\boxed{}`` inside the last ``<answer>``;
 2. fallback: the whole ``<answer>`` text, from which math-verify extracts the last expression it can read
    (so ``<answer>The answer is 1/2.</answer>`` counts);
@@ -21,7 +21,7 @@ import re
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from keye_vl.chat import ParsedResponse, parse_response
+from keye_protocol.chat import ParsedResponse, parse_response
 from rewards.registry import reward
 from rewards.sample import Sample
 

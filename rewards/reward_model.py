@@ -2,7 +2,7 @@
 
 The conversation is the prompt messages plus the completion as the assistant turn, rendered with the
 tokenizer's chat template when it has one (third-party reward models were trained on theirs), else with
-Keye's markup (`keye_vl.chat.render_chat`). Image items become the vision placeholder text: the reward
+Keye's markup (`keye_protocol.chat.render_chat`). Image items become the vision placeholder text: the reward
 model reads text only. The score is the logit of `label_index` (default: the single label of a regression
 head). This module knows nothing about training the reward model (that is `posttrain`'s RM algorithm).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keye_vl.chat import render_chat
+from keye_protocol.chat import render_chat
 from rewards.registry import reward
 from rewards.sample import Sample
 

@@ -1,7 +1,7 @@
 """`Sample`: everything a reward function may look at for one completion.
 
 A sample is plain data: the prompt messages, the completion (text and token ids), its parsed mode parts
-(through `keye_vl.chat.parse_response`, the one place the chat protocol lives), the mode, the ground truth,
+(through `keye_protocol.chat.parse_response`, the one place the chat protocol lives), the mode, the ground truth,
 the images, every dataset column, and where it sits in its group. It knows nothing about how it was
 generated, who scores it, or where it is sent (it is pickled to reward workers as it is).
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from keye_vl.chat import Mode, ParsedResponse, content_items, mode_of_prompt, parse_mode, parse_response
+from keye_protocol.chat import Mode, ParsedResponse, content_items, mode_of_prompt, parse_mode, parse_response
 
 # Row keys that `Sample.from_row` maps to fields; every key (these included) is also kept in `columns`.
 GROUND_TRUTH_KEYS = ("ground_truth", "solution", "answer", "reward_model")
@@ -20,7 +20,7 @@ GROUND_TRUTH_KEYS = ("ground_truth", "solution", "answer", "reward_model")
 
 @dataclass
 class Sample:
-    prompt: list[dict]  # chat messages, as `keye_vl.chat.render_chat` takes them
+    prompt: list[dict]  # chat messages, as `keye_protocol.chat.render_chat` takes them
     completion: str
     completion_ids: list[int] = field(default_factory=list)
     mode: Mode | None = None  # None: read from the last user turn's suffix (no suffix = auto_think)
@@ -35,7 +35,7 @@ class Sample:
             self.prompt = [{"role": "user", "content": self.prompt}]
         self.mode = parse_mode(self.mode) if self.mode is not None else mode_of_prompt(self.prompt_text)
 
-    # ---------------------------------------------------------------- parsed mode parts (keye_vl.chat)
+    # ---------------------------------------------------------------- parsed mode parts (keye_protocol.chat)
     @cached_property
     def parsed(self) -> ParsedResponse:
         return parse_response(self.completion)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from keye_vl import chat
+from keye_protocol import chat
 from rollout.encoding import EncodedPrompt
 from rollout.types import Completion, GenerationRequest, SamplingParams
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from keye_vl import chat
+from keye_protocol import chat
 from keye_vl.image_processing import process_images
 from keye_vl.processing import KeyeVLProcessor
 from rollout.types import GenerationRequest

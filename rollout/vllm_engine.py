@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from keye_vl import chat
+from keye_protocol import chat
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import Completion, GenerationRequest, SamplingParams
 

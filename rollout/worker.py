@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from keye_vl.chat import Mode, parse_mode
+from keye_protocol.chat import Mode, parse_mode
 from rollout.agentic import AgenticLoop, ToolRunner
 from rollout.devices import hide_unreserved_gpus, visible_devices
 from rollout.engines import build_engine

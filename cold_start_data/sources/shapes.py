@@ -1,7 +1,7 @@
 """Images of coloured shapes drawn with PIL: counting ("how many red circles?") and grounding (boxes).
 
 Shapes never overlap, so the solver's knowledge of what it drew is the ground truth: exact counts, exact
-boxes in Keye's 0-1000 coordinates (`keye_vl.grounding`). The solver's reasoning names each object it finds
+boxes in Keye's 0-1000 coordinates (`keye_protocol.grounding`). The solver's reasoning names each object it finds
 with its position, in reading order. Image sides are multiples of 28 (the processor's patch x merge).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from cold_start_data.tasks import Solution, Task
-from keye_vl.grounding import format_boxes, normalize_box
+from keye_protocol.grounding import format_boxes, normalize_box
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 220), "yellow": (235, 200, 20),
            "black": (20, 20, 20)}

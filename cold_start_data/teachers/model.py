@@ -22,7 +22,7 @@ from cold_start_data.judge import Judgement
 from cold_start_data.tasks import Task
 from cold_start_data.teachers.base import Candidate, TeacherResult
 from cold_start_data.verify import verify
-from keye_vl.chat import Mode, format_response, parse_mode, parse_response
+from keye_protocol.chat import Mode, format_response, parse_mode, parse_response
 
 
 def reasoning_steps(response: str) -> list[str]:

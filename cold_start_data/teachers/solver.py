@@ -15,7 +15,7 @@ from cold_start_data.formatting import format_solution
 from cold_start_data.judge import Judgement
 from cold_start_data.tasks import Task
 from cold_start_data.teachers.base import Candidate, TeacherResult
-from keye_vl.chat import Mode
+from keye_protocol.chat import Mode
 
 
 class SolverTeacher:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from keye_vl import KeyeForConditionalGeneration, KeyeVLProcessor
-    from keye_vl.chat import Mode
+    from keye_protocol.chat import Mode
     from keye_vl.weights import init_model_dir
 
     console = Console()

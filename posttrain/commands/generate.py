@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from keye_vl.chat import MODE_SUFFIX, Mode
+from keye_protocol.chat import MODE_SUFFIX, Mode
 
 
 def register(subparsers) -> None:
@@ -34,7 +34,7 @@ def read_prompts(path: Path, default_mode: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from keye_vl.chat import parse_response
+    from keye_protocol.chat import parse_response
     from rollout.types import SamplingParams
     from rollout.worker import RolloutWorker
 

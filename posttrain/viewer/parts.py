@@ -1,7 +1,7 @@
 """Split a completion into labelled, ordered segments for highlighting: analysis, think, answer, the checked
 ``\\boxed{}``, code blocks, sandbox output, the tags themselves and special tokens.
 
-`parse_response` (keye_vl.chat) stays the authority on what the parts *are*; this module only finds where they
+`parse_response` (keye_protocol.chat) stays the authority on what the parts *are*; this module only finds where they
 sit in the text so a view can colour them. Concatenating the segments' text gives back the completion exactly.
 Knows nothing about how segments are drawn (terminal styles, HTML classes).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from keye_vl.chat import (ANALYSIS_CLOSE, ANALYSIS_OPEN, ANSWER_CLOSE, ANSWER_OPEN, SANDBOX_CLOSE, SANDBOX_OPEN,
+from keye_protocol.chat import (ANALYSIS_CLOSE, ANALYSIS_OPEN, ANSWER_CLOSE, ANSWER_OPEN, SANDBOX_CLOSE, SANDBOX_OPEN,
                           THINK_CLOSE, THINK_OPEN, parse_response)
 
 KINDS = ("text", "tag", "special", "analysis", "think", "answer", "boxed", "code", "sandbox")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from keye_vl.chat import parse_response
+from keye_protocol.chat import parse_response
 
 AUTO_MODE = "auto_think"
 

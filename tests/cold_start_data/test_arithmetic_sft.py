@@ -1,7 +1,7 @@
 from cold_start_data.arithmetic_sft import arithmetic_sft_rows
 from cold_start_data.sources.arithmetic import has_carry
 from cold_start_data.verify import verify
-from keye_vl.chat import mode_of_prompt
+from keye_protocol.chat import mode_of_prompt
 from rewards.format import format_problems
 
 

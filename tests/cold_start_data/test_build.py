@@ -15,7 +15,7 @@ from cold_start_data.phash import phash, visual_hashes
 from cold_start_data.teachers.agentic import replay_problem, sandbox_runner
 from cold_start_data.verify import verify
 from cold_start_data.writer import load_mixture
-from keye_vl.chat import parse_response
+from keye_protocol.chat import parse_response
 from rewards.format import format_problems
 
 

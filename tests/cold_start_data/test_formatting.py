@@ -9,7 +9,7 @@ from cold_start_data.formatting import (
     response_text,
 )
 from cold_start_data.sources.arithmetic import addition_task
-from keye_vl.chat import parse_response, render_chat
+from keye_protocol.chat import parse_response, render_chat
 from rewards.format import analysis_decision, format_problems
 
 TASK = addition_task(37, 45, style="compact")

@@ -10,7 +10,7 @@ from cold_start_data.pipeline import BuildError
 from cold_start_data.sources.arithmetic import addition_task
 from cold_start_data.sources.shapes import counting_task
 from cold_start_data.teachers import ModelTeacher
-from keye_vl.chat import Mode
+from keye_protocol.chat import Mode
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from cold_start_data.sources.arithmetic import (
 from cold_start_data.sources.shapes import COLOURS, SIZE
 from cold_start_data.sources.small_detail import colour_task, dots_task
 from cold_start_data.sources.video import SIZE as VIDEO_SIZE
-from keye_vl.grounding import denormalize_box, parse_boxes
+from keye_protocol.grounding import denormalize_box, parse_boxes
 
 
 def test_addition_column_steps_by_hand():

@@ -6,7 +6,7 @@ from cold_start_data.sources.small_detail import colour_task, dots_task
 from cold_start_data.teachers import AgenticTeacher, ModelTeacher, SolverTeacher
 from cold_start_data.teachers.agentic import ToolOutput, replay_problem
 from cold_start_data.teachers.model import most_agreed
-from keye_vl.chat import Mode, parse_response
+from keye_protocol.chat import Mode, parse_response
 from rollout.types import Completion
 
 

@@ -1,8 +1,8 @@
 import pytest
 
-from keye_vl import chat
-from keye_vl.chat import Mode, format_code_step, format_response, parse_response
-from keye_vl.grounding import format_boxes, format_points, normalize_box, parse_boxes, parse_points
+from keye_protocol import chat
+from keye_protocol.chat import Mode, format_code_step, format_response, parse_response
+from keye_protocol.grounding import format_boxes, format_points, normalize_box, parse_boxes, parse_points
 
 
 @pytest.mark.parametrize("mode, kwargs, reasoned", [

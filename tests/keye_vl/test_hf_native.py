@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM,
                           AutoModelForImageTextToText, AutoProcessor)
 
+from keye_protocol import chat
 import keye_vl  # noqa: F401  (importing the package is all a user needs)
-from keye_vl import chat
 from keye_vl.image_processing import KeyeImageProcessor
 from keye_vl.processing import KeyeVLProcessor
 
@@ -49,6 +49,22 @@ def test_auto_classes_resolve_every_part(tiny_model_dir, caplog):
         assert isinstance(AutoProcessor.from_pretrained(tiny_model_dir), KeyeVLProcessor)
         assert isinstance(AutoImageProcessor.from_pretrained(tiny_model_dir), KeyeImageProcessor)
     assert "You are using a model of type" not in caplog.text
+
+
+def test_importing_the_package_alone_registers_keye(tiny_model_dir):
+    """In a fresh interpreter (this one has imported every module): `import keye_vl`, then the Auto classes."""
+    import subprocess
+    import sys
+
+    script = ("import keye_vl\n"
+              "from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor\n"
+              f"d = {str(tiny_model_dir)!r}\n"
+              "print(*(type(auto.from_pretrained(d)).__name__ for auto in (AutoConfig, AutoProcessor, "
+              "AutoModelForImageTextToText, AutoModelForCausalLM)))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["KeyeVLConfig", "KeyeVLProcessor", "KeyeForConditionalGeneration",
+                                   "KeyeForConditionalGeneration"], done.stderr[-2000:]
+    assert "You are using a model of type" not in done.stderr
 
 
 def test_chat_template_text_equals_the_toolkits_rendering(auto_loaded):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from keye_vl.chat import REASONING_TAGS
+from keye_protocol.chat import REASONING_TAGS
 from posttrain.cli import main
 from posttrain.model_import import import_model
 from rollout.encoding import PromptEncoder

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from keye_vl.grounding import parse_boxes
+from keye_protocol.grounding import parse_boxes
 from pretrain_data.build import build_pretrain_data, read_task_rows
 from pretrain_data.shards import example_row, image_paths, read_shard, write_shard
 from pretrain_data.tasks import TASKS, draw_examples

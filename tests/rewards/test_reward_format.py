@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keye_vl.chat import format_code_step, format_response
+from keye_protocol.chat import format_code_step, format_response
 from rewards.format import analysis_decision, format_problems, format_reward
 from rewards.overlong import overlong_penalty, soft_overlong_penalty
 from rewards.repetition import repetition_penalty, repetition_rate

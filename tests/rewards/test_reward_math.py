@@ -6,7 +6,7 @@ import pytest
 
 from rewards.math_answer import answer_text, answers_match, math_reward
 from rewards.sample import Sample
-from keye_vl.chat import parse_response
+from keye_protocol.chat import parse_response
 
 
 def think(answer: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -55,3 +57,13 @@ def test_builtin_math_through_the_worker():
     results = worker.score([good, bad], deadline_s=30).results
     assert (results[0].total, results[0].components) == (1.5, {"math": 1.0, "format": 1.0})
     assert (results[1].total, results[1].components) == (0.5, {"math": 0.0, "format": 1.0})
+
+
+def test_the_builtin_rewards_import_without_torch():
+    """Reward processes start within their deadline and memory limit because nothing they import loads torch:
+    the chat protocol and grounding format come from `keye_protocol`, not the model package `keye_vl`."""
+    script = ("import sys, keye_protocol.chat, keye_protocol.grounding, rewards, rewards.math_answer, "
+              "rewards.grounding, rewards.format, rewards.counting, rewards.worker\n"
+              "print(sorted(m for m in ('torch', 'transformers', 'keye_vl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]

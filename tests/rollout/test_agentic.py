@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from keye_vl.chat import parse_response
+from keye_protocol.chat import parse_response
 from rollout.agentic import AgenticLoop, ToolResult
 from rollout.encoding import PromptEncoder
 from rollout.types import Completion, GenerationRequest, SamplingParams

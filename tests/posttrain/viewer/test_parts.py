@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from keye_vl.chat import format_code_step, format_response
+from keye_protocol.chat import format_code_step, format_response
 from posttrain.viewer import terminal
 from posttrain.viewer.parts import segments
 from posttrain.viewer.records import view_record
