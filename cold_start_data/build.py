@@ -37,7 +37,7 @@ def make_teachers(config: BuildConfig, run_tool: Callable | None = None, engine:
         teacher = ModelTeacher(engine, **kwargs) if engine is not None else ModelTeacher.from_pretrained(
             t.model_dir, **kwargs)
     else:
-        teacher = SolverTeacher(t.flaw_rate, config.seed)
+        teacher = SolverTeacher(t.flaw_rate, config.seed, t.repeat_rate)
     if config.judge.kind == "pass_rate":
         if not isinstance(teacher, ModelTeacher):
             raise ValueError("judge.kind 'pass_rate' needs a model teacher (teacher.kind: model)")

@@ -39,6 +39,7 @@ class _Strict(BaseModel):
 class TeacherConfig(_Strict):
     kind: Literal["solver", "model"] = "solver"
     flaw_rate: float = Field(0.0, ge=0.0, le=1.0)  # solver: share of flawable tasks written with the flaw
+    repeat_rate: float = Field(0.0, ge=0.0, le=1.0)  # solver: share of responses whose last step loops
     model_dir: Path | None = None  # model teacher: a model directory the rollout engine loads
     samples: int = Field(4, ge=1)  # model teacher: paths sampled per task
     temperature: float = Field(0.6, ge=0.0)

@@ -26,13 +26,34 @@ from keye_protocol.chat import strip_mode_suffix, vision_inputs
 
 def held_out(config: BuildConfig) -> list[tuple[str, str, str, Task]]:
     """(bucket, mode, source, task) for every slot kind of the full plan; no duplicate prompts."""
-    index, out = PromptIndex(config.phash_distance), []
-    kinds = dict.fromkeys((s.bucket, s.mode, s.source) for s in plan(config.model_copy(update={"size": 10_000})))
-    for bucket, mode, source in kinds:
-        rng = random.Random(f"{config.seed}:eval:{bucket}:{mode}:{source}")
+    return draw_prompts(config, "eval", config.eval_size, PromptIndex(config.phash_distance))
+
+
+def rl_prompts(config: BuildConfig, per_kind: int, modes: list[str],
+               held: list[tuple[str, str, str, Task]]) -> list[tuple[str, str, str, Task]]:
+    """Prompts for RL after the cold start: `per_kind` per (bucket, mode, source) of the plan's image and text
+    buckets in `modes` (no video, no agentic: their answers are too long for RL at this scale), drawn from
+    streams of their own and kept apart from the held-out prompts `held`, as the training data is."""
+    wanted = {(b, m, s) for b, m, s in _slot_kinds(config) if b == m and m in modes}
+    return draw_prompts(config, "rl", per_kind, eval_index(config, held), wanted)
+
+
+def _slot_kinds(config: BuildConfig) -> list[tuple[str, str, str]]:
+    return list(dict.fromkeys((s.bucket, s.mode, s.source) for s in plan(config.model_copy(update={"size": 10_000}))))
+
+
+def draw_prompts(config: BuildConfig, stream: str, per_kind: int, index: PromptIndex,
+                 kinds: set[tuple[str, str, str]] | None = None) -> list[tuple[str, str, str, Task]]:
+    """`per_kind` tasks per slot kind (or the `kinds` given) from the `stream` random streams, none matching a
+    prompt already in `index` (which the drawn prompts join)."""
+    out = []
+    for bucket, mode, source in _slot_kinds(config):
+        if kinds is not None and (bucket, mode, source) not in kinds:
+            continue
+        rng = random.Random(f"{config.seed}:{stream}:{bucket}:{mode}:{source}")
         kept = 0
-        for _ in range(config.eval_size * 20):
-            if kept == config.eval_size:
+        for _ in range(per_kind * 20):
+            if kept == per_kind:
                 break
             task = make_task(source, rng)
             hashes = task_hashes(task)
@@ -73,14 +94,15 @@ def eval_index(config: BuildConfig, tasks: list[tuple[str, str, str, Task]]) -> 
     return index
 
 
-def eval_rows(tasks: list[tuple[str, str, str, Task]], media: MediaWriter) -> list[dict]:
-    """Prompt rows (`prompt`, `answer`, `mode`, ...) as `posttrain generate` and the RL evaluation read them."""
+def eval_rows(tasks: list[tuple[str, str, str, Task]], media: MediaWriter, prefix: str = "eval") -> list[dict]:
+    """Prompt rows (`prompt`, `answer`, `mode`, the solver's step count `steps`, ...) as `posttrain generate` and
+    the RL evaluation read them."""
     rows = []
     for k, (bucket, mode, source, task) in enumerate(tasks):
-        owner = f"eval-{k:06d}"
+        owner = f"{prefix}-{k:06d}"
         images = [media.save(image, owner, str(i)) for i, image in enumerate(task.images)]
         frames = [media.save(frame, owner, f"f{i}") for i, frame in enumerate(task.video or [])]
         rows.append({"id": owner, "bucket": bucket, "mode": mode, "source": source, "prompt": task.prompt,
-                     "answer": task.answer, "kind": task.kind, "images": images, "video": frames,
-                     "fps": task.fps if frames else None})
+                     "answer": task.answer, "kind": task.kind, "steps": task.num_steps, "images": images,
+                     "video": frames, "fps": task.fps if frames else None})
     return rows

@@ -156,6 +156,8 @@ class ColdStartBuildStage(Section):
     name: str | None = None
     size: int = Field(1000, ge=1)
     config: dict[str, Any] = {}  # further cold_start_data.config.BuildConfig fields (checked when the stage runs)
+    rl_prompts: int = Field(0, ge=0)  # fresh prompts per (mode, source) for RL / rejection sampling (0: none)
+    rl_modes: list[Literal["think", "no_think", "auto_think"]] = ["think", "no_think", "auto_think"]
 
 
 class RejectionSampleStage(Section):
@@ -170,6 +172,7 @@ class RejectionSampleStage(Section):
     offset: int = Field(0, ge=0)  # first prompt row (rounds of iterative alignment can take fresh prompts)
     accept: float = 1.0  # a sample whose reward is >= accept becomes an SFT row
     sampling: SamplingParams | None = None  # None: rollout.sampling
+    reward: list[RewardComponent] | None = None  # None: reward.components (e.g. add repetition for alignment)
 
 
 class PreferenceStage(Section):

@@ -1,8 +1,11 @@
 """The `cold_start_build` stage: build the five-mode mixture and hand it to the next stages as data.
 
 Runs `cold_start_data.build` into `<stage>/mixture/` (dataset, media, report), then writes `<stage>/data/`:
-`sft.jsonl` (the mixture's chats, media paths absolute) and `eval.jsonl` (its held-out prompts, one per
-mode and source). Later stages read that data directory instead of the recipe's `data` section.
+`sft.jsonl` (the mixture's chats, media paths absolute), `eval.jsonl` (its held-out prompts, `eval_size` per
+mode and source) and, with `rl_prompts`, `prompts.jsonl` (that many fresh prompts per mode and source of the
+image and text buckets, kept apart from the held-out ones, for the RL and rejection-sampling stages). Rows keep
+their task's `kind`, so the `answer` reward checks each one as its task is checked. Later stages read these
+files instead of the recipe's `data` section.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ def _item(item: dict) -> dict:
     return {"type": "text", "text": item["text"]}
 
 
-def eval_rows(mixture: Path) -> list[dict]:
+def prompt_rows(mixture: Path, name: str = "eval.jsonl", min_steps: int = 3) -> list[dict]:
+    """Rows of a prompt file of the mixture (`cold_start_data.evalset.eval_rows`) as the stages read them; a
+    task is `hard` when its solver needs `min_steps` steps (the complexity judge's rule), else `easy`."""
     rows = []
-    for line in (mixture / "eval.jsonl").read_text().splitlines():
+    for line in (mixture / name).read_text().splitlines():
         row = json.loads(line)
         content = [{"type": "image", "image": str(mixture.resolve() / p)} for p in row.get("images", [])]
         if row.get("video"):
@@ -43,8 +48,19 @@ def eval_rows(mixture: Path) -> list[dict]:
                             "fps": row.get("fps") or 2.0})
         content.append({"type": "text", "text": row["prompt"]})
         rows.append({"id": row["id"], "messages": [{"role": "user", "content": content}], "mode": row["mode"],
-                     "answer": row["answer"], "source": row["source"], "prompt": row["prompt"]})
+                     "answer": row["answer"], "source": row["source"], "prompt": row["prompt"],
+                     "kind": row["kind"], "steps": row.get("steps"),
+                     "difficulty": None if row.get("steps") is None else
+                     "hard" if row["steps"] >= min_steps else "easy"})
     return rows
+
+
+def write_rl_prompts(config, mixture: Path, per_kind: int, modes: list[str]) -> None:
+    from cold_start_data.evalset import eval_rows, held_out, rl_prompts
+    from cold_start_data.writer import MediaWriter, write_jsonl as write_mixture_jsonl
+
+    tasks = rl_prompts(config, per_kind, modes, held_out(config))
+    write_mixture_jsonl(eval_rows(tasks, MediaWriter(mixture), prefix="rl"), mixture / "rl_prompts.jsonl")
 
 
 @stage_kind("cold_start_build")
@@ -62,10 +78,24 @@ def run_cold_start_build(ctx: StageContext) -> dict:
     data.mkdir(exist_ok=True)
     rows = sft_rows(mixture)
     write_jsonl(data / "sft.jsonl", rows)
-    write_jsonl(data / "eval.jsonl", eval_rows(mixture))
+    write_jsonl(data / "eval.jsonl", prompt_rows(mixture, min_steps=config.judge.min_steps))
+    if ctx.stage.rl_prompts:
+        write_rl_prompts(config, mixture, ctx.stage.rl_prompts, ctx.stage.rl_modes)
+        write_jsonl(data / "prompts.jsonl", prompt_rows(mixture, "rl_prompts.jsonl", config.judge.min_steps))
     (data / "done").write_text("")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["mode"]] = counts.get(row["mode"], 0) + 1
-    return {"samples": len(rows), "by_mode": counts,
-            "headline": ", ".join(f"{m} {n}" for m, n in sorted(counts.items())) + f" ({mixture}/report)"}
+    repetitive = sum(_repetitive(row) for row in rows) / max(1, len(rows))
+    return {"samples": len(rows), "by_mode": counts, "repetitive": repetitive,
+            "headline": ", ".join(f"{m} {n}" for m, n in sorted(counts.items()))
+            + f"; {100 * repetitive:.1f}% of responses repetitive ({mixture}/report)"}
+
+
+def _repetitive(row: dict) -> bool:
+    """The evaluation's rule (`posttrain.evaluation.REPETITIVE`) applied to the row's response."""
+    from posttrain.evaluation import REPETITIVE
+    from rewards.repetition import repetition_rate
+
+    text = " ".join(item.get("text") or "" for item in row["messages"][-1]["content"])
+    return repetition_rate(text.split(), 4) > REPETITIVE

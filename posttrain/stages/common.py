@@ -37,13 +37,15 @@ def start_learners(ctx: StageContext, config: LearnerConfig):
                         actor_options=_actor_options(ctx, "learner"))
 
 
-def training_reward_pool(recipe):
-    """The recipe's reward (weighted components) on its reward workers, as RL and rejection sampling score."""
+def training_reward_pool(recipe, components=None):
+    """The recipe's reward (weighted components, or a stage's own `components`) on its reward workers, as RL
+    and rejection sampling score."""
     from rewards.pool import PoolConfig, RewardPool
 
     w = recipe.reward
-    spec = {c.spec: c.weight for c in w.components}
-    options = w.components[0].options if len(w.components) == 1 else {}
+    components = components or w.components
+    spec = {c.spec: c.weight for c in components}
+    options = components[0].options if len(components) == 1 else {}
     return RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
                                                 on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
 

@@ -2,7 +2,8 @@
 
 Every prompt of `<data>/prompts.jsonl` (or `prompts` of them from row `offset` on) is answered
 `samples_per_prompt` times with `rollout.sampling` (or the stage's own `sampling`) and every answer is scored by
-the recipe's reward. The stage then writes `<stage>/data/` for the stages after it:
+the recipe's reward (or the stage's own `reward` components: Keye's alignment adds rule scores such as
+repetition). The stage then writes `<stage>/data/` for the stages after it:
 - `pairs.jsonl`: per prompt, the best-scored answer as chosen and the worst as rejected (prompts whose answers
   all score the same teach no preference and give no pair), for a `preference` stage. Answers whose reward
   failed (error, timeout, skipped) or that carry sandbox images (their pixels are not in a text row) take no
@@ -31,7 +32,7 @@ def run_rejection_sample(ctx: StageContext) -> dict:
     if not rows:
         raise ValueError(f"stage {ctx.label}: no prompts in {ctx.data_file('prompts.jsonl')} from row {stage.offset}")
     sampling = (stage.sampling or ctx.recipe.rollout.sampling).model_copy(update={"n": n})
-    rollout, rewards = rollout_group(ctx), training_reward_pool(ctx.recipe)
+    rollout, rewards = rollout_group(ctx), training_reward_pool(ctx.recipe, stage.reward)
     # a stopped stage starts again from scratch
     traces = StepLog(ctx.dir / "traces.jsonl", resume_after=-1) if ctx.recipe.trace.enabled else None
     section = ctx.recipe.rollout

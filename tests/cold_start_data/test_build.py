@@ -85,6 +85,23 @@ def test_no_evaluation_prompt_is_in_the_training_mixture(built):
     assert not text_only & {text for text, hashes in train if not hashes}
 
 
+def test_rl_prompts_cover_each_image_and_text_kind_and_stay_apart_from_the_held_out_ones(built, small, tmp_path):
+    from cold_start_data.config import BuildConfig
+    from cold_start_data.evalset import eval_rows, held_out, rl_prompts
+    from cold_start_data.writer import MediaWriter
+
+    out, _ = built
+    config = BuildConfig(**small)
+    tasks = rl_prompts(config, 3, ["think", "no_think"], held_out(config))
+    kinds = {(mode, source) for _, mode, source, _ in tasks}
+    assert {mode for mode, _ in kinds} == {"think", "no_think"}  # no auto_think, agentic or video
+    assert len(tasks) == 3 * len(kinds) and ("think", "grounding") in kinds
+    rows = eval_rows(tasks, MediaWriter(tmp_path), prefix="rl")
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert not _prompt_keys(rows, tmp_path) & _prompt_keys(evals, out)
+    assert all(row["id"].startswith("rl-") and row["steps"] >= 1 for row in rows)
+
+
 def test_an_external_eval_set_removes_its_prompts(built, small, tmp_path):
     out, _ = built
     rows = [r for r in load_mixture(out) if not r["images"] and not r["messages"][0]["content"][0]["video"]]

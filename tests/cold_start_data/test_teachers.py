@@ -36,6 +36,17 @@ def test_solver_flaw_rate_hits_only_flawable_tasks():
     assert SolverTeacher(0.0).write([(carry[1], Mode.THINK, None)])[0].candidate.flawed is False
 
 
+def test_solver_repeat_rate_loops_the_last_step_of_that_share_and_keeps_the_answer():
+    tasks = [addition_task(37, 45) for _ in range(400)]
+    clean = SolverTeacher(seed=0).write([(t, Mode.THINK, None) for t in tasks[:1]])[0].candidate.response
+    results = SolverTeacher(seed=0, repeat_rate=0.3).write([(t, Mode.THINK, None) for t in tasks])
+    looped = [r.candidate.response for r in results if r.candidate.response != clean]
+    assert 0.24 < len(looped) / len(tasks) < 0.36
+    steps = parse_response(looped[0]).think.splitlines()
+    assert steps[-4:] == [steps[-1]] * 4 and steps[:-3] == parse_response(clean).think.splitlines()
+    assert parse_response(looped[0]).boxed == parse_response(clean).boxed == "82"
+
+
 def test_model_teacher_keeps_only_verified_paths():
     task = addition_task(37, 45)
     script = [["<think>7+5=12</think><answer>\\boxed{72}</answer>",  # wrong
