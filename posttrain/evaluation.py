@@ -65,3 +65,54 @@ def accuracy_by_mode(rows: list[tuple[str, bool, bool]]) -> dict[str, ModeAccura
         c[1] += 1
         c[2] += int(reasoned)
     return {mode: ModeAccuracy(mode, c[0], c[1], c[2]) for mode, c in sorted(counts.items())}
+
+
+# ------------------------------------------------------------------------------------------------ the suite
+REPETITIVE = 0.2  # a 4-gram repetition rate above this marks an answer as repetitive (clean teacher answers: < 0.1)
+
+
+@dataclass
+class Answer:
+    """One held-out answer as the suite counts it."""
+
+    mode: str
+    task: str  # the row's `source` (arithmetic, counting, grounding, ...), "" when the data has none
+    score: float  # the evaluation reward (IoU for boxes): correct when >= 0.5
+    reasoned: bool
+    format_ok: bool
+    repetition: float  # 4-gram repetition rate of the answer's words
+    difficulty: str | None = None  # "easy" / "hard" where the row says (auto_think rows of the cold start)
+
+    @property
+    def correct(self) -> bool:
+        return self.score >= 0.5
+
+
+def _rate(hits: int, n: int) -> dict:
+    return {"rate": hits / n if n else 0.0, "interval": list(wilson_interval(hits, n)), "n": n}
+
+
+def suite_summary(answers: list[Answer]) -> dict:
+    """Per task accuracy and mean score, the format-error and repetition rates, and for auto_think prompts of
+    known difficulty how often the model chose to think and how accurate each choice was."""
+    by_task: dict[str, list[Answer]] = defaultdict(list)
+    for a in answers:
+        by_task[a.task or "all"].append(a)
+    tasks = {task: {**_rate(sum(a.correct for a in group), len(group)),
+                    "score": sum(a.score for a in group) / len(group)} for task, group in sorted(by_task.items())}
+    auto = defaultdict(list)
+    for a in answers:
+        if a.mode == "auto_think" and a.difficulty:
+            auto[a.difficulty].append(a)
+    choices = {}
+    for difficulty, group in sorted(auto.items()):
+        thought = [a for a in group if a.reasoned]
+        direct = [a for a in group if not a.reasoned]
+        choices[difficulty] = {"think": _rate(len(thought), len(group)),
+                               "accuracy_think": _rate(sum(a.correct for a in thought), len(thought)),
+                               "accuracy_direct": _rate(sum(a.correct for a in direct), len(direct))}
+    n = len(answers)
+    return {"tasks": tasks, "auto_think": choices,
+            "format_errors": _rate(sum(not a.format_ok for a in answers), n),
+            "repetitive": _rate(sum(a.repetition > REPETITIVE for a in answers), n),
+            "repetition_mean": sum(a.repetition for a in answers) / n if n else 0.0}

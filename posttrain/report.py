@@ -58,9 +58,9 @@ class Stage:
     def final_eval(self) -> tuple[dict, dict]:
         """(held-out summary at the end of the stage, at its start) per mode; empty when not evaluated."""
         done = self.done or {}
-        after = done.get("eval_after") or done.get("eval") or (_modes(self.evals[-1]) if self.evals else {})
-        before = done.get("eval_before") or (_modes(self.evals[0]) if len(self.evals) > 1 else {})
-        return after, before
+        after = done.get("eval_after") or done.get("eval") or (self.evals[-1] if self.evals else {})
+        before = done.get("eval_before") or (self.evals[0] if len(self.evals) > 1 else {})
+        return _modes(after), _modes(before)  # pre-training stages' per-task losses have no accuracy
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -258,6 +258,96 @@ def render_plot(name: str, stages: list[Stage], path: Path) -> bool:
     return has_data
 
 
+# ------------------------------------------------------------------------------------------------ the suite by stage
+@dataclass
+class SuitePoint:
+    """One run of the held-out suite: after an eval stage, or before/after an RL stage."""
+
+    label: str
+    modes: dict
+    suite: dict
+
+
+def suite_points(stages: list[Stage]) -> list[SuitePoint]:
+    points = []
+    for stage in stages:
+        records = [e for e in stage.evals if e.get("suite")]
+        for record in records:
+            label = stage.name if len(records) == 1 else f"{stage.name}: {record.get('label', record.get('step'))}"
+            points.append(SuitePoint(label, _modes(record), record["suite"]))
+    return points
+
+
+def suite_rows(points: list[SuitePoint]) -> list[tuple[str, list[dict | None]]]:
+    """(metric, one {rate|accuracy, interval, n, score?} or None per point), in the table's order."""
+    def union(get) -> list[str]:
+        return sorted({k for p in points for k in get(p)})
+
+    rows = [(f"accuracy · {m}", [p.modes.get(m) for p in points]) for m in union(lambda p: p.modes)]
+    rows += [(f"task · {t}", [p.suite["tasks"].get(t) for p in points]) for t in union(lambda p: p.suite["tasks"])]
+    rows += [("format errors", [p.suite["format_errors"] for p in points]),
+             ("repetitive answers", [p.suite["repetitive"] for p in points])]
+    for difficulty in union(lambda p: p.suite.get("auto_think", {})):
+        for key, name in (("think", "chose to think"), ("accuracy_think", "accuracy when thinking"),
+                          ("accuracy_direct", "accuracy when answering directly")):
+            rows.append((f"auto_think {difficulty} · {name}",
+                         [p.suite.get("auto_think", {}).get(difficulty, {}).get(key) for p in points]))
+    return rows
+
+
+def _value(cell: dict) -> float:
+    return cell["accuracy"] if "accuracy" in cell else cell["rate"]
+
+
+def suite_table(points: list[SuitePoint]) -> str:
+    if not points:
+        return '<p class="dim" id="suite-table">no stage ran the held-out suite (an eval stage or an RL stage)</p>'
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["held-out", *[p.label for p in points]])
+    body = []
+    for name, cells in suite_rows(points):
+        tds = "".join(f"<td>{_suite_cell(c)}</td>" for c in cells)
+        body.append(f"<tr><td>{html.escape(name)}</td>{tds}</tr>")
+    return f'<table id="suite-table"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _suite_cell(cell: dict | None) -> str:
+    if not cell or not cell.get("n"):
+        return "—"
+    low, high = cell.get("interval", [math.nan, math.nan])
+    text = f"<b>{100 * _value(cell):.1f}%</b> <small>[{100 * low:.0f}, {100 * high:.0f}] n={cell['n']}"
+    if "score" in cell and abs(cell["score"] - _value(cell)) > 1e-9:  # a graded task (IoU): its mean score too
+        text += f" · mean score {cell['score']:.3f}"
+    return text + "</small>"
+
+
+def render_suite_plot(points: list[SuitePoint], path: Path) -> bool:
+    """Accuracy per mode, per task, and the format / repetition / think rates, by stage (nothing drawn when
+    no stage ran the suite)."""
+    if not points:
+        return False
+    figure = Figure(figsize=(12, 3.8), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 3, sharey=True)
+    x = list(range(len(points)))
+    groups = {"accuracy per mode": "accuracy ·", "per task (mean score)": "task ·", "rates": ""}
+    rows = suite_rows(points)
+    for ax, (title, prefix) in zip(axes, groups.items()):
+        for name, cells in rows:
+            is_rate = not name.startswith(("accuracy ·", "task ·"))
+            if (prefix and not name.startswith(prefix)) or (not prefix and (not is_rate or "accuracy" in name)):
+                continue
+            values = [(cell.get("score", _value(cell)) if cell and cell.get("n") else math.nan) for cell in cells]
+            ax.plot(x, values, marker="o", markersize=4, label=name.split("· ", 1)[-1] if prefix else name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(x, [p.label for p in points], rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    figure.suptitle("Held-out suite by stage", fontsize=11)
+    figure.savefig(path)
+    return True
+
+
 # ------------------------------------------------------------------------------------------------ the report
 class Markup(str):
     """Cell text that is already HTML."""
@@ -312,6 +402,9 @@ figure {{ margin: 0; }} figure img {{ width: 100%; border: 1px solid #eee; }}
 <p class="dim">{subtitle}</p>
 <h2>Held-out metrics at the end of each stage</h2>
 {table}
+<h2>The held-out suite by stage (95% intervals)</h2>
+{suite_table}
+{suite_figure}
 <h2>Training curves</h2>
 <div class="plots">{figures}</div>
 </body></html>
@@ -333,9 +426,16 @@ def build_report(run: str | Path, out_dir: Path | None = None) -> Path:
         data = base64.b64encode(png.read_bytes()).decode()
         figures.append(f'<figure id="plot-{name}" data-has-data="{str(has_data).lower()}">'
                        f'<img alt="{html.escape(PLOTS[name][0])}" src="data:image/png;base64,{data}"></figure>')
+    points = suite_points(stages)
+    suite_figure = ""
+    if render_suite_plot(points, out_dir / "suite.png"):
+        data = base64.b64encode((out_dir / "suite.png").read_bytes()).decode()
+        suite_figure = (f'<figure id="plot-suite"><img alt="Held-out suite by stage" '
+                        f'src="data:image/png;base64,{data}"></figure>')
     subtitle = f"{run_dir.resolve()} · stages: {', '.join(s.name for s in stages)}"
     page = PAGE.format(title=html.escape(f"run report · {run_dir.name}"), subtitle=html.escape(subtitle),
-                       table=stage_table(stages), figures="\n".join(figures))
+                       table=stage_table(stages), suite_table=suite_table(points), suite_figure=suite_figure,
+                       figures="\n".join(figures))
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -1,7 +1,9 @@
 """Held-out evaluation: greedy answers to the eval prompts in each mode, scored by `reward.eval_reward`.
 
 Used inside RL stages (before, every `eval_every` steps, after) and as a stage of its own (`kind: eval`).
-Reports accuracy per mode with 95% Wilson intervals and the think-rate in auto mode. Every answer goes to
+Reports accuracy per mode with 95% Wilson intervals and the think-rate in auto mode, and the suite
+(`posttrain.evaluation.suite_summary`): accuracy and mean score per task, format-error and repetition rates, and
+how often auto_think chooses to think on easy and hard prompts. Every answer goes to
 `eval_traces.jsonl` in the trace format, so `posttrain traces show <run> --stage <stage>:eval` shows what the
 model said, not only how often it was right.
 """
@@ -10,17 +12,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keye_vl.chat import parse_response
-from posttrain.evaluation import ModeAccuracy, accuracy_by_mode
+from keye_protocol.chat import parse_response
+from posttrain.evaluation import Answer, ModeAccuracy, accuracy_by_mode, suite_summary
 from posttrain.prompts import load_prompts, request_of, sample_of
 from posttrain.runner import StageContext, stage_kind
 from posttrain.traces import StepLog, sample_record
+from rewards.format import format_problems
+from rewards.repetition import repetition_rate
 
 
 @dataclass
 class EvalResult:
     label: str
     by_mode: dict[str, ModeAccuracy]
+    suite: dict | None = None
 
     @property
     def summary(self) -> dict:
@@ -33,6 +38,9 @@ class EvalResult:
         out = {}
         for a in self.by_mode.values():
             out.update(a.metrics())
+        if self.suite:
+            out.update({"eval/format_errors": self.suite["format_errors"]["rate"],
+                        "eval/repetitive": self.suite["repetitive"]["rate"]})
         return out
 
     def describe(self) -> str:
@@ -78,10 +86,10 @@ class Evaluator:
         rows += [{**r, "mode": m} for m in self.modes for r in self.rows if not r.get("mode")]
         completions = self.rollout.generate([request_of(r) for r in rows], sampling)
         results = self.pool.score([sample_of(r, c, i, 1) for i, (r, c) in enumerate(zip(rows, completions))]).results
-        outcomes = [(r["mode"], (res.total or 0.0) >= 0.5, parse_response(c.text).reasoned)
-                    for r, c, res in zip(rows, completions, results)]
-        result = EvalResult(label, accuracy_by_mode(outcomes))
-        self.log.write_step(step, [{"label": label, **result.summary}])
+        answers = [_answer(r, c, res) for r, c, res in zip(rows, completions, results)]
+        result = EvalResult(label, accuracy_by_mode([(a.mode, a.correct, a.reasoned) for a in answers]),
+                            suite_summary(answers))
+        self.log.write_step(step, [{"label": label, **result.summary, "suite": result.suite}])
         if self.traces:
             stage = f"{self.ctx.label}:eval"
             self.traces.write_step(step, [sample_record(self.ctx.recipe.name, stage, i, row, completion, res,
@@ -97,6 +105,12 @@ class Evaluator:
         self.pool.close()
 
 
+def _answer(row: dict, completion, result) -> Answer:
+    return Answer(row["mode"], row.get("source") or "", float(result.total or 0.0),
+                  parse_response(completion.text).reasoned, not format_problems(completion.text, row["mode"]),
+                  repetition_rate(completion.text.split(), 4), row.get("difficulty"))
+
+
 @stage_kind("eval")
 def run_eval(ctx: StageContext) -> dict:
     from posttrain.stages.common import rollout_group
@@ -108,4 +122,4 @@ def run_eval(ctx: StageContext) -> dict:
     finally:
         evaluator.close()
         rollout.shutdown()
-    return {"eval": result.summary, "headline": result.describe()}
+    return {"eval": result.summary, "suite": result.suite, "headline": result.describe()}

@@ -98,3 +98,33 @@ def test_run_without_rl_still_gets_every_section(tmp_path):
         (run / stage).rmdir()
     plots = figures(build_report(run).read_text())
     assert set(plots) == set(PLOTS) and {has for has, _ in plots.values()} == {"false"}
+
+
+def test_suite_by_stage_is_one_table_and_one_plot(tmp_path):
+    """The suite's numbers come from `suite_summary` on real answers; the table puts each metric by stage."""
+    from posttrain.evaluation import Answer, suite_summary
+    from posttrain.report import build_report
+
+    def answers(correct_think: int) -> list[Answer]:
+        out = [Answer("think", "counting", float(i < correct_think), True, True, 0.0) for i in range(4)]
+        out += [Answer("no_think", "grounding", 0.6, False, i > 0, 0.5 * (i == 0)) for i in range(2)]
+        out += [Answer("auto_think", "arithmetic", 1.0, i < 2, True, 0.0, "hard") for i in range(3)]
+        out.append(Answer("auto_think", "arithmetic", 0.0, False, True, 0.0, "easy"))
+        return out
+
+    run = tmp_path / "suite-run"
+    for stage, correct in (("00-pretrained", 0), ("01-round-1", 3)):
+        write_jsonl(run / stage / "eval.jsonl", [{"step": 0, "label": stage, "think": acc(correct / 4),
+                                                 "suite": suite_summary(answers(correct))}])
+        (run / stage / "done.json").write_text(json.dumps({"eval": {"think": acc(correct / 4)}}))
+    page = build_report(run).read_text()
+    table = re.search(r'<table id="suite-table">(.*?)</table>', page, re.DOTALL).group(1)
+    rows = {re.search(r"<td>(.*?)</td>", r).group(1): re.findall(r"<td>(.*?)</td>", r)[1:]
+            for r in re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL)[1:]}
+    assert rows["task · counting"][0].startswith("<b>0.0%</b>") and rows["task · counting"][1].startswith("<b>75.0%")
+    assert "mean score 0.600" in rows["task · grounding"][0]  # IoU 0.6 passes (>= 0.5) and is shown as a score
+    assert rows["format errors"][0].startswith("<b>10.0%</b>")  # 1 of 10
+    assert rows["repetitive answers"][0].startswith("<b>10.0%</b>")  # rate 0.5 > 0.2
+    assert rows["auto_think hard · chose to think"][1].startswith("<b>66.7%</b>")
+    assert rows["auto_think easy · accuracy when thinking"][0] == "—"  # no easy answer reasoned
+    assert '<figure id="plot-suite">' in page and (run / "report" / "suite.png").read_bytes().startswith(b"\x89PNG")
