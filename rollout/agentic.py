@@ -112,15 +112,20 @@ class AgenticLoop:
         except Exception as error:  # the sandbox itself failed: end this sample, keep the batch going
             sample.finish_reason, sample.error = "error", f"sandbox failed: {type(error).__name__}: {error}"
             return
-        text = result.text[: self.max_output_chars]
-        head = self.encoder.text_ids(f"\n{chat.SANDBOX_OPEN}{text}")
-        sample.prompt, inserted = self.encoder.append(sample.prompt, head, result.images)
+        text, images = result.text[: self.max_output_chars], list(result.images)
+        try:
+            sample.prompt, inserted = self.encoder.append(
+                sample.prompt, self.encoder.text_ids(f"\n{chat.SANDBOX_OPEN}{text}"), images)
+        except ValueError as error:  # an image the processor refuses (a 132x12 crop): the model reads why
+            text, images = f"{text}\n[images not shown: {error}]"[: self.max_output_chars + 200], []
+            sample.prompt, inserted = self.encoder.append(sample.prompt,
+                                                          self.encoder.text_ids(f"\n{chat.SANDBOX_OPEN}{text}"))
         sample.prompt, tail = self.encoder.append(sample.prompt, self.encoder.text_ids(f"{chat.SANDBOX_CLOSE}\n"))
         inserted += tail
         sample.add(inserted, [0.0] * len(inserted), trained=False)
-        sample.images += list(result.images)
+        sample.images += images
         sample.tool_calls.append({"code": code, "output": text, "exit_code": result.exit_code,
-                                  "images": len(result.images), "seconds": time.perf_counter() - start})
+                                  "images": len(images), "seconds": time.perf_counter() - start})
 
     def _finish(self, requests, n, samples, failed) -> list[Completion]:
         weight_version = self.engine.weight_version

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from cold_start_data.sources.arithmetic import arithmetic_task
+from cold_start_data.sources.arithmetic import addition_only_task, arithmetic_task
 from cold_start_data.sources.ocr import price_list_task
 from cold_start_data.sources.shapes import counting_task, grounding_task
 from cold_start_data.sources.small_detail import small_detail_task
@@ -20,6 +20,7 @@ from cold_start_data.tasks import Task
 
 SOURCES: dict[str, Callable[[random.Random], Task]] = {
     "arithmetic": arithmetic_task,
+    "addition": addition_only_task,  # one- and two-digit sums only (tiny models)
     "word_problem": word_problem_task,
     "counting": counting_task,
     "grounding": grounding_task,

@@ -69,6 +69,18 @@ def test_a_failing_sandbox_ends_only_that_sample(tiny_tokenizer):
     assert completion.finish_reason == "error" and "no processes left" in completion.error
 
 
+def test_an_image_the_processor_refuses_is_explained_to_the_model_not_raised(tiny_tokenizer, tiny_model_dir):
+    engine = ScriptedEngine(tiny_tokenizer, [CODE_TURN, ANSWER_TURN])
+    engine.encoder = PromptEncoder.from_model_dir(tiny_model_dir)  # with the image processor
+    sliver = Image.new("RGB", (132, 12))  # a crop the tiny model wrote: shorter side under one 28-px block
+    loop = AgenticLoop(engine, lambda code, images: ToolResult("cropped", images=[sliver]))
+    [completion] = loop.generate([request()], SamplingParams(max_tokens=400))
+    assert completion.finish_reason == "stop" and completion.images == []
+    [output] = parse_response(completion.text).sandbox_outputs
+    assert output.startswith("cropped\n[images not shown: image 0 is 132x12 px")
+    assert completion.tool_calls[0]["images"] == 0
+
+
 def test_token_budget_covers_all_turns(tiny_tokenizer):
     engine = ScriptedEngine(tiny_tokenizer, [CODE_TURN, ANSWER_TURN])
     budget = len(engine.encoder.text_ids(CODE_TURN)) + 12
