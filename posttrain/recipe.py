@@ -121,6 +121,7 @@ class SftStage(Section):
     name: str | None = None
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(32, ge=1)
+    group_by_length: bool = False  # batch rows of like length together (less padding on mixed-length data)
     learner: dict[str, Any] = {}  # overrides of the top-level learner section for this stage
     checkpoint_every: int = Field(50, ge=1)
 

@@ -25,21 +25,43 @@ def load_examples(ctx: StageContext, encoder: PromptEncoder):
     return [encode_sft_row(row, encoder, f"{path}:{i + 1}") for i, row in enumerate(rows)]
 
 
-def step_order(n: int, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
-    """Row indices of every step: a fresh permutation per epoch, so resuming at step s replays exactly."""
+def step_order(n: int, batch_size: int, steps: int, seed: int, lengths: list[int] | None = None,
+               megabatch: int = 16) -> list[np.ndarray]:
+    """Row indices of every step: a fresh permutation per epoch, so resuming at step s replays exactly.
+
+    With `lengths` (`group_by_length`, as Hugging Face's LengthGroupedSampler), each run of `megabatch` batches
+    of the permutation is sorted by length before it is cut into batches, and the batches are shuffled: rows of
+    like length share a batch, so a 400-token agentic answer no longer pads 31 short rows to its length.
+    """
     per_epoch = max(1, n // batch_size)
     batches = []
     for epoch in range(math.ceil(steps / per_epoch)):
-        order = np.random.default_rng(seed + epoch).permutation(n)
-        batches += [order[i * batch_size:(i + 1) * batch_size] for i in range(per_epoch)]
+        rng = np.random.default_rng(seed + epoch)
+        order = rng.permutation(n)
+        if lengths is None:
+            batches += [order[i * batch_size:(i + 1) * batch_size] for i in range(per_epoch)]
+            continue
+        order, size, grouped = order[:per_epoch * batch_size], megabatch * batch_size, []
+        for chunk in (order[i:i + size] for i in range(0, len(order), size)):
+            chunk = chunk[np.argsort([-lengths[k] for k in chunk], kind="stable")]
+            grouped += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [grouped[k] for k in rng.permutation(len(grouped))]
     return batches[:steps]
 
 
 @stage_kind("sft")
 def run_sft(ctx: StageContext) -> dict:
     encoder = PromptEncoder.from_model_dir(ctx.model_in)
-    examples = load_examples(ctx, encoder)
-    summary = train_in_batches(ctx, len(examples), lambda rows: sft_batch([examples[i] for i in rows], encoder.pad_id))
+    examples, stage = load_examples(ctx, encoder), ctx.stage
+    order = None
+    if stage.group_by_length:
+        steps = max(1, round(stage.epochs * max(1, len(examples) // stage.batch_size)))
+        order = step_order(len(examples), stage.batch_size, steps, ctx.recipe.seed, [len(e) for e in examples])
+
+    def batch_of(rows):
+        return sft_batch([examples[i] for i in rows], encoder.pad_id)
+
+    summary = train_in_batches(ctx, len(examples), batch_of, order)
     return {**summary, "examples": len(examples)}
 
 
