@@ -99,3 +99,15 @@ def llama_dir(tmp_path_factory):
 def make_llama_dir():
     """`build_llama_dir` itself, for tests that need variants (untied, spare rows)."""
     return build_llama_dir
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A two-CPU Ray cluster on loopback for one test module's actors."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

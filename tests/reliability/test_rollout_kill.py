@@ -19,15 +19,6 @@ REQUESTS = [GenerationRequest(f"q{i}", [{"role": "user", "content": f"What is {i
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def group(cluster, tiny_model_dir):
     from keye_vl.modeling import KeyeForConditionalGeneration
 

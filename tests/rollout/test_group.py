@@ -16,15 +16,6 @@ GREEDY = SamplingParams(temperature=0, max_tokens=8)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def group(cluster, tiny_model_dir):
     group = RolloutGroup(str(tiny_model_dir), num_workers=2, cpus_per_worker=0.5)
     yield group
