@@ -71,6 +71,17 @@ def accuracy_by_mode(rows: list[tuple[str, bool, bool]]) -> dict[str, ModeAccura
 REPETITIVE = 0.2  # a 4-gram repetition rate above this marks an answer as repetitive (clean teacher answers: < 0.1)
 
 
+def word_repetition(text: str) -> float:
+    """The suite's repetition measure: the 4-gram repetition rate of the words (tokenizer-independent).
+
+    >>> round(word_repetition("so 2 + 2 = 4. so 2 + 2 = 4."), 3)  # 3 of its 9 four-grams repeat
+    0.333
+    """
+    from rewards.repetition import repetition_rate
+
+    return repetition_rate(text.split(), 4)
+
+
 @dataclass
 class Answer:
     """One held-out answer as the suite counts it."""

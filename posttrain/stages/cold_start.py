@@ -94,8 +94,6 @@ def run_cold_start_build(ctx: StageContext) -> dict:
 
 def _repetitive(row: dict) -> bool:
     """The evaluation's rule (`posttrain.evaluation.REPETITIVE`) applied to the row's response."""
-    from posttrain.evaluation import REPETITIVE
-    from rewards.repetition import repetition_rate
+    from posttrain.evaluation import REPETITIVE, word_repetition
 
-    text = " ".join(item.get("text") or "" for item in row["messages"][-1]["content"])
-    return repetition_rate(text.split(), 4) > REPETITIVE
+    return word_repetition(" ".join(item.get("text") or "" for item in row["messages"][-1]["content"])) > REPETITIVE

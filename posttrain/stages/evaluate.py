@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keye_protocol.chat import parse_response
-from posttrain.evaluation import Answer, ModeAccuracy, accuracy_by_mode, suite_summary
+from posttrain.evaluation import Answer, ModeAccuracy, accuracy_by_mode, suite_summary, word_repetition
 from posttrain.prompts import load_prompts, request_of, sample_of
 from posttrain.runner import StageContext, stage_kind
 from posttrain.traces import StepLog, sample_record
 from rewards.format import format_problems
-from rewards.repetition import repetition_rate
 
 
 @dataclass
@@ -108,7 +107,7 @@ class Evaluator:
 def _answer(row: dict, completion, result) -> Answer:
     return Answer(row["mode"], row.get("source") or "", float(result.total or 0.0),
                   parse_response(completion.text).reasoned, not format_problems(completion.text, row["mode"]),
-                  repetition_rate(completion.text.split(), 4), row.get("difficulty"))
+                  word_repetition(completion.text), row.get("difficulty"))
 
 
 @stage_kind("eval")
