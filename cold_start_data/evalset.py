@@ -26,7 +26,7 @@ from keye_protocol.chat import strip_mode_suffix, vision_inputs
 
 def held_out(config: BuildConfig) -> list[tuple[str, str, str, Task]]:
     """(bucket, mode, source, task) for every slot kind of the full plan; no duplicate prompts."""
-    return draw_prompts(config, "eval", config.eval_size, PromptIndex(config.phash_distance))
+    return draw_prompts(config, "eval", config.eval_size, PromptIndex(config.phash_distance), _slot_kinds(config))
 
 
 def rl_prompts(config: BuildConfig, per_kind: int, modes: list[str],
@@ -34,7 +34,7 @@ def rl_prompts(config: BuildConfig, per_kind: int, modes: list[str],
     """Prompts for RL after the cold start: `per_kind` per (bucket, mode, source) of the plan's image and text
     buckets in `modes` (no video, no agentic: their answers are too long for RL at this scale), drawn from
     streams of their own and kept apart from the held-out prompts `held`, as the training data is."""
-    wanted = {(b, m, s) for b, m, s in _slot_kinds(config) if b == m and m in modes}
+    wanted = [(b, m, s) for b, m, s in _slot_kinds(config) if b == m and m in modes]
     return draw_prompts(config, "rl", per_kind, eval_index(config, held), wanted)
 
 
@@ -43,13 +43,11 @@ def _slot_kinds(config: BuildConfig) -> list[tuple[str, str, str]]:
 
 
 def draw_prompts(config: BuildConfig, stream: str, per_kind: int, index: PromptIndex,
-                 kinds: set[tuple[str, str, str]] | None = None) -> list[tuple[str, str, str, Task]]:
-    """`per_kind` tasks per slot kind (or the `kinds` given) from the `stream` random streams, none matching a
+                 kinds: list[tuple[str, str, str]]) -> list[tuple[str, str, str, Task]]:
+    """`per_kind` tasks per (bucket, mode, source) of `kinds` from the `stream` random streams, none matching a
     prompt already in `index` (which the drawn prompts join)."""
     out = []
-    for bucket, mode, source in _slot_kinds(config):
-        if kinds is not None and (bucket, mode, source) not in kinds:
-            continue
+    for bucket, mode, source in kinds:
         rng = random.Random(f"{config.seed}:{stream}:{bucket}:{mode}:{source}")
         kept = 0
         for _ in range(per_kind * 20):

@@ -320,6 +320,16 @@ def _suite_cell(cell: dict | None) -> str:
     return text + "</small>"
 
 
+def _suite_panel(name: str) -> int | None:
+    """Which panel of the suite plot a table row goes to: modes, tasks, rates (None: the auto_think accuracies
+    per choice, too few answers to plot)."""
+    if name.startswith("accuracy ·"):
+        return 0
+    if name.startswith("task ·"):
+        return 1
+    return None if "accuracy" in name else 2
+
+
 def render_suite_plot(points: list[SuitePoint], path: Path) -> bool:
     """Accuracy per mode, per task, and the format / repetition / think rates, by stage (nothing drawn when
     no stage ran the suite)."""
@@ -329,15 +339,13 @@ def render_suite_plot(points: list[SuitePoint], path: Path) -> bool:
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 3, sharey=True)
     x = list(range(len(points)))
-    groups = {"accuracy per mode": "accuracy ·", "per task (mean score)": "task ·", "rates": ""}
-    rows = suite_rows(points)
-    for ax, (title, prefix) in zip(axes, groups.items()):
-        for name, cells in rows:
-            is_rate = not name.startswith(("accuracy ·", "task ·"))
-            if (prefix and not name.startswith(prefix)) or (not prefix and (not is_rate or "accuracy" in name)):
-                continue
-            values = [(cell.get("score", _value(cell)) if cell and cell.get("n") else math.nan) for cell in cells]
-            ax.plot(x, values, marker="o", markersize=4, label=name.split("· ", 1)[-1] if prefix else name)
+    for name, cells in suite_rows(points):
+        panel = _suite_panel(name)
+        if panel is None:
+            continue
+        values = [(cell.get("score", _value(cell)) if cell and cell.get("n") else math.nan) for cell in cells]
+        axes[panel].plot(x, values, marker="o", markersize=4, label=name.split("· ", 1)[-1] if panel < 2 else name)
+    for ax, title in zip(axes, ("accuracy per mode", "per task (mean score)", "rates")):
         ax.set_title(title, fontsize=10)
         ax.set_xticks(x, [p.label for p in points], rotation=30, ha="right", fontsize=7)
         ax.set_ylim(-0.02, 1.02)
