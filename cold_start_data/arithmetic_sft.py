@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cold_start_data.formatting import format_solution
 from cold_start_data.sources.arithmetic import addition_task, has_carry
+from cold_start_data.sources.word_problems import addition_story
 from cold_start_data.writer import write_jsonl
 from keye_protocol.chat import Mode, parse_mode, with_mode
 
@@ -31,15 +32,18 @@ def all_pairs(lo: int = 10, hi: int = 99) -> list[tuple[int, int]]:
 
 def arithmetic_sft_rows(n: int, seed: int = 0, carry_drop_rate: float = 0.6,
                         modes: tuple[str, ...] = ("think", "no_think"), n_eval: int = 500,
-                        style: str = "compact") -> ArithmeticSplit:
+                        style: str = "compact", prompt_style: str = "bare",
+                        operands: tuple[int, int] = (10, 99)) -> ArithmeticSplit:
     """`n` training rows (modes in turn, so each mode gets n/len(modes) within one) and `n_eval` held-out pairs
-    per mode. Training pairs cycle through a seeded shuffle of the 8100 - n_eval pairs not held out."""
+    per mode. Training pairs cycle through a seeded shuffle of the pairs not held out (both operands within
+    `operands`: 8100 pairs by default).
+    `prompt_style` "word" asks each sum as a one-sentence story (`addition_story`) instead of "What is a + b?"."""
     modes = tuple(parse_mode(m) for m in modes)
     if Mode.AGENTIC in modes:
         raise ValueError("arithmetic rows have no image to work on: use think, no_think or auto_think")
     if not 0.0 <= carry_drop_rate <= 1.0:
         raise ValueError(f"carry_drop_rate must be in [0, 1], got {carry_drop_rate}")
-    pairs = all_pairs()
+    pairs = all_pairs(*operands)
     rng = random.Random(f"{seed}:arithmetic-sft")
     rng.shuffle(pairs)
     if not 0 <= n_eval < len(pairs):
@@ -50,14 +54,21 @@ def arithmetic_sft_rows(n: int, seed: int = 0, carry_drop_rate: float = 0.6,
         if i and i % len(pool) == 0:
             rng.shuffle(pool)  # a new epoch over the training pairs
         a, b = pool[i % len(pool)]
-        train.append(_train_row(a, b, modes[i % len(modes)], rng, carry_drop_rate, style))
-    evaluation = [{"prompt": f"What is {a} + {b}?", "answer": str(a + b), "mode": mode.value,
+        train.append(_train_row(a, b, modes[i % len(modes)], rng, carry_drop_rate, style, prompt_style))
+    evaluation = [{"prompt": _prompt(a, b, prompt_style), "answer": str(a + b), "mode": mode.value,
                    "carry": has_carry(a, b)} for mode in modes for a, b in held]
     return ArithmeticSplit(train, evaluation)
 
 
-def _train_row(a: int, b: int, mode: Mode, rng: random.Random, rate: float, style: str) -> dict:
+def _prompt(a: int, b: int, prompt_style: str) -> str:
+    if prompt_style not in ("bare", "word"):
+        raise ValueError(f"prompt_style must be 'bare' or 'word', got {prompt_style!r}")
+    return addition_story(a, b) if prompt_style == "word" else f"What is {a} + {b}?"
+
+
+def _train_row(a: int, b: int, mode: Mode, rng: random.Random, rate: float, style: str, prompt_style: str) -> dict:
     task = addition_task(a, b, style=style)
+    task.prompt = _prompt(a, b, prompt_style)
     flawed = task.flawed_solution is not None and rng.random() < rate
     solution = task.flawed_solution if flawed else task.solution
     carry = task.flawed_solution is not None

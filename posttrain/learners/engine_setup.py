@@ -9,6 +9,7 @@ reserved for the actor), and reductions of CPU-side values moved to that device 
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import socket
@@ -133,15 +134,20 @@ def load_model(config: LearnerConfig, path: str | None = None, ds_config: dict |
 
 
 def freeze_groups(model: nn.Module, groups: list[str]) -> None:
-    """requires_grad=False on every parameter under the named top-level modules (`visual`, `mlp_AR`, ...)."""
-    children = dict(model.named_children())
-    unknown = [g for g in groups if g not in children]
-    if unknown:
-        raise ValueError(f"learner.freeze names {unknown}, which this model does not have; its module groups "
-                         f"are {sorted(children)}")
+    """requires_grad=False on every parameter under the named modules: top-level groups (`visual`, `mlp_AR`,
+    `model`, ...), dotted paths (`model.embed_tokens`) or fnmatch patterns over module paths (`model.layers.1?`
+    freezes layers 10-19). A pretrained LM trained on a small CPU budget keeps its lower layers frozen."""
+    paths = dict(model.named_modules())
     for group in groups:
-        for param in children[group].parameters():
-            param.requires_grad_(False)
+        matched = [path for path in paths if path and fnmatch.fnmatchcase(path, group)]
+        if not matched:
+            top = sorted(dict(model.named_children()))
+            raise ValueError(f"learner.freeze names {group!r}, which matches no module of this model; its "
+                             f"top-level groups are {top} (dotted paths and patterns such as "
+                             f"'model.layers.1?' reach deeper)")
+        for path in matched:
+            for param in paths[path].parameters():
+                param.requires_grad_(False)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

