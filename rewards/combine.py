@@ -4,7 +4,8 @@
 ``{"total": sum(w_i * r_i), "math": r_math, "format": r_format, ...}``; a component that itself returns a
 dict is logged as ``name/key`` too. A component that is not applicable (None) adds nothing to the total; a
 sample for which every component is None is not applicable. A component that raises fails the batch with
-its name in the message (the worker then isolates the sample). This module knows nothing about workers.
+its name in the message (the worker then isolates the sample). A component with options is given as
+``{"reward_model": {"weight": 0.5, "options": {"model": "runs/x/rm"}}}``. This module knows nothing about workers.
 """
 
 from __future__ import annotations
@@ -60,13 +61,27 @@ def combine(weights: Mapping, **options) -> LoadedReward:
         raise RewardSpecError("a weighted combination needs at least one {spec: weight} entry")
     parts, names = [], set()
     for spec, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise RewardSpecError(f"weight of reward {spec!r} must be a number, got {weight!r}")
-        loaded = load_reward(spec)
+        weight, part_options = weight_and_options(spec, weight)
+        loaded = load_reward(spec, **part_options)
         name = loaded.name
         while name in names:  # two components with one name (e.g. two files' `f`): keep both visible
             name += "_"
         names.add(name)
-        parts.append((name, loaded, float(weight)))
+        parts.append((name, loaded, weight))
     label = " + ".join(f"{w:g}*{n}" for n, _, w in parts)
     return LoadedReward(spec=label, name="combined", form="native_batched", fn=WeightedSum(parts))
+
+
+def weight_and_options(spec, value) -> tuple[float, dict]:
+    """A component's value: its weight, or `{"weight": w, "options": {...}}` for a parametrised component (a
+    recipe's `reward.components` entry with options, such as a trained reward model's path)."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"weight", "options"}
+        if unknown:
+            raise RewardSpecError(f"reward {spec!r}: unknown keys {sorted(unknown)}; give weight and options")
+        weight, options = value.get("weight", 1.0), dict(value.get("options") or {})
+    else:
+        weight, options = value, {}
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise RewardSpecError(f"weight of reward {spec!r} must be a number, got {weight!r}")
+    return float(weight), options

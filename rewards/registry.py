@@ -216,10 +216,10 @@ def validate_reward(spec, **options) -> str:
     """Check a spec the way a recipe validator does: it resolves, its options fit, its signature fits a form.
     Factories (reward models, judges) are not built, so no model is loaded. Returns the form."""
     if isinstance(spec, Mapping):
-        for part, weight in spec.items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                raise RewardSpecError(f"weight of reward {part!r} must be a number, got {weight!r}")
-            validate_reward(part)
+        from rewards.combine import weight_and_options
+
+        for part, value in spec.items():
+            validate_reward(part, **weight_and_options(part, value)[1])
         return "native_batched"
     fn = resolve(spec) if isinstance(spec, str) else spec
     if callable(fn) and is_factory(fn):

@@ -44,10 +44,23 @@ def training_reward_pool(recipe, components=None):
 
     w = recipe.reward
     components = components or w.components
-    spec = {c.spec: c.weight for c in components}
-    options = components[0].options if len(components) == 1 else {}
-    return RewardPool(spec, options, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
+    specs = [c.spec for c in components]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"reward components name {sorted({s for s in specs if specs.count(s) > 1})} twice; "
+                         f"give each reward once (one weight, one set of options)")
+    # each component keeps its own options (a reward model's path, a judge's prompt)
+    spec = {c.spec: {"weight": c.weight, "options": _resolved(recipe, c.options)} if c.options else c.weight
+            for c in components}
+    return RewardPool(spec, {}, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
                                                 on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
+
+
+def _resolved(recipe, options: dict) -> dict:
+    """Options with every `stage:<name>` replaced by the model that stage trained."""
+    from posttrain.recipe import STAGE_PREFIX
+
+    return {k: str(recipe.stage_output(v)) if isinstance(v, str) and v.startswith(STAGE_PREFIX) else v
+            for k, v in options.items()}
 
 
 def rollout_group(ctx: StageContext):
@@ -89,10 +102,12 @@ def save_checkpoint(ctx: StageContext, group, step: int, keep: int = 2, extra: d
     return path
 
 
-def publish_model(ctx: StageContext, checkpoint: Path) -> None:
-    """The stage's output model: the checkpoint's Hugging Face directory, copied to `<stage>/model`."""
-    temp = ctx.model_out.with_name("model.tmp")
+def publish_model(ctx: StageContext, checkpoint: Path, out: Path | None = None) -> None:
+    """The stage's output model: the checkpoint's Hugging Face directory, copied to `<stage>/model` (the next
+    stage's policy) or to `out` (a model beside the policy, such as a reward model)."""
+    out = out or ctx.model_out
+    temp = out.with_name(out.name + ".tmp")
     shutil.rmtree(temp, ignore_errors=True)
     shutil.copytree(checkpoint / "model", temp)
-    shutil.rmtree(ctx.model_out, ignore_errors=True)
-    temp.rename(ctx.model_out)
+    shutil.rmtree(out, ignore_errors=True)
+    temp.rename(out)

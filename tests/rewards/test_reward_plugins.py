@@ -109,6 +109,23 @@ def test_weighted_combination_logs_every_component():
     assert load_reward({"math": 1.0}).form == "native_batched"
 
 
+def test_a_component_keeps_its_own_options_in_a_combination():
+    sample = Sample(prompt="x", completion="y", completion_ids=list(range(12)))
+    # 12 tokens against a limit of 10 with a 4-token ramp: the penalty is -(12 - 6) / 4 = -1.0 (clipped)
+    reward = combine({"format": 0.0, "overlong": {"weight": 2.0, "options": {"max_length": 10, "cache_length": 4}}})
+    [row] = reward([sample])
+    assert row["overlong"] == -1.0 and row["total"] == -2.0
+    [default] = combine({"overlong": 1.0})([sample])  # the defaults (4096 tokens): no penalty
+    assert default["overlong"] == 0.0
+    with pytest.raises(RewardSpecError, match="unknown keys \\['wieght'\\]"):
+        combine({"overlong": {"wieght": 1.0}})
+    # a recipe's validation checks each component's own options, without building factories
+    assert validate_reward({"math": 1.0, "reward_model": {"weight": 0.5, "options": {"model": "dir"}}}) == \
+        "native_batched"
+    with pytest.raises(RewardSpecError, match="does not take the options \\['max_len'\\]"):
+        validate_reward({"overlong": {"weight": 1.0, "options": {"max_len": 3}}})
+
+
 def test_combination_names_the_failing_component():
     reward = combine({"math": 1.0, "format": 1.0})
     with pytest.raises(RuntimeError, match="component 'math'"):
