@@ -26,9 +26,19 @@ class Section(BaseModel):
 
 class ModelSection(Section):
     path: str | None = None  # an existing Hugging Face model directory; None = create one from `preset`
+    # or a model to bring in with `posttrain model import` once per run (into runs/<name>/init-model): a Hugging
+    # Face directory, a .gguf file, or `pip:<package>/<file>` for a file shipped inside an installed package
+    import_from: str | None = None
     preset: Literal["keye-tiny", "keye-vl-8b"] = "keye-tiny"
     tokenizer: str | None = None  # tokenizer files for presets that need them (keye-vl-8b)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.path and self.import_from:
+            raise ValueError("give either model.path (a model directory used as it is) or model.import_from (a "
+                             "model imported into the run), not both")
+        return self
 
 
 class ArithmeticData(Section):
@@ -41,17 +51,23 @@ class ArithmeticData(Section):
     eval_prompts: int = Field(500, ge=1)
     carry_drop_rate: float = Field(0.6, ge=0.0, le=1.0)
     modes: list[Literal["think", "no_think", "auto_think"]] = ["think", "no_think"]
+    # "bare": "What is 37 + 45?"; "word": the same sum told as a one-sentence story (a pretrained LM's task)
+    prompt_style: Literal["bare", "word"] = "bare"
+    operands: tuple[int, int] = (10, 99)  # the smallest and largest addend (1, 20: easy sums)
     seed: int = 0
 
 
 class FileData(Section):
-    """Your own JSONL files: `sft` rows have `messages`; `prompts`/`eval` rows have `prompt` or `messages`,
-    `answer`, optional `mode` and any columns your rewards read."""
+    """Your own files: `sft` rows have `messages`; `prompts`/`eval` rows have `prompt` or `messages`, `answer`,
+    optional `mode`, `images` and any columns your rewards read. Each is a JSONL, a Parquet file or a directory
+    saved by `datasets` (`posttrain.data_files`); `columns` maps the toolkit's names to yours."""
 
     kind: Literal["files"] = "files"
     sft: str | None = None
     prompts: str | None = None
     eval: str | None = None
+    columns: dict[Literal["prompt", "messages", "answer", "mode", "images", "id"], str] = {}
+    split: str = "train"  # the split of a saved DatasetDict
 
 
 DataSection = Annotated[Union[ArithmeticData, FileData], Field(discriminator="kind")]
@@ -73,6 +89,9 @@ class RolloutSection(Section):
     sampling: SamplingParams = SamplingParams()
     eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
     max_tool_turns: int = Field(3, ge=0)
+
+
+STAGE_PREFIX = "stage:"  # reward options can name a model this recipe trains: `model: stage:rm`
 
 
 class RewardComponent(Section):
@@ -188,6 +207,31 @@ class PreferenceStage(Section):
     checkpoint_every: int = Field(50, ge=1)
 
 
+class RewardModelStage(Section):
+    """Bradley-Terry reward model on preference pairs (`posttrain/stages/reward_model.py`), written to
+    `<stage>/reward_model` beside the policy, which the next stage still trains. A reward component loads it
+    with `options: {model: "stage:<this stage's name>"}`."""
+
+    kind: Literal["reward_model"] = "reward_model"
+    name: str | None = None
+    base: str | None = None  # the model the reward model starts from; None: this stage's input policy
+    pairs: str | None = None  # None: the newest pairs.jsonl; else a file in TRL's preference format
+    columns: dict[Literal["prompt", "messages", "chosen", "rejected"], str] = {}  # your column names
+    eval_fraction: float = Field(0.2, ge=0, lt=1)  # pairs held out for pairwise accuracy and AUC
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)  # pairs per step
+    max_length: int = Field(1024, ge=8)  # tokens per conversation (longer ones are cut at the end)
+    # overrides; the loss is bradley_terry and nothing is frozen unless set here
+    learner: dict[str, Any] = Field({}, validate_default=True)
+    checkpoint_every: int = Field(50, ge=1)
+
+    @field_validator("learner")
+    @classmethod
+    def _reward_model_learner(cls, value: dict) -> dict:
+        # the RM is a new model: the policy's freeze list names modules it may not have, so none is inherited
+        return {"loss": {"name": "bradley_terry"}, "freeze": [], **value}
+
+
 class PretrainDataStage(Section):
     """Pre-training shards (`pretrain_data`): synthetic tasks and your own, with near-duplicates and anything
     overlapping the evaluation rows removed; the data of the pre-training stages after it."""
@@ -273,7 +317,7 @@ class MergeStage(Section):
 
 
 Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, RejectionSampleStage, PreferenceStage,
-                        PretrainDataStage, SiglipStage, ScoreFilterStage, PretrainStage, MergeStage],
+                        RewardModelStage, PretrainDataStage, SiglipStage, ScoreFilterStage, PretrainStage, MergeStage],
                   Field(discriminator="kind")]
 
 
@@ -304,6 +348,30 @@ class Recipe(Section):
             if getattr(stage, "learner", None):
                 self.stage_learner(stage)  # unknown or mistyped overrides fail here, at load time
         return self
+
+    @model_validator(mode="after")
+    def _stage_references(self):
+        """`stage:<name>` in reward options names a reward_model stage of this recipe (checked at load time)."""
+        trained = {stage.name for stage in self.stages if stage.kind == "reward_model" and stage.name}
+        components = [*self.reward.components, *(c for st in self.stages for c in getattr(st, "reward", None) or [])]
+        for component in components:
+            for key, value in component.options.items():
+                if isinstance(value, str) and value.startswith(STAGE_PREFIX) and value[len(STAGE_PREFIX):] \
+                        not in trained:
+                    raise ValueError(f"reward {component.spec!r} option {key}: {value!r} names no reward_model "
+                                     f"stage of this recipe (named ones: {sorted(trained)}); give that stage "
+                                     f"`name: {value[len(STAGE_PREFIX):]}`")
+        return self
+
+    def stage_output(self, reference: str) -> Path:
+        """`stage:<name>` -> that reward_model stage's trained model directory."""
+        name = reference[len(STAGE_PREFIX):]
+        index = next(i for i, st in enumerate(self.stages) if st.kind == "reward_model" and st.name == name)
+        path = self.stage_dirs()[index] / "reward_model"
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{reference}: {path} holds no trained reward model yet; the {name!r} stage "
+                                    f"must run before a stage that scores with it")
+        return path
 
     def stage_learner(self, stage) -> LearnerConfig:
         """The top-level learner section with this stage's overrides applied."""

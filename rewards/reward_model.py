@@ -20,6 +20,14 @@ def _messages(sample: Sample) -> list[dict]:
     return list(sample.prompt) + [{"role": "assistant", "content": sample.completion}]
 
 
+def conversation_text(tokenizer: Any, messages: list[dict]) -> str:
+    """The text a reward model reads for a conversation ending in the answer: the same for training
+    (`posttrain/stages/reward_model.py`) and scoring, so a trained model is served the text it learned from."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return render_chat(messages, add_generation_prompt=False)
+
+
 @reward("reward_model", factory=True, batched=True)
 class RewardModelScorer:
     """`RewardModelScorer(model, tokenizer)(samples) -> list[float]`; model/tokenizer are objects or paths.
@@ -52,9 +60,7 @@ class RewardModelScorer:
         self.label_index = label_index or 0
 
     def text(self, sample: Sample) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(_messages(sample), tokenize=False)
-        return render_chat(_messages(sample), add_generation_prompt=False)
+        return conversation_text(self.tokenizer, _messages(sample))
 
     def __call__(self, samples: list[Sample]) -> list[float]:
         import torch

@@ -4,4 +4,4 @@ keeps the runner ignorant of what kinds exist."""
 
 def register_all() -> None:
     from posttrain.stages import (cold_start, evaluate, merge, preference, pretrain, rejection_sample,  # noqa: F401
-                                  rl, score_filter, sft, siglip)
+                                  reward_model, rl, score_filter, sft, siglip)

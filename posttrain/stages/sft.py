@@ -85,10 +85,10 @@ def resume_step(checkpoint, saved: dict, data_state: dict) -> int:
 
 
 def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray] | None = None,
-                     **config_overrides) -> dict:
+                     publish_to=None, **config_overrides) -> dict:
     """`epochs` over n items in shuffled batches of `batch_size` (`batch_of(indices) -> TrainBatch`), or the
-    given `order` (one index array per step), with checkpoints and resume; publishes `<stage>/model`. Shared by
-    the supervised stage kinds (sft, preference, the pre-training stages)."""
+    given `order` (one index array per step), with checkpoints and resume; publishes `<stage>/model` (or
+    `publish_to`). Shared by the supervised stage kinds (sft, preference, reward_model, pre-training)."""
     stage = ctx.stage
     if order is None:
         steps = max(1, round(stage.epochs * max(1, n // stage.batch_size)))
@@ -111,7 +111,7 @@ def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray
                 if (step + 1) % stage.checkpoint_every == 0 and step + 1 < steps:
                     save_checkpoint(ctx, group, step + 1, extra=data_state)
         final = save_checkpoint(ctx, group, steps, extra=data_state)
-        publish_model(ctx, final)
+        publish_model(ctx, final, publish_to)
         metrics_log.close()
     finally:
         group.shutdown()

@@ -1,0 +1,133 @@
+"""The `reward_model` stage: a Bradley-Terry reward model trained on preference pairs, beside the policy.
+
+Pairs come from the newest `pairs.jsonl` (what `rejection_sample` writes: `messages`, `chosen`, `rejected`) or
+from the stage's `pairs` file in TRL's preference format (`prompt` as text or messages, `chosen` and `rejected`
+as text or assistant messages), JSONL, Parquet or a `datasets` directory (`posttrain.data_files`). A seeded
+`eval_fraction` of the pairs is held out. The model starts from the stage's input policy or `base`
+(`posttrain.reward_model_init`: a 1-label sequence-classification head, zero at the start) and reads each
+answer as the `reward_model` reward will serve it (`rewards.reward_model.conversation_text`).
+
+It writes `<stage>/reward_model/` (what `{spec: reward_model, options: {model: "stage:<name>"}}` loads) and
+leaves the policy as it was: the next stage trains the model this one started from. The held-out evaluation
+scores every answer through the serving path itself (`RewardModelScorer`): pairwise accuracy, mean margin, and
+the AUC of chosen against rejected scores across pairs (how well one score separates good answers from bad).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.sft import train_in_batches
+
+OUTPUT = "reward_model"
+
+
+def load_preference_pairs(path: Path, columns: dict[str, str] | None = None) -> list[dict]:
+    """Rows `{"messages": prompt turns, "chosen": text, "rejected": text}` from either pair format."""
+    from posttrain.data_files import read_rows
+
+    pairs = []
+    for index, row in enumerate(read_rows(path, columns), start=1):
+        where = f"{path} row {index}"
+        prompt = row.get("messages", row.get("prompt"))
+        missing = [k for k, v in (("prompt", prompt), ("chosen", row.get("chosen")),
+                                  ("rejected", row.get("rejected"))) if v is None]
+        if missing:
+            raise ValueError(f"{where}: a pair needs prompt (or messages), chosen and rejected; lacks {missing} "
+                             f"(has {sorted(row)}); map your columns with the stage's `columns`")
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        chosen, rejected = _answer_text(row["chosen"], where), _answer_text(row["rejected"], where)
+        if chosen == rejected:
+            raise ValueError(f"{where}: chosen and rejected are the same text; a pair must differ")
+        pairs.append({"messages": messages, "chosen": chosen, "rejected": rejected})
+    if not pairs:
+        raise ValueError(f"{path} has no pairs")
+    return pairs
+
+
+def _answer_text(answer, where: str) -> str:
+    """An answer as text: TRL's conversational rows give the assistant turn(s) as messages."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, list) and answer and all(isinstance(m, dict) and m.get("role") == "assistant"
+                                                   for m in answer):
+        return "".join(m["content"] if isinstance(m["content"], str) else
+                       "".join(i.get("text", "") for i in m["content"]) for m in answer)
+    raise ValueError(f"{where}: chosen/rejected must be text or a list of assistant messages, got {answer!r:.80}")
+
+
+def split_pairs(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_eval = int(round(eval_fraction * len(pairs)))
+    if eval_fraction > 0 and n_eval == 0 or n_eval >= len(pairs):
+        raise ValueError(f"{len(pairs)} pairs cannot be split with eval_fraction {eval_fraction}: give more pairs "
+                         f"or another fraction")
+    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+
+
+def pair_batch(pairs: list[dict], tokenizer, max_length: int):
+    """Rows 2k (chosen) and 2k+1 (rejected) form group k; right padding, the head pools the last real token."""
+    from posttrain.learners.batch import TrainBatch
+    from rewards.reward_model import conversation_text
+
+    texts = [conversation_text(tokenizer, [*p["messages"], {"role": "assistant", "content": p[side]}])
+             for p in pairs for side in ("chosen", "rejected")]
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+                        padding_side="right")
+    mask = encoded["attention_mask"]
+    return TrainBatch(input_ids=encoded["input_ids"], attention_mask=mask, loss_mask=mask.clone(),
+                      chosen=torch.tensor([True, False] * len(pairs)),
+                      group_ids=torch.arange(len(pairs)).repeat_interleave(2))
+
+
+def evaluate_pairs(model_dir: Path, pairs: list[dict], max_length: int) -> dict:
+    """Held-out pairwise accuracy, mean margin and AUC, scored the way the `reward_model` reward serves."""
+    from scipy.stats import mannwhitneyu
+
+    from rewards.reward_model import RewardModelScorer
+    from rewards.sample import Sample
+
+    if not pairs:
+        return {}
+    scorer = RewardModelScorer(str(model_dir), max_length=max_length)
+    samples = [Sample(prompt=p["messages"], completion=p[side]) for p in pairs for side in ("chosen", "rejected")]
+    scores = np.array(scorer(samples))
+    chosen, rejected = scores[0::2], scores[1::2]
+    auc = mannwhitneyu(chosen, rejected).statistic / (len(chosen) * len(rejected))
+    return {"pairs": len(pairs), "accuracy": float((chosen > rejected).mean()),
+            "margin": float((chosen - rejected).mean()), "auc": float(auc)}
+
+
+@stage_kind("reward_model")
+def run_reward_model(ctx: StageContext) -> dict:
+    from transformers import AutoTokenizer
+
+    from posttrain.reward_model_init import init_reward_model
+
+    stage = ctx.stage
+    path = Path(stage.pairs) if stage.pairs else ctx.data_file("pairs.jsonl")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: a reward_model stage trains on preference pairs; put a "
+                                f"rejection_sample stage before it or set the stage's `pairs` file")
+    train, held_out = split_pairs(load_preference_pairs(path, stage.columns), stage.eval_fraction, ctx.recipe.seed)
+    start = ctx.dir / "init"
+    if not (start / "config.json").exists():
+        init_reward_model(stage.base or ctx.model_in, start)
+    tokenizer = AutoTokenizer.from_pretrained(str(start))
+    out = ctx.dir / OUTPUT
+    before = evaluate_pairs(start, held_out, stage.max_length)
+    summary = train_in_batches(ctx, len(train), lambda rows: pair_batch([train[i] for i in rows], tokenizer,
+                                                                         stage.max_length),
+                               publish_to=out, model=str(start), model_class="sequence_classification",
+                               reference=None)
+    after = evaluate_pairs(out, held_out, stage.max_length)
+    (ctx.dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n")
+    shown = (f"held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}, AUC "
+             f"{after['auc']:.3f} ({len(held_out)} pairs)") if after else "no held-out pairs"
+    return {**summary, "pairs": len(train), "held_out": after, "model": str(out),
+            "headline": f"{summary['headline']}; {shown}"}
