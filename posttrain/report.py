@@ -137,6 +137,14 @@ def plot_reward(ax, stages, axis) -> None:
             axis.line(ax, stage, *stage.series("reward/mean"), "all modes")
 
 
+def plot_reward_components(ax, stages, axis) -> None:
+    """Each component's mean before weighting (math, format, a trained reward model...), as the pool logs it."""
+    for stage in stages:
+        for key in stage.keys("reward_pool/"):
+            if "/components/" in key:
+                axis.line(ax, stage, *stage.series(key), key.rsplit("/components/", 1)[1])
+
+
 def plot_accuracy(ax, stages, axis) -> None:
     for stage in stages:
         for mode in sorted({m for e in stage.evals for m in _modes(e)}):
@@ -225,6 +233,7 @@ def plot_timing(ax, stages, axis) -> None:
 # name: (title, y label, plot function)
 PLOTS = {
     "reward": ("Rollout reward per mode", "mean reward", plot_reward),
+    "reward_components": ("Reward components (unweighted means)", "mean score", plot_reward_components),
     "accuracy": ("Held-out accuracy per mode (95% interval)", "accuracy", plot_accuracy),
     "length": ("Response length per mode", "completion tokens", plot_length),
     "kl": ("KL to the reference policy", "KL", keyed("train/kl")),
