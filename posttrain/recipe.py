@@ -353,7 +353,8 @@ class Recipe(Section):
     def _stage_references(self):
         """`stage:<name>` in reward options names a reward_model stage of this recipe (checked at load time)."""
         trained = {stage.name for stage in self.stages if stage.kind == "reward_model" and stage.name}
-        components = [*self.reward.components, *(c for st in self.stages for c in getattr(st, "reward", None) or [])]
+        own = [st.reward for st in self.stages if isinstance(getattr(st, "reward", None), list)]  # an eval's is a name
+        components = [*self.reward.components, *(c for listed in own for c in listed)]
         for component in components:
             for key, value in component.options.items():
                 if isinstance(value, str) and value.startswith(STAGE_PREFIX) and value[len(STAGE_PREFIX):] \
