@@ -25,6 +25,7 @@ def rl_metrics(step: int) -> dict:
     return {"step": step, "reward/mean": step / 30, "train/kl": 0.001 * step, "train/entropy": 1 - step / 60,
             "train/clip_frac_low": 0.01, "train/clip_frac_high": 0.02, "rollout/length_mean": 40 + step,
             "reward_pool/math/errors/timeout": int(step == 5), "reward_pool/math/errors/exception": 0,
+            "reward_pool/reward/components/math": step / 30, "reward_pool/reward/components/format": 1.0,
             "timing/generate_s": 1.0, "timing/reward_s": 0.2, "timing/train_s": 1.5, "timing/sync_s": 0.1}
 
 
