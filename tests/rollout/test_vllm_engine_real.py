@@ -171,10 +171,12 @@ def test_weight_update_in_small_buckets_matches_the_updated_model(engines):
     error = float((after - hf.probe_logprobs(probe)).abs().max())
     print(f"after a {len(buckets)}-bucket update: probe logprobs vs updated model max |diff| {error:.1e}")
     assert float((after - before).abs().max()) > 1e-2  # the update took effect...
-    assert error < 1e-5  # ...and equals the updated model
+    # ...and equals the updated model: vLLM's CPU kernels and transformers' differ by up to 1.4e-5 in fp32 on an
+    # AVX2-only EPYC (below 1e-5 on AVX512), against a 1e-2 change from the update itself
+    assert error < 5e-5
     completions = engine.generate(requests(), SAMPLED)
     assert {c.weight_version for c in completions} == {7} and engine.weight_version == 7
-    assert max_logprob_error(hf.model, completions) < 1e-5
+    assert max_logprob_error(hf.model, completions) < 5e-5
 
 
 def test_bf16_buckets_are_cast_into_the_fp32_model(engines):
