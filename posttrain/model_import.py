@@ -71,8 +71,8 @@ def import_model(source: str | Path, out: str | Path, staging: str | Path | None
     directory, load_options = _source_options(source)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output directory {out} already holds files; choose a new directory or remove it")
-    tokenizer_options = {k: v for k, v in load_options.items() if k == "gguf_file"}  # a tokenizer saves its
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), **tokenizer_options)  # options: no GgufConfig
+    # the tokenizer gets only the file name: it keeps its load options and saves them, and a GgufConfig cannot be
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), gguf_file=load_options.get("gguf_file"))
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype="auto", **load_options)
     report = ImportReport(source=str(source), out=str(out), architecture=type(model).__name__,
                           parameters=sum(p.numel() for p in model.parameters()))
