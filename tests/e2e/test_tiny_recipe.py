@@ -19,6 +19,7 @@ name: e2e
 runs_dir: {runs}
 data: {{kind: arithmetic, sft_rows: 128, rl_prompts: 64, eval_prompts: 16, modes: [think, no_think]}}
 rollout:
+  engine: compact  # through Ray workers here; tests/e2e/test_keye_recipe.py runs the transformers engine
   sampling: {{temperature: 1.0, top_p: 1.0, top_k: 0, max_tokens: 24}}
   eval_sampling: {{temperature: 0.0, max_tokens: 24}}
 reward: {{components: [{{spec: math}}, {{spec: format, weight: 0.1}}]}}

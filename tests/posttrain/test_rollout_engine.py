@@ -54,16 +54,19 @@ def test_options_the_engine_does_not_take_are_refused_at_load(tmp_path):
         load_recipe(path)
 
 
-def test_transformers_only_knobs_are_refused_for_vllm(tmp_path, fake_vllm):
+def test_cpu_engine_knobs_are_refused_for_vllm(tmp_path, fake_vllm):
     path = write(tmp_path, TINY_VLLM.replace("engine: vllm\n", "engine: vllm\n  bf16_autocast: true\n"))
-    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.bf16_autocast: applies to the transformers "
-                                          r"engine only; for vllm set rollout.engine_options.dtype"):
+    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.bf16_autocast: applies to the CPU engines "
+                                          r"only; for vllm set rollout.engine_options.dtype"):
         load_recipe(path)
 
 
 def test_the_options_each_engine_gets(tmp_path, fake_vllm):
     transformers = load_recipe(write(tmp_path, "name: t\nstages:\n  - kind: rl\n"), ["rollout.max_batch_size=7"])
     assert engine_options(transformers.rollout) == {"max_batch_size": 7, "bf16_autocast": False}
+    compact = load_recipe(write(tmp_path, "name: t\nrollout: {engine: compact, engine_options: {preallocate: true}}\n"
+                                          "stages:\n  - kind: rl\n"))
+    assert engine_options(compact.rollout) == {"max_batch_size": 64, "bf16_autocast": False, "preallocate": True}
     vllm = load_recipe(write(tmp_path, TINY_VLLM), ["rollout.engine_options.dtype=float32"])
     assert engine_options(vllm.rollout) == {"dtype": "float32"}  # max_batch_size sizes batches, not vLLM
     assert engine_options(vllm.rollout, colocated=True) == {"dtype": "float32", "enable_sleep_mode": True}

@@ -34,6 +34,16 @@ def test_group_output_equals_one_engine(group, engine):
     assert {c.worker for c in completions} == {"rollout-0", "rollout-1"}
 
 
+def test_a_seeded_call_repeats_and_gives_each_shard_its_own_seed(group, engine):
+    sampling = SamplingParams(n=2, temperature=1.0, top_p=1.0, top_k=0, max_tokens=8, seed=11)
+    first = group.generate(REQUESTS, sampling)
+    assert [c.token_ids for c in group.generate(REQUESTS, sampling)] == [c.token_ids for c in first]
+    shards = shard(REQUESTS, 2)
+    expected = [c for i, requests in enumerate(shards)
+                for c in engine.generate(requests, sampling.model_copy(update={"seed": 11 + i}))]
+    assert [c.token_ids for c in first] == [c.token_ids for c in expected]
+
+
 def test_weight_update_reaches_every_worker_and_is_recorded(group, tiny_model, engine):
     with torch.no_grad():
         for p in tiny_model.parameters():

@@ -3,7 +3,15 @@ import pytest
 import torch
 from PIL import Image
 
+from rollout.compact_engine import CompactEngine
+from rollout.hf_engine import TransformersEngine
 from rollout.types import GenerationRequest, SamplingParams
+
+
+@pytest.fixture(scope="module", params=[TransformersEngine, CompactEngine], ids=["transformers", "compact"])
+def engine(request, tiny_model_dir):
+    """Every test here runs on both CPU engines: the compact one must behave as the reference does."""
+    return request.param.from_pretrained(tiny_model_dir)
 
 
 def ask(request_id, text, mode="think", image=None, video=None):
