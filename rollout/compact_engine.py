@@ -11,8 +11,8 @@ work `model.generate` wastes on a GRPO rollout.
   sampled token's logprob is gathered each step (`rollout.sampler`).
 The KV cache can be allocated once for the prompt plus the longest completion (`rollout.kv_cache`) instead of
 being concatenated every step (`preallocate`); it is off because it measured no faster (`bench.rollout_engines`:
-equal on the 26M model, 14% slower on the 1M one, where compacting a full-length buffer costs more than the
-concatenations it saves). The options exist so the bench can measure what each choice buys.
+equal on the 26M model; on the 1M one 0.86x in one run and 1.03x in the next, noise). The options exist so the
+bench can measure what each choice buys.
 
 Everything else is the transformers engine's (weights, encoding, requests, stop handling, the agentic loop):
 greedy outputs equal `generate`'s and sampled logprobs equal a recomputed forward (tests/rollout).
