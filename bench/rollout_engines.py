@@ -36,10 +36,10 @@ VARIANTS = {"generate": None, "compact": {},
 
 
 class DecodeCounter:
-    """Counts the rows each forward call of the model runs (prefill and decode), by wrapping its forward."""
+    """Counts the rows the model's one-token (decode) forward calls run, by wrapping its forward."""
 
     def __init__(self, model):
-        self.model, self.rows, self.calls = model, 0, 0
+        self.rows = 0
         self.forward = model.forward
         model.forward = self
 
@@ -47,7 +47,6 @@ class DecodeCounter:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[1] == 1:
             self.rows += ids.shape[0]
-            self.calls += 1
         return self.forward(*args, **kwargs)
 
 
@@ -94,11 +93,12 @@ def compare(size_name: str, prompts: int, n: int, rounds: int) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    best = runs[0]
+    """Medians of the timings; the counts are the same in every round (same requests, same seed)."""
+    first = runs[0]
     return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
             "seconds": statistics.median(r["seconds"] for r in runs),
-            "tokens": best["tokens"], "completions": best["completions"], "decoded_rows": best["decoded_rows"],
-            "mean_length": best["mean_length"]}
+            "tokens": first["tokens"], "completions": first["completions"], "decoded_rows": first["decoded_rows"],
+            "mean_length": first["mean_length"]}
 
 
 def report(size_name: str, summary: dict, args) -> None:
