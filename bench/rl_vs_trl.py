@@ -371,6 +371,10 @@ def run_posttrain(spec: dict, out: Path) -> None:
     metrics = [r for r in read_jsonl(stage / "metrics.jsonl") if "reward/mean" in r]
     (out / "model").symlink_to(stage / "model")
     phases = {p: [m.get(f"timing/{p}_s", 0.0) for m in metrics] for p in ("generate", "reward", "train", "sync")}
+    # the rollout worker's own generation seconds: with `pipeline: one_step_off_policy` most of it runs during
+    # training, and `generate_wait` is the part the step still waits for
+    phases["generate"] = [m["rollout/worker_s"] for m in metrics]
+    phases["generate_wait"] = [m.get("timing/generate_wait_s", 0.0) for m in metrics]
     write_result(out, ends, [m["reward/mean"] for m in metrics], [m["rollout/length_mean"] for m in metrics], phases)
 
 
@@ -474,7 +478,7 @@ def report(summaries: list[dict], runs: int) -> None:
             print(f"{s['size']:<7}{side:<11}{v['step_s']:>8.3f}{v['generate_s']:>7.2f}{v['train_s']:>8.2f}"
                   f"{v['samples_per_s']:>11.1f}{v['wall_s']:>8.0f}  "
                   f"{v['reward_quarters']:<24}{fmt_acc(v['accuracy_after'])}")
-        target = 1.5 if s["size"] == "large" else 1.0
+        target = 1.2 if s["size"] == "tiny" else 1.5  # issue 17's targets
         verdict = "OK" if s["throughput_ratio"] >= target else "MISSED"
         print(f"{s['size']} ({s['precision']}): posttrain/TRL throughput {s['throughput_ratio']:.2f}x median of runs, "
               f"{s['best_run_ratio']:.2f}x best runs (target >= {target}) {verdict}; held-out before RL "

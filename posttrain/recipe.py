@@ -162,6 +162,10 @@ class RlStage(Section):
     learner: dict[str, Any] = {}
     eval_every: int = Field(0, ge=0)  # 0: no evaluation inside the stage
     checkpoint_every: int = Field(25, ge=1)
+    # sync: generate, score, train and sync weights in turn. one_step_off_policy: the next step's generation runs
+    # (with this step's weights) while the learner trains, so samples are one version stale; give the rollout
+    # workers and learners their own cores (rollout.threads + cluster.learner_threads <= the node's CPUs)
+    pipeline: Literal["sync", "one_step_off_policy"] = "sync"
 
 
 class EvalStage(Section):
@@ -349,6 +353,15 @@ class Recipe(Section):
         for stage in self.stages:
             if getattr(stage, "learner", None):
                 self.stage_learner(stage)  # unknown or mistyped overrides fail here, at load time
+        return self
+
+    @model_validator(mode="after")
+    def _pipeline_placement(self):
+        pipelined = [i for i, st in enumerate(self.stages) if getattr(st, "pipeline", "sync") != "sync"]
+        if pipelined and self.cluster.placement == "colocated":
+            raise ValueError(f"stages.{pipelined[0]}.pipeline: one_step_off_policy generates while the learners "
+                             f"train, but cluster.placement: colocated puts the engines to sleep then; use "
+                             f"placement: disaggregated or pipeline: sync")
         return self
 
     @model_validator(mode="after")

@@ -54,14 +54,16 @@ class RolloutGroup:
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         """Completions in request order (n per request), from contiguous shards across the workers. A seeded call
         gives each shard its own seed, so workers never draw the same random numbers."""
+        return self.submit(requests, sampling).result()
+
+    def submit(self, requests: list[GenerationRequest], sampling: SamplingParams) -> "PendingGeneration":
+        """Start `generate` and return at once: the workers generate with the weights they hold now, while the
+        caller does other work (the pipelined RL step trains on the previous batch meanwhile)."""
         shards = shard(requests, len(self.workers))
         samplings = [sampling if sampling.seed is None else sampling.model_copy(update={"seed": sampling.seed + i})
                      for i in range(len(shards))]
         futures = {i: self.workers[i].generate.remote(s, samplings[i]) for i, s in enumerate(shards) if s}
-        results = {}
-        for i, future in futures.items():
-            results[i] = self._get_or_redo(i, future, shards[i], samplings[i])
-        return [c for i in sorted(results) for c in results[i]]
+        return PendingGeneration(self, shards, samplings, futures)
 
     def _get_or_redo(self, i: int, future, requests, sampling) -> list[Completion]:
         for attempt in range(self.max_redispatch + 1):
@@ -117,6 +119,22 @@ class RolloutGroup:
     def shutdown(self) -> None:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
+
+
+class PendingGeneration:
+    """A `RolloutGroup.submit` in flight. `result()` waits for its completions (once; later calls return the same
+    list) and re-dispatches the shard of a worker that died, as `generate` does."""
+
+    def __init__(self, group: RolloutGroup, shards: list[list], samplings: list[SamplingParams], futures: dict):
+        self.group, self.shards, self.samplings, self.futures = group, shards, samplings, futures
+        self.completions: list[Completion] | None = None
+
+    def result(self) -> list[Completion]:
+        if self.completions is None:
+            done = {i: self.group._get_or_redo(i, future, self.shards[i], self.samplings[i])
+                    for i, future in self.futures.items()}
+            self.completions = [c for i in sorted(done) for c in done[i]]
+        return self.completions
 
 
 def shard(items: list, parts: int) -> list[list]:

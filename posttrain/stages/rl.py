@@ -9,6 +9,10 @@ One step, in order (each phase timed as `timing/<phase>_s`):
   5. train               - one learner step (loss from the learner config: grpo / gspo / ...)
   6. sync weights        - learner -> rollout workers, with a version
   7. log                 - a trace record per sample, metrics per step
+With `pipeline: one_step_off_policy` step k+1's prompts are drawn and generated (with the weights of step k)
+while the learner trains on step k: each sample is one weight version stale (its trace says which), the ratio
+is taken against the sampler's logprobs as always, and `timing/generate_wait_s` is the generation the training
+did not hide. A run resumed from a checkpoint generates its first step with the checkpoint's weights.
 Held-out evaluation (greedy, per mode) runs before the first step, every `eval_every` steps and at the end.
 Optional (Keye-VL-1.5): pass-rate filtering skips prompts already solved; progressive hints help prompts that
 always fail (`posttrain.curriculum`).
@@ -63,6 +67,7 @@ class RlLoop:
         self.evaluator = Evaluator(ctx, self.rollout, resume_after=resume_after)
         self.traces = StepLog(ctx.dir / "traces.jsonl", resume_after=self.start - 1)
         self.metrics = MetricsLog(ctx.dir, self.start - 1, recipe.trace.tensorboard)
+        self.upcoming = None  # pipelined: (step, rows, PendingGeneration) of the next step, generating
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -87,20 +92,25 @@ class RlLoop:
 
     def step(self, step: int) -> dict:
         timings: dict[str, float] = {}
-        with timed(timings, "sample"):
-            rows = self.draw(step)
+        upcoming, self.upcoming = self.upcoming, None
+        rows, pending = upcoming[1:] if upcoming and upcoming[0] == step else self.submit(step, timings)
         with timed(timings, "generate"):
-            completions = self.generate(rows, step)
+            completions = pending.result()
         with timed(timings, "reward"):
             scored = self.score(rows, completions)
         with timed(timings, "advantages"):
             rows, completions, results, advantages, stats = self.advantages(step, rows, completions, scored, timings)
+        if self.stage.pipeline == "one_step_off_policy" and step + 1 < self.stage.steps:
+            self.upcoming = (step + 1, *self.submit(step + 1, timings))  # generates while the learner trains
         with timed(timings, "train"), self.engines_asleep():
             train_metrics = self.train(rows, completions, results, advantages)
+        if self.upcoming:
+            with timed(timings, "generate_wait"):  # the weights may change only once that generation is done
+                self.upcoming[2].result()
         with timed(timings, "sync"):
             self.sync_weights(step + 1)
         with timed(timings, "log"):
-            metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(completions, results)}
+            metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(step, completions, results)}
             self.log(step, rows, completions, results, advantages)
             self.metrics.write(step, metrics)
         return metrics
@@ -116,12 +126,21 @@ class RlLoop:
                 break
         return [self.curriculum.prepare(r) for r in rows or drawn]
 
+    def submit(self, step: int, timings: dict):
+        """Draw step's prompts and start their generation: (rows, PendingGeneration)."""
+        with timed(timings, "sample"):
+            rows = self.draw(step)
+        return rows, self.rollout.submit([request_of(r) for r in rows], self.seeded_sampling(step))
+
     def generate(self, rows: list[dict], step: int, refill: int = 0):
-        """G completions per row, grouped contiguously. Sampling is seeded by the recipe's seed (or
-        rollout.sampling.seed), the step and the refill, so a rerun (or a resumed run) samples what it did."""
+        """G completions per row, grouped contiguously."""
+        return self.rollout.generate([request_of(r) for r in rows], self.seeded_sampling(step, refill))
+
+    def seeded_sampling(self, step: int, refill: int = 0):
+        """Sampling seeded by the recipe's seed (or rollout.sampling.seed), the step and the refill, so a rerun
+        (or a resumed run) samples what it did."""
         base = self.sampling.seed if self.sampling.seed is not None else self.ctx.recipe.seed
-        seed = (base * 1_000_003 + step * 1_009 + refill) % 2**31
-        return self.rollout.generate([request_of(r) for r in rows], self.sampling.model_copy(update={"seed": seed}))
+        return self.sampling.model_copy(update={"seed": (base * 1_000_003 + step * 1_009 + refill) % 2**31})
 
     def score(self, rows, completions):
         g = self.stage.group_size
@@ -189,12 +208,14 @@ class RlLoop:
             ray.get(weights)  # a failed export raises here as the learner's error, not as a rollout worker's
             raise
 
-    def rollout_metrics(self, completions, results) -> dict:
+    def rollout_metrics(self, step, completions, results) -> dict:
         if not completions:
             return {}
         lengths = torch.tensor([float(c.num_tokens) for c in completions])
         totals = [r.total for r in results if r.total is not None]
         return {"rollout/length_mean": float(lengths.mean()), "rollout/length_max": float(lengths.max()),
+                "rollout/worker_s": max(c.timings.get("worker_s", 0.0) for c in completions),
+                "rl/staleness_max": step - min(c.weight_version for c in completions),
                 "rollout/truncated": sum(c.finish_reason == "length" for c in completions) / len(completions),
                 "reward/mean": sum(totals) / max(1, len(totals))}
 

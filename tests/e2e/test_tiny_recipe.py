@@ -103,3 +103,40 @@ def test_kill_9_mid_stage_resumes_without_duplicate_or_missing_traces(tmp_path):
     assert [e["label"] for e in evaluations] == ["before", "step 2", "step 4", "after"]  # none twice or lost
     answers = Counter(json.loads(line)["label"] for line in (rl / "eval_traces.jsonl").read_text().splitlines())
     assert answers == {label: 32 for label in ("before", "step 2", "step 4", "after")}  # 16 prompts x 2 modes
+
+
+PIPELINED = """
+name: pipelined
+runs_dir: {runs}
+data: {{kind: arithmetic, sft_rows: 32, rl_prompts: 64, eval_prompts: 8, modes: [think, no_think]}}
+rollout: {{engine: compact, threads: 1, sampling: {{temperature: 1.0, max_tokens: 16}},
+          eval_sampling: {{temperature: 0.0, max_tokens: 16}}}}
+reward: {{components: [{{spec: repetition, options: {{n: 1}}}}]}}  # varies among the untrained model's samples, so the weights move
+learner: {{precision: fp32}}
+cluster: {{learner_threads: 1}}
+stages:
+  - {{kind: rl, steps: 4, prompts_per_step: 2, group_size: 4, pipeline: one_step_off_policy,
+      learner: {{lr: 1.0e-3, warmup_steps: 0, loss: {{name: grpo}}}}}}
+"""
+
+
+def test_one_step_off_policy_generates_each_step_with_the_previous_weights(tmp_path):
+    """Step k+1 is generated while step k trains: its samples carry weight version k, so from step 1 on the
+    learner's ratio against the sampler's logprobs is no longer 1 (it is exactly 1 on the step-0 batch, which
+    the initial weights generated and trained on)."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(PIPELINED.format(runs=tmp_path / "runs"))
+    process = posttrain("run", str(recipe))
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    rl = tmp_path / "runs" / "pipelined" / "00-rl"
+    records = [json.loads(line) for line in (rl / "traces.jsonl").read_text().splitlines()]
+    assert Counter(r["step"] for r in records) == {step: 8 for step in range(4)}
+    assert {(r["step"], r["weight_version"]) for r in records} == {(0, 0), (1, 0), (2, 1), (3, 2)}
+    metrics = [json.loads(line) for line in (rl / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "train/ratio" in m]
+    assert [m["rl/staleness_max"] for m in steps] == [0, 1, 1, 1]
+    assert abs(steps[0]["train/ratio"] - 1.0) < 1e-5
+    assert all(abs(m["train/ratio"] - 1.0) > 1e-5 for m in steps[1:]), [m["train/ratio"] for m in steps]
+    assert all("timing/generate_wait_s" in m for m in steps[:3]) and "timing/generate_wait_s" not in steps[3]
+

@@ -104,3 +104,12 @@ def test_cli_validate_ls_cp(tmp_path, capsys):
     assert (tmp_path / "rl_math.yaml").read_text() == (RECIPES_DIR / "tiny" / "rl_math.yaml").read_text()
     assert main(["cp", "tiny/rl_math", str(tmp_path)]) == 2  # no overwrite
     assert main(["validate", "tiny/nothing"]) == 2
+
+
+def test_pipelined_rl_refuses_colocated_placement(tmp_path):
+    """One-step-off-policy generation runs during training, when colocated engines would be asleep."""
+    path = write(tmp_path, "name: t\ncluster: {placement: colocated}\n"
+                           "stages:\n  - {kind: rl, pipeline: one_step_off_policy}\n")
+    with pytest.raises(RecipeError, match=r"stages.0.pipeline: one_step_off_policy generates while the learners "
+                                          r"train.*use placement: disaggregated or pipeline: sync"):
+        load_recipe(path)
