@@ -48,7 +48,7 @@ smollm2: $(STAMP)
 
 # The whole suite in .venv, then the real-vLLM tests (marked `vllm`, skipped in .venv) in .venv-vllm.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 	$(MAKE) test-vllm
 
 bench: $(STAMP)

@@ -16,7 +16,8 @@ time including start-up, the mean training reward in quarters of the run, and gr
 final model (one evaluator for both).
 Departures: prompt order differs (each framework samples its own); TRL's sampler has no logprob bookkeeping
 while posttrain's engine keeps them for off-policy losses; that cost is part of what is measured.
-Usage: python -m bench.rl_vs_trl [--size tiny|large|both --runs 3 --steps N --bf16 --posttrain-set K=V ...]
+Usage: python -m bench.rl_vs_trl [--size tiny|large|both --runs 3 --steps N --rl-seed S --bf16
+                                --posttrain-set K=V ...]
        (internal: --worker trl|posttrain --out DIR runs one side once from DIR/spec.json)
 """
 
@@ -65,7 +66,8 @@ class Size:
     group_size: int = 8
     rl_prompts: int = 2000
     eval_prompts: int = 200  # held-out pairs per mode
-    seed: int = 0
+    seed: int = 0  # the warm start's data and weights
+    rl_seed: int = 0  # both sides' RL (TRL's `seed`, the recipe's `seed`): one warm start, several RL runs
     precision: str = "fp32"  # or "bf16": each side's bf16 autocast (fp32 master weights) in generation and training
 
     def key(self) -> str:
@@ -78,7 +80,7 @@ class Size:
 # against the TRL process (nice 0) and anyone else's jobs; both sides run at nice 0 here (README: results).
 SCHEDULING = {"RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0")}
 
-RL_FIELDS = ("rl_lr", "steps", "max_tokens", "prompts_per_step", "group_size", "precision")
+RL_FIELDS = ("rl_seed", "rl_lr", "steps", "max_tokens", "prompts_per_step", "group_size", "precision")
 
 
 SIZES = {
@@ -286,7 +288,7 @@ def run_trl(spec: dict, out: Path) -> None:
         learning_rate=size.rl_lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, beta=0.0,
         loss_type="dapo", scale_rewards="group", num_iterations=1, temperature=1.0, top_p=1.0, top_k=0,
         max_steps=size.steps, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
-        bf16=size.precision == "bf16", gradient_checkpointing=False, optim="adamw_torch", seed=size.seed,
+        bf16=size.precision == "bf16", gradient_checkpointing=False, optim="adamw_torch", seed=size.rl_seed,
         disable_tqdm=True, dataloader_num_workers=0, log_completions=False)
     model_dir = str(data / "model")
     trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=config,
@@ -328,7 +330,7 @@ def recipe_yaml(size: Size, data: Path, runs_dir: Path, trace: bool = True) -> s
     """An `rl`-only recipe on the cached model and prompt file (`data.kind: files`)."""
     bf16 = size.precision == "bf16"
     recipe = {
-        "name": f"bench-{size.name}", "seed": size.seed, "runs_dir": str(runs_dir),
+        "name": f"bench-{size.name}", "seed": size.rl_seed, "runs_dir": str(runs_dir),
         "model": {"path": str(data / "model")},
         "data": {"kind": "files", "prompts": str(data / "prompts.jsonl")},
         "rollout": {"num_workers": 1, "cpus_per_worker": 0.5, "threads": 2, "bf16_autocast": bf16,
@@ -451,7 +453,7 @@ def compare(size: Size, runs: int, overrides: list[str], quiet_load: float) -> d
 
 def summarize(size: Size, info: dict, before: dict, results: dict[str, list[RunResult]]) -> dict:
     samples = size.prompts_per_step * size.group_size
-    out = {"size": size.name, "precision": size.precision, "parameters": info["parameters"], "steps": size.steps,
+    out = {"size": size.name, "rl_seed": size.rl_seed, "precision": size.precision, "parameters": info["parameters"], "steps": size.steps,
            "samples_per_step": samples, "max_tokens": size.max_tokens, "accuracy_before": before, "sides": {}}
     for side, runs in results.items():
         step_s = statistics.median(r.step_s for r in runs)
@@ -496,6 +498,7 @@ def main() -> None:
     parser.add_argument("--size", choices=(*SIZES, "both"), default="both")
     parser.add_argument("--runs", type=int, default=3, help="runs per side (alternating)")
     parser.add_argument("--steps", type=int, help="override the size's number of RL steps")
+    parser.add_argument("--rl-seed", type=int, default=0, help="both sides' RL seed (the warm start keeps its own)")
     parser.add_argument("--bf16", action="store_true", help="both sides in bf16 autocast (fp32 master weights)")
     parser.add_argument("--posttrain-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recipe overrides for the posttrain side only (e.g. learner.grad_accum_steps=4)")
@@ -513,7 +516,8 @@ def main() -> None:
     summaries = []
     for name in names:
         size = SIZES[name]
-        size = replace(size, steps=args.steps or size.steps, precision="bf16" if args.bf16 else "fp32")
+        size = replace(size, steps=args.steps or size.steps, precision="bf16" if args.bf16 else "fp32",
+                       rl_seed=args.rl_seed)
         summaries.append(compare(size, args.runs, args.posttrain_set, args.quiet_load))
     report(summaries, args.runs)
 
