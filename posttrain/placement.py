@@ -6,8 +6,9 @@ nodes, first fit in order, learners first so that a data-parallel group (NCCL) s
 - colocated: one bundle per learner GPU, shared by learner rank i and rollout worker i with fractional GPUs
   (the engine sleeps while the learners train: the hybrid-engine layout of verl and OpenRLHF).
 Reward workers reserve CPUs only and are not pinned (Ray puts them where CPUs are free); the plan counts them
-against what the bundles leave. A layout that cannot work, or does not fit, raises `PlacementError` naming the
-keys to change.
+against what the bundles leave, and so the replicas of reward-model servers (`serve:` components of
+`reward.components`, with their CPUs and GPUs). A layout that cannot work, or does not fit, raises
+`PlacementError` naming the keys to change.
 
 `reserve(plan)` turns the plan into one STRICT_PACK placement group per node, each bundle pinned to its node,
 and gives each actor Ray options that reserve its own CPUs and GPUs inside its bundle: in recent Ray an actor
@@ -49,7 +50,7 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Slot:
-    role: str  # "learner" | "rollout" | "reward"
+    role: str  # "learner" | "rollout" | "reward" | "reward_server"
     rank: int
     cpus: float
     gpus: float
@@ -178,24 +179,37 @@ def _place_bundles(plan: Plan, demands: list[_Demand]) -> list[_Demand]:
 
 
 def _place_rewards(plan: Plan, recipe: Recipe) -> list[_Demand]:
-    """Reward workers fit on whatever CPUs the bundles leave (counted per node: an actor lives on one node)."""
+    """Reward workers and reward-server replicas fit on whatever CPUs (and GPUs) the bundles leave (counted per
+    node: an actor lives on one node)."""
     w = recipe.reward
-    free = [n.cpus - sum(b.cpus for b in plan.bundles if b.node == i) for i, n in enumerate(plan.nodes)]
+    free = [[n.cpus - sum(b.cpus for b in plan.bundles if b.node == i),
+             n.gpus - sum(b.gpus for b in plan.bundles if b.node == i)] for i, n in enumerate(plan.nodes)]
+    actors = [("reward", rank, w.cpus_per_worker, 0.0) for rank in range(w.num_workers + EVAL_AND_SPARE_REWARD_WORKERS)]
+    actors += [("reward_server", rank, cpus, gpus) for rank, (cpus, gpus) in enumerate(served_replicas(recipe))]
     unplaced = []
-    for rank in range(w.num_workers + EVAL_AND_SPARE_REWARD_WORKERS):
-        node = next((i for i, cpus in enumerate(free) if cpus + 1e-9 >= w.cpus_per_worker), None)
+    for role, rank, cpus, gpus in actors:
+        node = next((i for i, (c, g) in enumerate(free) if c + 1e-9 >= cpus and g + 1e-9 >= gpus), None)
         if node is None:
-            unplaced.append(_Demand(w.cpus_per_worker, 0, [("reward", rank, w.cpus_per_worker, 0.0)]))
+            unplaced.append(_Demand(cpus, gpus, [(role, rank, cpus, gpus)]))
             continue
-        free[node] -= w.cpus_per_worker
-        plan.slots.append(Slot("reward", rank, w.cpus_per_worker, 0.0))
+        free[node][0] -= cpus
+        free[node][1] -= gpus
+        plan.slots.append(Slot(role, rank, cpus, gpus))
     return unplaced
+
+
+def served_replicas(recipe: Recipe) -> list[tuple[float, float]]:
+    """(CPUs, GPUs) of each reward-server replica the training reward starts (`serve:` components)."""
+    return [(c.serve.cpus, c.serve.gpus) for c in recipe.reward.components if c.serve is not None
+            for _ in range(c.serve.replicas)]
 
 
 def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -> str:
     c, r, w = recipe.cluster, recipe.rollout, recipe.reward
-    gpus = sum(d.gpus for d in _demands(recipe))
-    cpus = sum(d.cpus for d in _demands(recipe)) + (w.num_workers + EVAL_AND_SPARE_REWARD_WORKERS) * w.cpus_per_worker
+    served = served_replicas(recipe)
+    gpus = sum(d.gpus for d in _demands(recipe)) + sum(g for _, g in served)
+    cpus = sum(d.cpus for d in _demands(recipe)) + (w.num_workers + EVAL_AND_SPARE_REWARD_WORKERS) * w.cpus_per_worker \
+        + sum(c for c, _ in served)
     left = sorted({f"{role} {rank}" for d in unplaced for role, rank, *_ in d.slots},
                   key=lambda s: (s.split()[0], int(s.split()[1])))
     lines = [f"{source}: the actors do not fit the cluster ({describe(plan.nodes)}); left over: {', '.join(left)}",
@@ -203,7 +217,9 @@ def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -
              f"(cluster.gpus_per_learner {c.gpus_per_learner:g}, cluster.cpus_per_learner {c.cpus_per_learner:g}), "
              f"rollout rollout.num_workers {r.num_workers} x (rollout.gpus_per_worker {r.gpus_per_worker:g}, "
              f"rollout.cpus_per_worker {r.cpus_per_worker:g}), reward (reward.num_workers {w.num_workers} + "
-             f"{EVAL_AND_SPARE_REWARD_WORKERS}) x reward.cpus_per_worker {w.cpus_per_worker:g}"]
+             f"{EVAL_AND_SPARE_REWARD_WORKERS}) x reward.cpus_per_worker {w.cpus_per_worker:g}"
+             + (f", reward servers {len(served)} replicas (reward.components[].serve) with "
+                f"{sum(c for c, _ in served):g} CPUs and {sum(g for _, g in served):g} GPUs" if served else "")]
     fixes = []
     largest = max(unplaced, key=lambda d: (d.gpus, d.cpus))
     node_gpus, node_cpus = max(n.gpus for n in plan.nodes), max(n.cpus for n in plan.nodes)
@@ -211,7 +227,8 @@ def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -
         role = largest.slots[0][0]
         keys = {"learner": "cluster.gpus_per_learner / cluster.cpus_per_learner",
                 "rollout": "rollout.gpus_per_worker / rollout.cpus_per_worker",
-                "reward": "reward.cpus_per_worker"}[role]
+                "reward": "reward.cpus_per_worker",
+                "reward_server": "reward.components[].serve.gpus / serve.cpus"}[role]
         fixes.append(f"one {role} asks for more than any node has ({largest.gpus} GPUs, {largest.cpus:g} CPUs): "
                      f"lower {keys}, or raise cluster.gpus_per_node / cluster.num_cpus")
     elif c.address is None or plan.nodes == declared_nodes(recipe):
@@ -219,8 +236,8 @@ def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -
         if needed is not None and needed > c.nodes:
             fixes.append(f"set cluster.nodes: {needed} (the fewest nodes of {c.gpus_per_node} GPUs and {c.num_cpus} "
                          f"CPUs that hold them), with cluster.address pointing at that cluster")
-    fixes.append("or lower cluster.num_learners / rollout.num_workers / reward.num_workers or their GPU and CPU "
-                 "shares" + ("; cluster.placement: colocated shares each learner's GPU with one engine"
+    fixes.append("or lower cluster.num_learners / rollout.num_workers / reward.num_workers / serve.replicas or their "
+                 "GPU and CPU shares" + ("; cluster.placement: colocated shares each learner's GPU with one engine"
                              if c.placement == "disaggregated" and gpus else ""))
     return "\n  ".join(lines + ["fix: " + "; ".join(fixes)])
 

@@ -96,10 +96,23 @@ class RolloutSection(Section):
 STAGE_PREFIX = "stage:"  # reward options can name a model this recipe trains: `model: stage:rm`
 
 
+class ServeSection(Section):
+    """A model-based reward on its own Ray actors (`rewards/model_server.py`), scored while the rule rewards run."""
+
+    replicas: int = Field(1, ge=1)
+    dispatch: Literal["random", "least_loaded"] = "least_loaded"  # random: Keye's; least_loaded: a free replica
+    cpus: float = Field(1.0, gt=0)  # Ray CPUs per replica (its torch threads)
+    gpus: float = Field(0.0, ge=0)  # GPUs per replica; 0: CPU. More than the cluster has is an error, not CPU
+    batch_size: int = Field(64, ge=1)  # samples per call
+    timeout_s: float | None = Field(None, gt=0)  # per sample; None: reward.timeout_s
+    max_replacements: int = Field(4, ge=0)  # replicas replaced per step before the rest is marked crash
+
+
 class RewardComponent(Section):
     spec: str  # a registered name, module.path:func or path/to/file.py:func
     weight: float = 1.0
     options: dict[str, Any] = {}
+    serve: ServeSection | None = None  # None: scored in the reward worker pool with the other components
 
 
 class RewardSection(Section):

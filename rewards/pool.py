@@ -169,20 +169,17 @@ class RewardPool:
     # ------------------------------------------------------------------------------------- scoring
     def score(self, samples: list[Sample]) -> ScoredBatch:
         start = time.perf_counter()
+        results, metrics = self.results(samples)
+        return finish_batch(results, self.config.on_error, metrics, start)
+
+    def results(self, samples: list[Sample]) -> tuple[list[RewardResult], dict]:
+        """Every sample's result before `on_error` is applied, and the pool's replacement counts: what `score`
+        reports, for a caller that merges these results with other scores first (`rewards.served`)."""
         self._replaced_batch, self._crashed_once, self._restarts = 0, set(), 0
         self._check_health()
         results: list[RewardResult | None] = [None] * len(samples)
         self._run(samples, results)
-        batch = ScoredBatch(results, {})
-        errors = apply_policy(results, self.config.on_error)
-        batch.metrics = {**summarize(results), "reward/on_error": self.config.on_error,
-                         "reward/workers_replaced": self._replaced_batch,
-                         "reward/processes_replaced": self._restarts,
-                         "timing/reward_s": time.perf_counter() - start}
-        if errors and self.config.on_error == "fail":
-            shown = "; ".join(f"sample {i}: {r.error}: {r.message}" for i, r in errors[:5])
-            raise RewardFailed(f"{len(errors)} of {len(samples)} samples failed ({shown})", batch)
-        return batch
+        return results, {"reward/workers_replaced": self._replaced_batch, "reward/processes_replaced": self._restarts}
 
     def _chunks(self, n: int) -> list[list[int]]:
         size = self.config.chunk_size or max(1, math.ceil(n / (2 * len(self.actors))))
@@ -283,6 +280,19 @@ class RewardPool:
                 "crash", f"not scored: {self._replaced_batch} workers were replaced in this batch (limit "
                          f"max_replacements={self.config.max_replacements}); the reward keeps killing or hanging "
                          f"its workers")
+
+
+def finish_batch(results: list[RewardResult], on_error: str, metrics: dict, start: float) -> ScoredBatch:
+    """Apply `on_error`, summarise the batch (with the scorer's own `metrics`) and, under ``fail``, raise after
+    the whole batch was scored, naming the first failures."""
+    batch = ScoredBatch(results, {})
+    errors = apply_policy(results, on_error)
+    batch.metrics = {**summarize(results), "reward/on_error": on_error, **metrics,
+                     "timing/reward_s": time.perf_counter() - start}
+    if errors and on_error == "fail":
+        shown = "; ".join(f"sample {i}: {r.error}: {r.message}" for i, r in errors[:5])
+        raise RewardFailed(f"{len(errors)} of {len(results)} samples failed ({shown})", batch)
+    return batch
 
 
 def apply_policy(results: list[RewardResult], on_error: str) -> list[tuple[int, RewardResult]]:

@@ -4,7 +4,8 @@ The conversation is the prompt messages plus the completion as the assistant tur
 tokenizer's chat template when it has one (third-party reward models were trained on theirs), else with
 Keye's markup (`keye_protocol.chat.render_chat`). Image items become the vision placeholder text: the reward
 model reads text only. The score is the logit of `label_index` (default: the single label of a regression
-head). This module knows nothing about training the reward model (that is `posttrain`'s RM algorithm).
+head). `device` puts the model where its server was given a GPU (`rewards.model_server`); "cpu" otherwise. This
+module knows nothing about training the reward model (that is `posttrain`'s RM algorithm) or about serving it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class RewardModelScorer:
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, batch_size: int = 8, max_length: int = 4096,
-                 label_index: int | None = None, threads: int | None = None):
+                 label_index: int | None = None, threads: int | None = None, device: str = "cpu"):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -55,7 +56,7 @@ class RewardModelScorer:
             model.config.pad_token_id = tokenizer.pad_token_id  # the head pools at the last non-pad token
         if threads:
             torch.set_num_threads(threads)
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model, self.tokenizer, self.device = model.to(device).eval(), tokenizer, device
         self.batch_size, self.max_length = batch_size, max_length
         self.label_index = label_index or 0
 
@@ -69,7 +70,7 @@ class RewardModelScorer:
         for start in range(0, len(samples), self.batch_size):
             texts = [self.text(s) for s in samples[start:start + self.batch_size]]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                                   max_length=self.max_length)
+                                   max_length=self.max_length).to(self.device)
             with torch.no_grad():
                 logits = self.model(**batch).logits  # [B, num_labels]
             scores.extend(logits[:, self.label_index].float().tolist())

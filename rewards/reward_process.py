@@ -216,8 +216,9 @@ def _exit_text(code: int | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ child
-def _score(reward, samples: list) -> list[RewardResult]:
-    """One call of the reward: a result per sample, every failure as that call's error."""
+def score_call(reward, samples: list) -> list[RewardResult]:
+    """One call of the reward: a result per sample, every failure as that call's error (the child here calls it, and
+    so does a reward server, `rewards.model_server`)."""
     start = time.perf_counter()
     try:
         raw = reward(samples)
@@ -272,7 +273,7 @@ def child_main(fd: int) -> None:
             _, samples = conn.recv()
         except EOFError:  # the parent closed: nothing more to score
             return
-        results = _score(reward, samples)
+        results = score_call(reward, samples)
         sys.stdout.flush()
         sys.stderr.flush()
         try:

@@ -39,7 +39,8 @@ def start_learners(ctx: StageContext, config: LearnerConfig):
 
 def training_reward_pool(recipe, components=None):
     """The recipe's reward (weighted components, or a stage's own `components`) on its reward workers, as RL
-    and rejection sampling score."""
+    and rejection sampling score; components with `serve` run on their own model servers beside the pool
+    (`rewards.served`), and everything else is unchanged."""
     from rewards.pool import PoolConfig, RewardPool
 
     w = recipe.reward
@@ -48,11 +49,26 @@ def training_reward_pool(recipe, components=None):
     if len(set(specs)) != len(specs):
         raise ValueError(f"reward components name {sorted({s for s in specs if specs.count(s) > 1})} twice; "
                          f"give each reward once (one weight, one set of options)")
-    # each component keeps its own options (a reward model's path, a judge's prompt)
-    spec = {c.spec: {"weight": c.weight, "options": _resolved(recipe, c.options)} if c.options else c.weight
-            for c in components}
-    return RewardPool(spec, {}, PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s,
-                                                on_error=w.on_error, cpus_per_worker=w.cpus_per_worker))
+    config = PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s, on_error=w.on_error,
+                        cpus_per_worker=w.cpus_per_worker)
+    rule = {c.spec: _weighted(recipe, c) for c in components if c.serve is None}
+    served = [c for c in components if c.serve is not None]
+    if not served:
+        return RewardPool(rule, {}, config)
+    from rewards.model_server import ServeConfig
+    from rewards.served import ServedComponent, ServedRewards
+
+    return ServedRewards(rule, [ServedComponent(c.spec, c.weight, _resolved(recipe, c.options), ServeConfig(
+        **c.serve.model_dump(exclude={"timeout_s"}), timeout_s=c.serve.timeout_s or w.timeout_s, seed=recipe.seed))
+        for c in served], config)
+
+
+def _weighted(recipe, component):
+    """A pool component: its weight, or weight and options (each component keeps its own: a reward model's path,
+    a judge's prompt)."""
+    if not component.options:
+        return component.weight
+    return {"weight": component.weight, "options": _resolved(recipe, component.options)}
 
 
 def _resolved(recipe, options: dict) -> dict:

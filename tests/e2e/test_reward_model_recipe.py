@@ -1,6 +1,6 @@
 """A reward model trained in the run and scored with in the same run, through the CLI: SFT, then a reward_model
 stage on a user's Parquet pairs in TRL's format (under other column names), then one RL step whose reward has the
-trained model among its components, while the policy chain skips the reward model."""
+trained model among its components (served by two replicas of its own), while the policy chain skips the reward model."""
 
 import json
 import subprocess
@@ -19,7 +19,8 @@ rollout: {{sampling: {{max_tokens: 16}}, eval_sampling: {{temperature: 0.0, max_
 reward:
   components:
     - {{spec: math}}
-    - {{spec: reward_model, weight: 0.5, options: {{model: "stage:rm", max_length: 64, threads: 1}}}}
+    - {{spec: reward_model, weight: 0.5, options: {{model: "stage:rm", max_length: 64, threads: 1}},
+       serve: {{replicas: 2, cpus: 0.125, batch_size: 2}}}}  # on its own Ray actors, beside the math pool
 learner: {{precision: fp32}}
 stages:
   - {{kind: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
@@ -53,5 +54,8 @@ def test_train_a_reward_model_then_score_rl_with_it(tmp_path):
     # RL sampled with the SFT policy (not the reward model) and scored with both components
     traces = [json.loads(line) for line in (run / "02-rl" / "traces.jsonl").open()]
     assert traces and all(set(t["reward_components"]) == {"math", "reward_model"} for t in traces)
+    metrics = [json.loads(line) for line in (run / "02-rl" / "metrics.jsonl").open()]
+    served = [m for m in metrics if "reward_pool/reward_server/reward_model/latency_s" in m]
+    assert served and served[0]["reward_pool/reward_server/reward_model/batches"] == 2  # 4 samples, 2 per call
     config = json.loads((run / "02-rl" / "model" / "config.json").read_text())
     assert config["architectures"] == ["KeyeForConditionalGeneration"]

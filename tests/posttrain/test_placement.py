@@ -121,3 +121,18 @@ def test_cli_plan_colocated_on_one_node_shows_shared_gpus(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "colocated placement on the declared local cluster" in out
     assert out.count("0.5 (shared)") == 8 and out.count("0.4 (shared)") == 8
+
+
+SERVED = MINIMAL + ("reward:\n  components:\n    - {spec: math}\n    - {spec: reward_model, options: {model: m}, "
+                    "serve: {replicas: 2, cpus: 4, gpus: 1}}\n")
+
+
+def test_reward_server_replicas_are_counted_with_their_gpus_and_refused_when_they_do_not_fit(tmp_path):
+    plan = make_plan(recipe(tmp_path, "cluster.gpus_per_node=2", "cluster.num_cpus=16", text=SERVED))
+    servers = plan.of("reward_server")
+    assert [(s.rank, s.cpus, s.gpus, s.bundle) for s in servers] == [(0, 4, 1, None), (1, 4, 1, None)]
+    with pytest.raises(PlacementError) as error:  # the node has one GPU: the second replica has none
+        make_plan(recipe(tmp_path, "cluster.gpus_per_node=1", "cluster.num_cpus=16", text=SERVED))
+    message = str(error.value)
+    assert "left over: reward_server 1" in message
+    assert "reward servers 2 replicas (reward.components[].serve) with 8 CPUs and 2 GPUs" in message

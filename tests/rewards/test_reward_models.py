@@ -1,4 +1,5 @@
-"""Model-based rewards: a tiny random Qwen3 sequence classifier as reward model, and the consistency judge."""
+"""Model-based rewards: a tiny random Qwen3 sequence classifier as reward model, and the outcome and consistency
+judges (hand-written replies, and a tiny causal LM served by the rollout engine)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from rewards import load_reward
-from rewards.judge import ConsistencyJudge, hf_generate, parse_judge_score
+from rewards.judge import ConsistencyJudge, OutcomeJudge, engine_generate, judge_engine, parse_judge_score
 from rewards.reward_model import RewardModelScorer
 from rewards.sample import Sample
 
@@ -55,6 +56,8 @@ def test_reward_model_with_several_labels_needs_a_label_index(tiny_tokenizer):
     ("\\boxed{4}", 0.4), ("6", 0.6), ("Score: 0", 0.0), ("Yes, the reasoning supports it.", 1.0),
     ("No: the reasoning contradicts the answer.", 0.0), ("It is inconsistent.", 0.0),
     ("Score: 15", None), ("I am not sure", None), ("between 3 and 4", None), ("", None),
+    ("<think>step 3 says 7, so 3 of 10?</think>Score: 9", 0.9), ("<think>still thinking", None),
+    ("The answer 42 is wrong", 0.0),
 ])
 def test_parse_judge_score(reply, score):
     parsed = parse_judge_score(reply)
@@ -75,14 +78,57 @@ def test_judge_asks_only_about_samples_that_reason_and_records_unparseable_repli
         ConsistencyJudge(generate=lambda prompts: ["I cannot say"] * len(prompts))(SAMPLES[:1])
 
 
-def test_judge_runs_a_hugging_face_causal_lm(tiny_tokenizer):
+@pytest.mark.parametrize(("reply", "score"), [
+    ("Score: 1", 1.0), ("Score: 0", 0.0), ("Correct. Score: 1", 1.0), ("The final answer 5 is incorrect.", 0.0),
+    ("Yes, 4 is equivalent to the reference.", 1.0), ("Not equivalent.", 0.0), ("<think>4 = 4</think>1", 1.0),
+    ("**Score**: 0", 0.0),
+])
+def test_outcome_judge_reads_hand_written_replies(reply, score):
+    asked = []
+
+    def generate(prompts):
+        asked.extend(prompts)
+        return [reply] * len(prompts)
+
+    samples = [Sample(prompt="What is 2+2? /no_think", completion="\\boxed{5}", ground_truth="4"),
+               Sample(prompt="What is 2+2? /no_think", completion="5"),  # no reference: not applicable
+               Sample(prompt="What is 2+2? /think", completion="<think>2+2", ground_truth="4")]  # no answer: 0
+    assert OutcomeJudge(generate=generate)(samples) == [pytest.approx(score), None, 0.0]
+    assert asked == ["Judge whether a response's final answer is correct.\n\nQuestion:\nWhat is 2+2? /no_think\n\n"
+                     "Reference answer:\n4\n\nResponse's final answer:\n5\n\nIs the response's final answer "
+                     "equivalent to the reference answer? Reply with \"Score: 1\" if it is and \"Score: 0\" if it "
+                     "is not."]
+
+
+@pytest.mark.parametrize(("reply", "score"), [("Score: 7", 0.7), ("7/10", 0.7), ("Yes, it supports the answer.", 1.0),
+                                              ("No.", 0.0), ("<think>hmm</think>\\boxed{3}", 0.3)])
+def test_consistency_judge_reads_hand_written_replies(reply, score):
+    judge = ConsistencyJudge(generate=lambda prompts: [reply] * len(prompts))
+    assert judge(SAMPLES) == [pytest.approx(score), None, None]
+
+
+def test_judge_generates_through_the_rollout_engine(tiny_tokenizer, llama_dir):
+    from rollout.types import GenerationRequest, SamplingParams
+
+    engine = judge_engine(str(llama_dir), engine="transformers")
+    prompts = ["Does 2+2=4 support 4?", "short"]
+    texts = engine_generate(engine, max_new_tokens=4)(prompts)
+    direct = engine.generate([GenerationRequest(f"r{i}", [{"role": "user", "content": p}]) for i, p in
+                              enumerate(prompts)], SamplingParams(temperature=0.0, max_tokens=4))
+    assert texts == [c.text for c in direct]  # greedy: the judge reads exactly what the engine generates
     model = tiny_qwen3(tiny_tokenizer, "Qwen3ForCausalLM")
-    generate = hf_generate(model, tiny_tokenizer, max_new_tokens=4)
-    texts = generate(["Does 2+2=4 support 4?", "short"])
-    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
-    judge = load_reward("consistency_judge", model=model, tokenizer=tiny_tokenizer, max_new_tokens=4)
+    judge = load_reward("consistency_judge", model=model, tokenizer=tiny_tokenizer, engine="compact",
+                        max_new_tokens=4)
     try:  # a random model rarely writes a score: either a score in [0, 1] or a recorded parse failure
         score = judge([SAMPLES[0]])[0]
         assert 0.0 <= score <= 1.0
     except ValueError as error:
         assert "no score" in str(error)
+
+
+def test_a_gpu_judge_needs_an_engine_that_runs_there(llama_dir):
+    with pytest.raises(ValueError, match=r"the 'transformers' rollout engine generates on CPU; a GPU judge runs "
+                                         r"`engine: vllm`"):
+        OutcomeJudge(model=str(llama_dir), device="cuda")
+    with pytest.raises(TypeError, match=r"does not accept option\(s\) \['beam_width'\]"):
+        judge_engine(str(llama_dir), engine_options={"beam_width": 2})

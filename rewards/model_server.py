@@ -1,0 +1,400 @@
+"""Reward-model servers: one model-based reward (a reward model, a generative judge) on its own Ray actors.
+
+`ModelServer` is the actor's logic (a plain class, testable without Ray): it loads the reward once, on the GPU
+its actor reserved or on its CPUs, and scores a batch with it. `ModelReplicas` is the driver's handle on N of
+them. A step's samples are cut into batches of `batch_size`, each sent to one replica at a time:
+- ``random``: every batch is assigned to a replica drawn at random (seeded), Keye's dispatch: no feedback, a
+  replica's batches wait for it even if another is idle;
+- ``least_loaded``: batches wait in one queue, and whichever replica is free takes the next (ties: the replica
+  that scored fewest samples this step), so a slow or restarting replica gets less.
+Failures are marked per sample as for every reward (`rewards.result`): the reward raising or returning a bad
+value is that sample's ``exception`` / ``invalid`` (a batch that raises is scored again one sample at a time, so
+only the guilty sample fails); a batch without an answer after `timeout_s` per sample marks its samples
+``timeout`` and its replica is killed and replaced; a replica that dies (SIGKILL, out of memory) is replaced and
+its batch re-sent (a batch that kills two replicas is split, and a sample that does is ``crash``). After
+`max_replacements` in one step the unscored rest is ``crash``; dead replicas are replaced at the next step.
+Per step, `metrics` holds `reward_server/<name>/...`: latency_s (mean, send to answer), latency_max_s, model_s
+(time in the model, summed), batch_size (mean), batches, queue_max (most batches waiting for a replica),
+replicas_replaced, errors, and replica_<k>/samples.
+
+A server asked for GPUs is refused before anything starts if the cluster has fewer than replicas x gpus, and
+fails to start if torch there sees no CUDA device: it never falls back to CPU. This module knows nothing of the
+rule-reward pool or of how scores are combined (`rewards.served`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from rewards.registry import is_factory, load_reward, resolve, validate_reward
+from rewards.result import RewardResult
+from rewards.reward_process import score_call
+from rewards.sample import Sample
+from rewards.worker import check_deadline
+
+DISPATCH = ("random", "least_loaded")
+
+
+@dataclass
+class ServeConfig:
+    replicas: int = 1
+    dispatch: str = "least_loaded"
+    cpus: float = 1.0  # Ray CPUs per replica; its torch threads are this, rounded up
+    gpus: float = 0.0  # GPUs per replica (0: CPU)
+    batch_size: int = 64  # samples per call
+    timeout_s: float = 30.0  # per sample: a batch of n has n x timeout_s to answer
+    startup_timeout_s: float = 300.0
+    max_replacements: int = 4  # per step
+    seed: int = 0  # random dispatch
+
+    def __post_init__(self):
+        if self.dispatch not in DISPATCH:
+            raise ValueError(f"serve.dispatch must be one of {DISPATCH}, got {self.dispatch!r}")
+        if self.replicas < 1 or self.batch_size < 1 or not self.cpus > 0 or self.gpus < 0:
+            raise ValueError(f"serve needs replicas >= 1, batch_size >= 1, cpus > 0 and gpus >= 0 (got replicas "
+                             f"{self.replicas}, batch_size {self.batch_size}, cpus {self.cpus}, gpus {self.gpus})")
+        self.timeout_s = check_deadline(self.timeout_s)
+
+
+@dataclass
+class ServerReply:
+    results: list[RewardResult]
+    model_s: float
+    pid: int = field(default_factory=os.getpid)
+
+
+# ------------------------------------------------------------------------------------------------ the actor
+class ModelServer:
+    def __init__(self, spec, options: dict | None = None, cpus: float = 1.0, gpus: float = 0.0):
+        import torch
+
+        device = claim_devices(gpus)
+        torch.set_num_threads(max(1, math.ceil(cpus)))
+        self.reward = load_reward(spec, **with_device(spec, dict(options or {}), device))
+
+    def ready(self) -> str:
+        """The reward's name (how its scores are logged)."""
+        return self.reward.name
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def score(self, samples: list[Sample]) -> ServerReply:
+        start = time.perf_counter()
+        results = score_call(self.reward, samples)
+        if len(samples) > 1 and all(r.error == "exception" for r in results):
+            results = [score_call(self.reward, [s])[0] for s in samples]  # only the guilty sample fails
+        return ServerReply(results, time.perf_counter() - start)
+
+
+def claim_devices(gpus: float) -> str:
+    """The torch device of a server: "cuda" when it reserved GPUs and torch sees one (else an error saying what
+    is missing), "cpu" otherwise, with CUDA hidden inside an actor that reserved none (recent Ray shows such an
+    actor every GPU of its node)."""
+    import ray
+
+    in_actor = ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    if not gpus:
+        if in_actor:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        ids = ray.get_gpu_ids() if in_actor else []
+        raise RuntimeError(f"reward server reserved {gpus:g} GPU(s) (Ray GPU ids {ids}, CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but torch {torch.__version__} sees no CUDA "
+                           f"device: install a CUDA build of torch on the GPU nodes, or serve it with gpus: 0")
+    return "cuda"
+
+
+def with_device(spec, options: dict, device: str) -> dict:
+    """Options that put the reward on `device`: a factory taking `device` gets it; one that takes none cannot
+    use the GPU it was given, which is an error rather than an idle GPU."""
+    if device == "cpu" or "device" in options:
+        return options
+    fn = resolve(spec) if isinstance(spec, str) else spec
+    import inspect
+
+    if not (is_factory(fn) and "device" in inspect.signature(fn).parameters):
+        raise ValueError(f"reward {spec!r} takes no `device` option, so it cannot use the GPU its server "
+                         f"reserved; serve it with gpus: 0")
+    return {**options, "device": device}
+
+
+# ------------------------------------------------------------------------------------------------ the driver
+@dataclass
+class _Batch:
+    indices: list[int]
+    deaths: int = 0  # replicas that died while scoring it
+
+
+@dataclass
+class _Replica:
+    actor: object
+    starting: object = None  # the `ready` ref while it starts (until `deadline`)
+    queue: deque = field(default_factory=deque)  # random dispatch: the batches assigned to it
+    call: object = None  # the `score` ref in flight
+    batch: _Batch | None = None
+    sent: float = 0.0
+    deadline: float = 0.0
+    samples: int = 0  # scored this step
+
+
+@dataclass
+class _Step:
+    results: list
+    shared: deque = field(default_factory=deque)  # least_loaded: batches waiting for any free replica
+    latencies: list = field(default_factory=list)
+    model_s: float = 0.0
+    sent: list = field(default_factory=list)  # sizes of the batches sent
+    queue_max: int = 0
+    replaced: int = 0
+    strikes: int = 0  # replacements caused by this step's batches (those found dead before it do not count)
+    given_up: bool = False  # past max_replacements: nothing more is sent this step
+
+
+class ModelReplicas:
+    """N `ModelServer` actors for one reward; `score(samples) -> (results, metrics)` (see the module docstring)."""
+
+    def __init__(self, spec, options: dict | None = None, config: ServeConfig | None = None):
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("ModelReplicas needs a running Ray cluster: call ray.init(...) first")
+        self.spec, self.options, self.config = spec, dict(options or {}), config or ServeConfig()
+        validate_reward(spec, **self.options)  # a broken spec or option fails here, not inside N actors
+        self._check_gpus()
+        self._remote = ray.remote(ModelServer)
+        self.replicas = [_Replica(self._launch()) for _ in range(self.config.replicas)]
+        try:
+            names = ray.get([r.actor.ready.remote() for r in self.replicas], timeout=self.config.startup_timeout_s)
+        except ray.exceptions.GetTimeoutError as error:
+            self.close()
+            c = self.config
+            raise RuntimeError(f"reward server for {spec!r} did not start within {c.startup_timeout_s:g}s: Ray could "
+                               f"not place {c.replicas} replicas x ({c.cpus:g} CPUs, {c.gpus:g} GPUs) beside the "
+                               f"other actors (free now: {ray.available_resources()}), or loading the model hung; "
+                               f"lower serve.cpus / serve.replicas") from error
+        except Exception as error:
+            self.close()
+            raise RuntimeError(f"reward server for {spec!r} failed to start: {_last_line(error)}") from error
+        self.name = names[0]
+        self.rng = random.Random(self.config.seed)
+        self.replaced_total = 0
+
+    def _check_gpus(self) -> None:
+        import ray
+
+        c = self.config
+        have = ray.cluster_resources().get("GPU", 0.0)
+        if c.gpus and have + 1e-9 < c.replicas * c.gpus:
+            raise RuntimeError(f"reward server for {self.spec!r} asks for {c.replicas} replicas x {c.gpus:g} GPU "
+                               f"(serve.replicas x serve.gpus) but the Ray cluster has {have:g} GPUs; run on GPU "
+                               f"nodes (cluster.gpus_per_node) or serve it on CPU with gpus: 0")
+
+    def _launch(self):
+        c = self.config
+        return self._remote.options(num_cpus=c.cpus, num_gpus=c.gpus, max_restarts=0).remote(
+            self.spec, self.options, c.cpus, c.gpus)
+
+    def close(self) -> None:
+        import ray
+
+        for replica in self.replicas:
+            ray.kill(replica.actor, no_restart=True)
+        self.replicas = []
+
+    # ------------------------------------------------------------------------------------------ one step
+    def score(self, samples: list[Sample]) -> tuple[list[RewardResult], dict]:
+        start = time.perf_counter()
+        step = _Step([None] * len(samples))
+        self._check_health(step)
+        size = self.config.batch_size
+        for i in range(0, len(samples), size):
+            self._assign(step, _Batch(list(range(i, min(len(samples), i + size)))))
+        while self._pending(step):
+            self._send(samples, step)
+            self._wait(step)
+        return step.results, self._metrics(step, time.perf_counter() - start)
+
+    def _assign(self, step: _Step, batch: _Batch) -> None:
+        queue = (self.replicas[self.rng.randrange(len(self.replicas))].queue
+                 if self.config.dispatch == "random" else step.shared)
+        queue.append(batch)
+
+    def _pending(self, step: _Step) -> bool:
+        return bool(step.shared) or any(r.queue or r.call is not None for r in self.replicas)
+
+    def _send(self, samples: list[Sample], step: _Step) -> None:
+        """Each free, started replica takes its next batch (its own queue, else the shared one)."""
+        free = sorted((r for r in self.replicas if r.call is None and r.starting is None), key=lambda r: r.samples)
+        for replica in free:
+            queue = replica.queue or step.shared
+            if not queue:
+                continue
+            batch = queue.popleft()
+            replica.batch, replica.sent = batch, time.perf_counter()
+            replica.deadline = replica.sent + self.config.timeout_s * len(batch.indices)
+            replica.call = replica.actor.score.remote([samples[i] for i in batch.indices])
+            step.sent.append(len(batch.indices))
+        step.queue_max = max(step.queue_max, len(step.shared) + max(len(r.queue) for r in self.replicas))
+
+    def _wait(self, step: _Step) -> None:
+        import ray
+
+        calls = {r.call: r for r in self.replicas if r.call is not None}
+        starts = {r.starting: r for r in self.replicas if r.starting is not None}
+        if not calls and not starts:
+            return
+        timeout = max(0.0, min(r.deadline for r in [*calls.values(), *starts.values()]) - time.perf_counter())
+        ready, _ = ray.wait(list(calls) + list(starts), num_returns=1, timeout=timeout)
+        if ready:  # take everything that is in
+            ready, _ = ray.wait(list(calls) + list(starts), num_returns=len(calls) + len(starts), timeout=0)
+        for ref in ready:
+            if ref in calls:
+                self._collect(ref, calls[ref], step)
+            else:
+                self._started(ref, starts[ref], step)
+        self._expire(step)
+
+    def _collect(self, ref, replica: _Replica, step: _Step) -> None:
+        import ray
+
+        batch, replica.call, replica.batch = replica.batch, None, None
+        try:
+            reply: ServerReply = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            self._died(replica, batch, step, error)
+            return
+        except ray.exceptions.RayError as error:  # the call itself failed (a sample that cannot be sent)
+            self._fail(step, batch.indices, "exception", f"reward server call failed: {_first_line(error)}")
+            return
+        step.latencies.append(time.perf_counter() - replica.sent)
+        step.model_s += reply.model_s
+        replica.samples += len(batch.indices)
+        for i, result in zip(batch.indices, reply.results):
+            step.results[i] = result
+
+    def _died(self, replica: _Replica, batch: _Batch, step: _Step, error: Exception) -> None:
+        """Replace the replica; re-send its batch, or split it, or blame its one sample."""
+        batch.deaths += 1
+        self._replace(replica, step)
+        if batch.deaths == 1:
+            self._requeue(step, replica, [batch])
+        elif len(batch.indices) > 1:
+            self._requeue(step, replica, [_Batch([i], deaths=1) for i in batch.indices])
+        else:
+            self._fail(step, batch.indices, "crash", f"reward server died while scoring, twice "
+                                                      f"({_first_line(error)})")
+
+    def _requeue(self, step: _Step, replica: _Replica, batches: list[_Batch]) -> None:
+        if step.given_up:
+            self._fail(step, [i for b in batches for i in b.indices], "crash", self._limit_message(step))
+            return
+        queue = replica.queue if self.config.dispatch == "random" else step.shared
+        queue.extendleft(reversed(batches))
+
+    def _expire(self, step: _Step) -> None:
+        import ray
+
+        now = time.perf_counter()
+        for replica in [r for r in self.replicas if r.starting is not None and now >= r.deadline]:
+            replica.starting = None  # still not started (no free resources, or a hung load)
+            self._replace(replica, step)
+        for replica in [r for r in self.replicas if r.call is not None and now >= r.deadline]:
+            if ray.wait([replica.call], timeout=0)[0]:  # it answered while the driver was busy
+                self._collect(replica.call, replica, step)
+                continue
+            batch, replica.call, replica.batch = replica.batch, None, None
+            self._fail(step, batch.indices, "timeout", f"reward server gave no answer within "
+                       f"{self.config.timeout_s * len(batch.indices):g}s ({self.config.timeout_s:g}s per sample x "
+                       f"{len(batch.indices)}); the replica was killed and replaced")
+            self._replace(replica, step)
+
+    def _replace(self, replica: _Replica, step: _Step, strike: bool = True) -> None:
+        """Kill the replica's actor and start another in its place (it takes batches once it is ready); past
+        `max_replacements` strikes in this step, everything not yet sent is marked ``crash``."""
+        import ray
+
+        ray.kill(replica.actor, no_restart=True)
+        step.replaced += 1
+        step.strikes += strike
+        self.replaced_total += 1
+        replica.actor = self._launch()
+        replica.starting = replica.actor.ready.remote()
+        replica.deadline = time.perf_counter() + self.config.startup_timeout_s
+        if step.strikes > self.config.max_replacements and not step.given_up:
+            self._give_up(step)
+
+    def _started(self, ref, replica: _Replica, step: _Step) -> None:
+        import ray
+
+        replica.starting = None
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError:
+            self._replace(replica, step)  # it died starting: try again (bounded by max_replacements)
+
+    def _give_up(self, step: _Step) -> None:
+        """Mark every batch still waiting ``crash``; the batches in flight on live replicas still finish."""
+        step.given_up = True
+        queues = [step.shared] + [r.queue for r in self.replicas]
+        self._fail(step, [i for q in queues for b in q for i in b.indices], "crash", self._limit_message(step))
+        for queue in queues:
+            queue.clear()
+
+    def _limit_message(self, step: _Step) -> str:
+        return (f"not scored: {step.strikes} reward server replicas were replaced in this step (limit "
+                f"max_replacements={self.config.max_replacements}); the model keeps dying, hanging or failing to "
+                f"start")
+
+    def _check_health(self, step: _Step) -> None:
+        """Replace replicas that died (or hang) between steps, so no batch is sent to a dead one."""
+        import ray
+
+        for replica in self.replicas:
+            replica.samples = 0
+        refs = {r.actor.ready.remote(): r for r in self.replicas if r.starting is None}
+        if not refs:
+            return
+        ready, stuck = ray.wait(list(refs), num_returns=len(refs), timeout=5.0)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                self._replace(refs[ref], step, strike=False)
+        for ref in stuck:
+            self._replace(refs[ref], step, strike=False)
+
+    @staticmethod
+    def _fail(step: _Step, indices: list[int], kind: str, message: str) -> None:
+        for i in indices:
+            step.results[i] = RewardResult.failed(kind, message)
+
+    def _metrics(self, step: _Step, wall_s: float) -> dict:
+        p = f"reward_server/{self.name}/"
+        lat = step.latencies
+        metrics = {p + "latency_s": sum(lat) / len(lat) if lat else 0.0, p + "latency_max_s": max(lat, default=0.0),
+                   p + "model_s": step.model_s, p + "wall_s": wall_s, p + "batches": len(step.sent),
+                   p + "batch_size": sum(step.sent) / len(step.sent) if step.sent else 0.0,
+                   p + "queue_max": step.queue_max, p + "replicas_replaced": step.replaced,
+                   p + "errors": sum(r is not None and r.error is not None for r in step.results)}
+        metrics.update({f"{p}replica_{k}/samples": r.samples for k, r in enumerate(self.replicas)})
+        return metrics
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _last_line(error: Exception) -> str:
+    """An actor's failed `__init__` arrives as Ray's traceback text; its last line is the exception raised."""
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__

@@ -1,0 +1,23 @@
+"""A real reward model that misbehaves on purpose, for the reward-server tests: each sample's `behaviour` column
+says `raise` or `hang`, and `delay_s` slows every batch so that a replica can be killed mid-step."""
+
+import time
+from collections.abc import Callable
+
+
+def behaving_reward_model(model: str, delay_s: float = 0.0, max_length: int = 64) -> Callable:
+    from rewards.reward_model import RewardModelScorer
+
+    scorer = RewardModelScorer(model, max_length=max_length)
+
+    def reward_model(samples):
+        behaviours = [s.columns.get("behaviour", "ok") for s in samples]
+        if "raise" in behaviours:
+            raise RuntimeError("model boom")
+        if "hang" in behaviours:
+            time.sleep(3600)
+        time.sleep(delay_s)
+        return scorer(samples)
+
+    reward_model.__reward_batched__ = True
+    return reward_model

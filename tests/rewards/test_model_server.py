@@ -1,0 +1,196 @@
+"""Reward-model servers on a real loopback Ray cluster, with a tiny reward model of the trained one's architecture
+(keye-tiny's decoder, a random score head) and a tiny Llama judge: served scores equal in-pool ones, both
+dispatches use every replica, a SIGKILLed replica is replaced mid-step, a raising or hanging model marks only its
+samples while their rule rewards stay, GPU requests that cannot be met fail, a bad `serve` key is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from posttrain.recipe import Recipe, RecipeError, load_recipe
+from posttrain.stages.common import training_reward_pool
+from rewards.judge import ConsistencyJudge
+from rewards.model_server import ModelReplicas, ServeConfig
+from rewards.pool import PoolConfig, RewardPool
+from rewards.reward_model import RewardModelScorer
+from rewards.sample import Sample
+from rewards.served import ServedComponent, ServedRewards
+
+BEHAVING = f"{Path(__file__).parent / 'plugins' / 'served.py'}:behaving_reward_model"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two CPUs and one logical GPU (Ray's bookkeeping only: torch here has no CUDA)."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tiny_model_dir, tmp_path_factory):
+    """A reward model as the reward_model stage starts one, with a random head so that scores differ."""
+    from transformers import AutoModelForSequenceClassification
+
+    from posttrain.reward_model_init import init_reward_model
+
+    out = tmp_path_factory.mktemp("served") / "rm"
+    init_reward_model(tiny_model_dir, out)
+    model = AutoModelForSequenceClassification.from_pretrained(str(out))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.score.weight.normal_()
+    model.save_pretrained(out)
+    return out
+
+
+def step_samples(n: int, behaviours: dict[int, str] | None = None) -> list[Sample]:
+    """Addition answers, every third one wrong; `behaviours` makes chosen samples misbehave in the served model."""
+    rows = [{"prompt": f"What is {i} + 7? /no_think", "completion": f"\\boxed{{{i + 7 + (i % 3 == 0)}}}",
+             "answer": str(i + 7), "behaviour": (behaviours or {}).get(i, "ok")} for i in range(n)]
+    return [Sample.from_row(row) for row in rows]
+
+
+def recipe(rm_dir, serve: dict | None = None, spec: str = "reward_model", options: dict | None = None) -> Recipe:
+    rm = {"spec": spec, "weight": 0.5, "options": {"model": str(rm_dir), "max_length": 64, **(options or {})}}
+    if serve is not None:
+        rm["serve"] = serve
+    return Recipe.model_validate({"name": "t", "stages": [{"kind": "rl"}],
+                                  "reward": {"components": [{"spec": "math"}, rm], "timeout_s": 5.0}})
+
+
+def test_served_scores_equal_in_pool_scores(cluster, rm_dir):
+    samples = step_samples(12)
+    with training_reward_pool(recipe(rm_dir)) as pool:  # no `serve`: the pool, as before
+        assert isinstance(pool, RewardPool)
+        in_pool = pool.score(samples)
+    with training_reward_pool(recipe(rm_dir, {"replicas": 2, "cpus": 0.5, "batch_size": 5})) as served:
+        assert isinstance(served, ServedRewards)
+        out = served.score(samples)
+    for expected, result in zip(in_pool.results, out.results, strict=True):
+        assert expected.error is None and result.error is None
+        assert sorted(result.components) == sorted(expected.components) == ["math", "reward_model"]
+        assert result.components["math"] == expected.components["math"]
+        assert result.components["reward_model"] == pytest.approx(expected.components["reward_model"], abs=1e-5)
+        assert result.total == pytest.approx(expected.total, abs=1e-5)
+    assert len({round(r.components["reward_model"], 5) for r in out.results}) > 1  # the head is not constant
+    m = out.metrics
+    assert m["reward/components/reward_model"] == pytest.approx(in_pool.metrics["reward/components/reward_model"],
+                                                                abs=1e-5)
+    assert (m["reward_server/reward_model/batches"], m["reward_server/reward_model/batch_size"]) == (3, 4.0)
+    assert m["reward_server/reward_model/latency_s"] > 0 and m["reward_server/reward_model/errors"] == 0
+
+
+@pytest.fixture(scope="module")
+def replicas(cluster, rm_dir):
+    """Two replicas of a reward model slowed to 50 ms a batch, so a step of 16 one-sample batches lasts long
+    enough to kill a replica during it."""
+    config = ServeConfig(replicas=2, cpus=0.25, batch_size=1, timeout_s=10.0)
+    server = ModelReplicas(BEHAVING, {"model": str(rm_dir), "delay_s": 0.05}, config)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("dispatch", ["random", "least_loaded"])
+def test_every_replica_gets_work_under_each_dispatch(replicas, dispatch):
+    replicas.config.dispatch = dispatch
+    results, metrics = replicas.score(step_samples(8))
+    counts = [metrics[f"reward_server/reward_model/replica_{k}/samples"] for k in range(2)]
+    assert sum(counts) == 8 and min(counts) > 0, counts
+    assert all(r.error is None for r in results) and metrics["reward_server/reward_model/batches"] == 8
+
+
+def test_a_replica_killed_mid_step_is_replaced_and_every_sample_scored(replicas, rm_dir):
+    import ray
+
+    replicas.config.dispatch = "random"  # the dead replica's own batches must wait for its replacement
+    samples = step_samples(16)
+    expected = RewardModelScorer(str(rm_dir), max_length=64)(samples)
+    victim = ray.get(replicas.replicas[0].actor.pid.remote())
+    killer = threading.Timer(0.15, os.kill, (victim, signal.SIGKILL))
+    killer.start()
+    results, metrics = replicas.score(samples)
+    killer.join()
+    assert [r.error for r in results] == [None] * 16
+    assert [r.total for r in results] == pytest.approx(expected, abs=1e-5)
+    assert metrics["reward_server/reward_model/replicas_replaced"] == 1
+    assert ray.get(replicas.replicas[0].actor.pid.remote()) != victim
+    assert metrics["reward_server/reward_model/batches"] == 17  # the batch in flight was sent again
+
+
+def test_a_raising_or_hanging_model_marks_only_its_samples_and_keeps_their_rule_rewards(cluster, rm_dir):
+    samples = step_samples(5, {1: "raise", 4: "hang"})  # batches [0, 1], [2, 3], [4]
+    serve = ServeConfig(replicas=2, cpus=0.25, batch_size=2, timeout_s=1.0, startup_timeout_s=60.0)
+    component = ServedComponent(BEHAVING, 0.5, {"model": str(rm_dir)}, serve)
+    with ServedRewards({"math": 1.0}, [component], PoolConfig(num_workers=1, deadline_s=5.0)) as rewards:
+        batch = rewards.score(samples)
+    rm = RewardModelScorer(str(rm_dir), max_length=64)(samples)
+    results = batch.results
+    assert [r.error for r in results] == [None, "exception", None, None, "timeout"]
+    assert "component 'reward_model' (served): RuntimeError: model boom" in results[1].message
+    assert "no answer within 1s (1s per sample x 1)" in results[4].message
+    assert [r.components["math"] for r in results] == [0.0, 1.0, 1.0, 0.0, 1.0]  # the rule reward of every sample
+    for i in (0, 2, 3):
+        assert results[i].total == pytest.approx(results[i].components["math"] + 0.5 * rm[i], abs=1e-5)
+    assert results[1].total == results[4].total == 0.0  # on_error: zero, the error recorded
+    m = batch.metrics
+    assert (m["reward/errors/exception"], m["reward/errors/timeout"], m["reward/errors"]) == (1, 1, 2)
+    assert m["reward_server/reward_model/replicas_replaced"] == 1  # the hung replica
+
+
+def test_gpu_requests_that_cannot_be_met_fail_saying_what_is_missing(cluster, rm_dir):
+    options = {"model": str(rm_dir)}
+    with pytest.raises(RuntimeError, match=r"asks for 2 replicas x 1 GPU .* the Ray cluster has 1 GPUs"):
+        ModelReplicas("reward_model", options, ServeConfig(replicas=2, cpus=0.25, gpus=1))
+    with pytest.raises(RuntimeError, match=r"failed to start: RuntimeError: reward server reserved 1 GPU\(s\) "
+                                           r"\(Ray GPU ids \[0\].* sees no CUDA device"):
+        ModelReplicas("reward_model", options, ServeConfig(replicas=1, cpus=0.25, gpus=1))
+
+
+def test_a_served_judge_answers_through_the_rollout_engine_as_in_process(cluster, llama_dir):
+    samples = [Sample(prompt="What is 2+2? /think", completion=f"<think>2+2={k}</think><answer>{k}</answer>")
+               for k in range(3, 6)] + [Sample(prompt="What is 2+2? /no_think", completion="4")]
+    options = {"model": str(llama_dir), "max_new_tokens": 6}
+    judge = ConsistencyJudge(**options)
+    local = []
+    for sample in samples:  # a random model rarely writes a score: each sample is a score or a parse failure
+        try:
+            local.append(judge([sample])[0])
+        except ValueError as error:
+            local.append(str(error))
+    server = ModelReplicas("consistency_judge", options, ServeConfig(replicas=1, cpus=0.25, batch_size=4))
+    try:
+        results, metrics = server.score(samples)
+    finally:
+        server.close()
+    for expected, result in zip(local, results, strict=True):
+        if isinstance(expected, str):
+            assert result.error == "exception" and expected in result.message
+        else:
+            assert result.error is None and result.total == expected
+    assert results[3].total is None and results[3].skipped  # no reasoning: not applicable
+    assert metrics["reward_server/consistency_judge/batches"] == 1
+
+
+def test_a_bad_serve_key_is_refused_naming_it(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\nstages: [{kind: rl}]\nreward:\n  components:\n    - {spec: math}\n"
+                    "    - {spec: reward_model, options: {model: m}, serve: {replica: 2, dispatch: least_loaded}}\n")
+    with pytest.raises(RecipeError, match=r"r.yaml:6: reward.components.1.serve.replica: unknown key 'replica'; "
+                                          r"did you mean 'replicas'\?"):
+        load_recipe(path, check_environment=False)
+    path.write_text(path.read_text().replace("replica: 2, dispatch: least_loaded", "dispatch: round_robin"))
+    with pytest.raises(RecipeError, match=r"serve.dispatch: 'round_robin' is not one of \['random', 'least_loaded'\]"):
+        load_recipe(path, check_environment=False)
