@@ -102,11 +102,19 @@ def make_llama_dir():
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster_gpus():
+    """Logical GPUs of the `cluster` fixture's Ray (its bookkeeping only: torch here has no CUDA); a module that
+    checks GPU placement overrides this fixture."""
+    return 0
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_gpus):
     """A two-CPU Ray cluster on loopback for one test module's actors."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=cluster_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
     try:
         yield
     finally:

@@ -19,12 +19,9 @@ BASE = ["cluster.gpus_per_node=8", "cluster.num_cpus=2", "cluster.cpus_per_learn
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, num_gpus=8, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def cluster_gpus():
+    """The conftest `cluster` gets 8 logical GPUs here."""
+    return 8
 
 
 def recipe(tmp_path, *overrides):
