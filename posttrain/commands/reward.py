@@ -93,11 +93,12 @@ def read_samples(path: Path) -> list:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from posttrain.judge_engine import engine_backed
     from rewards.registry import validate_reward
     from rewards.result import summarize
 
-    spec = parse_reward_args(args.reward)
     options = json.loads(args.options)
+    spec = engine_backed(parse_reward_args(args.reward), options)  # a judge with a `model`: its rollout engine
     samples = read_samples(args.data)
     validate_reward(spec, **options)  # a broken spec fails here, before any process starts
     results = _score_pool(spec, options, samples, args) if args.workers else _score_here(spec, options, samples,

@@ -40,7 +40,9 @@ def start_learners(ctx: StageContext, config: LearnerConfig):
 def training_reward_pool(recipe, components=None):
     """The recipe's reward (weighted components, or a stage's own `components`) on its reward workers, as RL
     and rejection sampling score; components with `serve` run on their own model servers beside the pool
-    (`rewards.served`), and everything else is unchanged."""
+    (`rewards.served`), and everything else is unchanged. A judge named with a `model` generates through a
+    rollout engine (`posttrain.judge_engine`)."""
+    from posttrain.judge_engine import engine_backed
     from rewards.pool import PoolConfig, RewardPool
 
     w = recipe.reward
@@ -51,16 +53,17 @@ def training_reward_pool(recipe, components=None):
                          f"give each reward once (one weight, one set of options)")
     config = PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s, on_error=w.on_error,
                         cpus_per_worker=w.cpus_per_worker)
-    rule = {c.spec: _weighted(recipe, c) for c in components if c.serve is None}
+    rule = {engine_backed(c.spec, c.options): _weighted(recipe, c) for c in components if c.serve is None}
     served = [c for c in components if c.serve is not None]
     if not served:
         return RewardPool(rule, {}, config)
     from rewards.model_server import ServeConfig
     from rewards.served import ServedComponent, ServedRewards
 
-    return ServedRewards(rule, [ServedComponent(c.spec, c.weight, _resolved(recipe, c.options), ServeConfig(
-        **c.serve.model_dump(exclude={"timeout_s"}), timeout_s=c.serve.timeout_s or w.timeout_s, seed=recipe.seed))
-        for c in served], config)
+    return ServedRewards(rule, [ServedComponent(
+        engine_backed(c.spec, c.options), c.weight, _resolved(recipe, c.options),
+        ServeConfig(**c.serve.model_dump(exclude={"timeout_s"}), timeout_s=c.serve.timeout_s or w.timeout_s,
+                    seed=recipe.seed)) for c in served], config)
 
 
 def _weighted(recipe, component):

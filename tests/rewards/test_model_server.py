@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from posttrain.judge_engine import engine_backed
 from posttrain.recipe import Recipe, RecipeError, load_recipe
 from posttrain.stages.common import training_reward_pool
-from rewards.judge import ConsistencyJudge
+from rewards import load_reward
 from rewards.model_server import ModelReplicas, ServeConfig
 from rewards.pool import PoolConfig, RewardPool
 from rewards.reward_model import RewardModelScorer
@@ -154,28 +155,30 @@ def test_gpu_requests_that_cannot_be_met_fail_saying_what_is_missing(cluster, rm
 
 
 def test_a_served_judge_answers_through_the_rollout_engine_as_in_process(cluster, llama_dir):
-    samples = [Sample(prompt="What is 2+2? /think", completion=f"<think>2+2={k}</think><answer>{k}</answer>")
-               for k in range(3, 6)] + [Sample(prompt="What is 2+2? /no_think", completion="4")]
+    samples = [Sample(prompt="What is 2+2? /think", completion=f"<think>2+2={k}</think><answer>{k}</answer>",
+                      ground_truth="4") for k in range(3, 6)] + \
+              [Sample(prompt="What is 2+2? /no_think", completion="4", ground_truth="4")]
     options = {"model": str(llama_dir), "max_new_tokens": 6}
-    judge = ConsistencyJudge(**options)
+    judge = load_reward(engine_backed("consistency_judge", options), **options)  # posttrain's engine-backed judge
     local = []
     for sample in samples:  # a random model rarely writes a score: each sample is a score or a parse failure
         try:
             local.append(judge([sample])[0])
         except ValueError as error:
             local.append(str(error))
-    server = ModelReplicas("consistency_judge", options, ServeConfig(replicas=1, cpus=0.25, batch_size=4))
-    try:
-        results, metrics = server.score(samples)
-    finally:
-        server.close()
-    for expected, result in zip(local, results, strict=True):
+    served = Recipe.model_validate({"name": "t", "stages": [{"kind": "rl"}], "reward": {"components": [
+        {"spec": "math"}, {"spec": "consistency_judge", "options": options,  # the recipe's syntax
+                           "serve": {"replicas": 1, "cpus": 0.25, "batch_size": 4}}]}})
+    with training_reward_pool(served) as rewards:
+        out = rewards.score(samples)
+    for expected, result in zip(local, out.results, strict=True):
+        assert result.components["math"] == float(result is out.results[1] or result is out.results[3])
         if isinstance(expected, str):
             assert result.error == "exception" and expected in result.message
         else:
-            assert result.error is None and result.total == expected
-    assert results[3].total is None and results[3].skipped  # no reasoning: not applicable
-    assert metrics["reward_server/consistency_judge/batches"] == 1
+            assert result.error is None and result.components.get("consistency_judge") == expected
+    assert "consistency_judge" not in out.results[3].components  # no reasoning: not applicable
+    assert out.metrics["reward_server/consistency_judge/batches"] == 1
 
 
 def test_a_bad_serve_key_is_refused_naming_it(tmp_path):

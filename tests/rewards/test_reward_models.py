@@ -1,13 +1,13 @@
 """Model-based rewards: a tiny random Qwen3 sequence classifier as reward model, and the outcome and consistency
-judges (hand-written replies, and a tiny causal LM served by the rollout engine)."""
+judges on hand-written replies (a judge on a model, through the rollout engine: tests/posttrain/test_judge_engine.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rewards import load_reward
-from rewards.judge import ConsistencyJudge, OutcomeJudge, engine_generate, judge_engine, parse_judge_score
+from rewards import RewardSpecError, load_reward
+from rewards.judge import ConsistencyJudge, OutcomeJudge, parse_judge_score
 from rewards.reward_model import RewardModelScorer
 from rewards.sample import Sample
 
@@ -107,28 +107,13 @@ def test_consistency_judge_reads_hand_written_replies(reply, score):
     assert judge(SAMPLES) == [pytest.approx(score), None, None]
 
 
-def test_judge_generates_through_the_rollout_engine(tiny_tokenizer, llama_dir):
-    from rollout.types import GenerationRequest, SamplingParams
-
-    engine = judge_engine(str(llama_dir), engine="transformers")
-    prompts = ["Does 2+2=4 support 4?", "short"]
-    texts = engine_generate(engine, max_new_tokens=4)(prompts)
-    direct = engine.generate([GenerationRequest(f"r{i}", [{"role": "user", "content": p}]) for i, p in
-                              enumerate(prompts)], SamplingParams(temperature=0.0, max_tokens=4))
-    assert texts == [c.text for c in direct]  # greedy: the judge reads exactly what the engine generates
-    model = tiny_qwen3(tiny_tokenizer, "Qwen3ForCausalLM")
-    judge = load_reward("consistency_judge", model=model, tokenizer=tiny_tokenizer, engine="compact",
-                        max_new_tokens=4)
-    try:  # a random model rarely writes a score: either a score in [0, 1] or a recorded parse failure
-        score = judge([SAMPLES[0]])[0]
-        assert 0.0 <= score <= 1.0
-    except ValueError as error:
-        assert "no score" in str(error)
-
-
-def test_a_gpu_judge_needs_an_engine_that_runs_there(llama_dir):
-    with pytest.raises(ValueError, match=r"the 'transformers' rollout engine generates on CPU; a GPU judge runs "
-                                         r"`engine: vllm`"):
-        OutcomeJudge(model=str(llama_dir), device="cuda")
-    with pytest.raises(TypeError, match=r"does not accept option\(s\) \['beam_width'\]"):
-        judge_engine(str(llama_dir), engine_options={"beam_width": 2})
+def test_a_judge_takes_a_generate_callable_and_refuses_model_options():
+    judge = load_reward("outcome_judge", generate=lambda prompts: ["Score: 1"] * len(prompts), scale=1)
+    assert judge.name == "outcome_judge" and judge.form == "native_batched"
+    assert judge([Sample(prompt="2+2?", completion="\\boxed{4}", ground_truth="4")]) == [1.0]
+    # rewards knows no engines: a model is posttrain's option (posttrain.judge_engine), refused here by name
+    with pytest.raises(RewardSpecError, match=r"'consistency_judge' does not take the options \['engine', 'model'\]; "
+                                              r"it takes \['generate', 'scale', 'template'\]"):
+        load_reward("consistency_judge", model="some/dir", engine="compact")
+    with pytest.raises(TypeError, match="`generate` must be a callable"):
+        ConsistencyJudge(generate="some/dir")
