@@ -91,6 +91,10 @@ class RolloutSection(Section):
     sampling: SamplingParams = SamplingParams()
     eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
     max_tool_turns: int = Field(3, ge=0)
+    # how RL moves the learner's weights to the engines: object_store (buckets through Ray, any node);
+    # shared_memory (the CPU engines on learner rank 0's host view a file in /dev/shm: one copy, no pickling);
+    # auto: shared_memory where every worker shares that host and the engine is a CPU one, else object_store
+    weight_sync: Literal["auto", "object_store", "shared_memory"] = "auto"
 
 
 STAGE_PREFIX = "stage:"  # reward options can name a model this recipe trains: `model: stage:rm`

@@ -39,6 +39,9 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
         return f"{path}:{line_of(lines, ('rollout',) + key) or '?'}: rollout.{'.'.join(key)}"
 
     if r.engine == "vllm":
+        if r.weight_sync == "shared_memory":
+            raise RecipeError(f"{where('weight_sync')}: shared_memory works with the CPU engines "
+                              f"({', '.join(CPU_ENGINES)}) only; vllm takes object_store (or auto)")
         try:
             importlib.import_module("vllm")
         except Exception as error:  # ImportError, or a vLLM build that fails on this torch/CUDA
@@ -53,3 +56,16 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
         raise RecipeError(f"{where('engine')}: rollout engine {r.engine!r} cannot be imported here ({error})") from None
     except TypeError as error:
         raise RecipeError(f"{where('engine_options')}: {error}") from None
+
+
+def weight_transport(rollout: RolloutSection, learner_node: str | None, worker_nodes: list[str | None]) -> str:
+    """The transport `rollout.weight_sync` names, `auto` resolved: shared memory needs every rollout worker on
+    learner rank 0's host and an engine that holds its model in its own process."""
+    same_host = set(worker_nodes) == {learner_node}
+    if rollout.weight_sync == "shared_memory" and not same_host:
+        raise RecipeError(f"rollout.weight_sync: shared_memory needs every rollout worker on learner rank 0's node "
+                          f"({learner_node}); they run on {sorted(set(map(str, worker_nodes)))}. Use object_store "
+                          f"or auto")
+    if rollout.weight_sync == "auto":
+        return "shared_memory" if same_host and rollout.engine in CPU_ENGINES else "object_store"
+    return rollout.weight_sync

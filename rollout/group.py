@@ -3,8 +3,8 @@
 Actors are started with `max_restarts=-1`. When one dies mid-batch its shard fails with `RayActorError`; the
 group waits until Ray has restarted it, gives it the latest weights again (a restarted actor starts from the
 model directory) and dispatches the same shard once more. One that dies during a weight update gets the same
-weights once it is back. Weights travel as bucket ObjectRefs: one `ray.put`
-per bucket, shared by every worker.
+weights once it is back. Weights travel as bucket ObjectRefs (one `ray.put` per bucket, shared by every
+worker) or, on the learner's host, as a slot of a shared-memory file the engines point at (`share_weights`).
 
 Ray itself (cluster start, placement groups) belongs to the caller; this module only creates actors on it,
 each reserving its CPUs and GPUs (`num_gpus`: an actor that reserves none would see every GPU of its node), in
@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from rollout.shared_weights import SharedWeightsLayout
 from rollout.types import Completion, GenerationRequest, SamplingParams
 from rollout.worker import RolloutWorker
 
@@ -43,7 +44,7 @@ class RolloutGroup:
                         for i, options in enumerate(actor_options)]
         self.max_redispatch = max_redispatch
         self.version = 0
-        self.bucket_refs: list[ray.ObjectRef] = []
+        self.last_update: tuple[str, tuple] | None = None  # (worker method, args): replayed to a restarted worker
         self.redispatched = 0
         try:
             ray.get([w.ping.remote() for w in self.workers])
@@ -87,14 +88,23 @@ class RolloutGroup:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        if self.bucket_refs:
-            ray.get(self.workers[i].update_weights.remote(self.version, self.bucket_refs))
+        if self.last_update:
+            method, args = self.last_update
+            ray.get(getattr(self.workers[i], method).remote(*args))
 
     def update_weights(self, version: int, buckets: list[dict] | list[ray.ObjectRef]) -> None:
         """Send new weights (buckets or their ObjectRefs) to every worker and wait until all have them."""
         refs = [b if isinstance(b, ray.ObjectRef) else ray.put(b) for b in buckets]
-        self.version, self.bucket_refs = version, refs
-        futures = [w.update_weights.remote(version, refs) for w in self.workers]
+        self._send("update_weights", (version, refs))
+
+    def share_weights(self, version: int, layout: SharedWeightsLayout) -> None:
+        """Every worker points its engine at version's slot of the shared-memory file (`rollout.shared_weights`);
+        the learner has written it. Only for workers on the learner's host."""
+        self._send("share_weights", (version, layout))
+
+    def _send(self, method: str, args: tuple) -> None:
+        self.version, self.last_update = args[0], (method, args)
+        futures = [getattr(w, method).remote(*args) for w in self.workers]
         for i, future in enumerate(futures):
             try:
                 ray.get(future)

@@ -116,21 +116,41 @@ class TransformersEngine:
     # ------------------------------------------------------------------------------------------ weights
     def load_weights(self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]] | dict) -> int:
         """Copy new weights in place (any subset, e.g. one bucket) and record their version."""
-        items = named_tensors.items() if isinstance(named_tensors, dict) else named_tensors
-        params = dict(self.model.named_parameters())
         loaded = 0
         with torch.no_grad():
-            for name, tensor in items:
-                if name not in params:
-                    raise ValueError(f"weight sync: unknown parameter {name!r} (version {version}); learner and "
-                                     f"rollout engine must hold the same architecture")
-                if params[name].shape != tensor.shape:
-                    raise ValueError(f"weight sync: {name} has shape {tuple(tensor.shape)} from the learner but "
-                                     f"{tuple(params[name].shape)} in the engine")
-                params[name].copy_(tensor)
+            for param, tensor in self._checked(version, named_tensors):
+                param.copy_(tensor)
                 loaded += 1
         self.weight_version = version
         return loaded
+
+    def share_weights(self, version: int, views: dict[str, torch.Tensor]) -> int:
+        """Point the parameters at these tensors (views of shared memory, `rollout.shared_weights`): no copy.
+        Every parameter must be given, in the engine's own dtype, or the engine would mix two versions."""
+        params = dict(self.model.named_parameters())
+        if missing := sorted(set(params) - set(views)):
+            raise ValueError(f"weight sync (shared memory, version {version}): no tensor for {missing[:3]} "
+                             f"({len(missing)} parameters)")
+        for param, view in self._checked(version, views):
+            if view.dtype != param.dtype:
+                raise ValueError(f"weight sync (shared memory): the learner writes {view.dtype}, the engine holds "
+                                 f"{param.dtype}; give both the same dtype or use rollout.weight_sync: object_store")
+            param.data = view
+        self.weight_version = version
+        return len(views)
+
+    def _checked(self, version: int, named_tensors) -> Iterable[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """(engine parameter, learner tensor) pairs, refusing unknown names and wrong shapes."""
+        items = named_tensors.items() if isinstance(named_tensors, dict) else named_tensors
+        params = dict(self.model.named_parameters())
+        for name, tensor in items:
+            if name not in params:
+                raise ValueError(f"weight sync: unknown parameter {name!r} (version {version}); learner and "
+                                 f"rollout engine must hold the same architecture")
+            if params[name].shape != tensor.shape:
+                raise ValueError(f"weight sync: {name} has shape {tuple(tensor.shape)} from the learner but "
+                                 f"{tuple(params[name].shape)} in the engine")
+            yield params[name], tensor
 
     def probe_logprobs(self, token_ids: list[int]) -> torch.Tensor:
         """Logprobs of `token_ids[1:]` under the current weights: the weight-sync check compares these."""

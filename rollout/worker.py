@@ -18,6 +18,7 @@ from keye_protocol.chat import Mode, parse_mode
 from rollout.agentic import AgenticLoop, ToolRunner
 from rollout.devices import hide_unreserved_gpus, visible_devices
 from rollout.engines import build_engine
+from rollout.shared_weights import SharedWeightsLayout, slot_views
 from rollout.types import Completion, GenerationRequest, SamplingParams
 from rollout.weight_sync import BroadcastGroup, TensorMeta
 
@@ -85,6 +86,13 @@ class RolloutWorker:
             for bucket in item if isinstance(item, list) else [item]:
                 loaded += self.engine.load_weights(version, bucket)
         return loaded
+
+    def share_weights(self, version: int, layout: SharedWeightsLayout) -> int:
+        """Point the engine's parameters at version's slot of the shared-memory file (same host as the learner)."""
+        if not callable(getattr(self.engine, "share_weights", None)):
+            raise TypeError(f"rollout engine {type(self.engine).__name__} cannot take weights from shared memory; "
+                            f"set rollout.weight_sync: object_store")
+        return self.engine.share_weights(version, slot_views(layout, version))
 
     def join_broadcast_group(self, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
         self.broadcast_group = BroadcastGroup(port, rank, world_size, backend)

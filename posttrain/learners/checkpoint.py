@@ -22,7 +22,7 @@ import random
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -39,21 +39,30 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 def export_parameters(learner: Learner, bucket_bytes: int, dtype: torch.dtype | None = None,
                       trainable_only: bool = False, rank0_only: bool = False) -> list[dict[str, Tensor]]:
     """Full CPU copies of the parameters, bucketed; gathered bucket by bucket under ZeRO-3 (collective)."""
+    keep = not rank0_only or learner.rank == 0
+    if learner.config.zero_stage != 3 and not keep:
+        return []
+    return [{n: p.detach().to("cpu", dtype or p.dtype).clone() for n, p in chunk}
+            for chunk in gathered_chunks(learner, bucket_bytes, trainable_only) if keep]
+
+
+def gathered_chunks(learner: Learner, bucket_bytes: int, trainable_only: bool = False) -> Iterator[list]:
+    """[(name, full parameter)] chunks of about bucket_bytes, each whole while the caller holds it: under
+    ZeRO-3 a chunk is gathered (a collective every rank must join) and freed when the caller asks for the next."""
     import deepspeed
 
     zero3 = learner.config.zero_stage == 3
     named = [(n, p) for n, p in learner.module.named_parameters() if p.requires_grad or not trainable_only]
-    keep = not rank0_only or learner.rank == 0
-    if not zero3 and not keep:
-        return []
-    buckets: list[dict[str, Tensor]] = []
     for chunk in _chunks(named, bucket_bytes, zero3):
         gather = deepspeed.zero.GatheredParameters([p for _, p in chunk], modifier_rank=None) if zero3 \
             else nullcontext()
         with gather:
-            if keep:
-                buckets.append({n: p.detach().to("cpu", dtype or p.dtype).clone() for n, p in chunk})
-    return buckets
+            yield chunk
+
+
+def full_parameter_specs(learner: Learner) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """(name, full shape, dtype) of every parameter, also where ZeRO-3 holds only a partition."""
+    return [(n, tuple(getattr(p, "ds_shape", p.shape)), p.dtype) for n, p in learner.module.named_parameters()]
 
 
 def _chunks(named: list, bucket_bytes: int, zero3: bool) -> list[list]:

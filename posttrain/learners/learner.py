@@ -33,6 +33,7 @@ from posttrain.learners.batch import TrainBatch, VisionLayout
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.micro_batches import Layout, MicroBatch, build_micro_batches
 from posttrain.losses import BatchTotals, LossInputs, build_loss
+from rollout.shared_weights import SharedWeightsLayout, write_slot
 
 
 class Learner:
@@ -287,6 +288,23 @@ class Learner:
         from posttrain.learners.checkpoint import export_parameters
 
         return export_parameters(self, bucket_bytes, dtype, trainable_only, rank0_only)
+
+    def shared_weights_layout(self, path: str) -> SharedWeightsLayout:
+        """Rank 0: plan and create the shared-memory file the rollout engines on this host will view."""
+        from posttrain.learners.checkpoint import full_parameter_specs
+
+        return SharedWeightsLayout.plan(path, full_parameter_specs(self)).create()
+
+    def write_shared_weights(self, layout: SharedWeightsLayout, version: int) -> int:
+        """Copy the parameters into version's slot (one copy, no pickling); every rank joins ZeRO-3's gathers."""
+        from posttrain.learners.checkpoint import gathered_chunks
+
+        if self.config.zero_stage != 3 and self.rank != 0:
+            return 0
+        written = 0
+        for chunk in gathered_chunks(self, 64 << 20):
+            written += write_slot(layout, version, chunk) if self.rank == 0 else 0
+        return written
 
     def save(self, directory: str | Path, data_state: dict | None = None) -> Path:
         from posttrain.learners.checkpoint import save_checkpoint

@@ -94,6 +94,12 @@ class LearnerActor:
     def export_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> list[dict[str, Tensor]]:
         return self.learner.export_weights(bucket_bytes, dtype, rank0_only=True)
 
+    def shared_weights_layout(self, path: str):
+        return self.learner.shared_weights_layout(path)
+
+    def write_shared_weights(self, layout, version: int) -> int:
+        return self.learner.write_shared_weights(layout, version)
+
     def local_parameters(self) -> dict[str, Tensor]:
         """This rank's own copy of each parameter (full under ZeRO 0-2, its partition under ZeRO-3)."""
         return {n: p.detach().cpu().clone() for n, p in self.learner.module.named_parameters()}
@@ -194,6 +200,14 @@ class LearnerGroup:
         refs = [a.export_weights.remote(bucket_bytes, dtype) for a in self.actors]
         ray.get(refs[1:])  # the other ranks return [] after taking part in ZeRO-3 gathers; raise their errors
         return refs[0]
+
+    def shared_weights_layout(self, path: str):
+        """Rank 0 creates the shared-memory file for `rollout.shared_weights` and returns its layout."""
+        return self._all([self.actors[0].shared_weights_layout.remote(path)])[0]
+
+    def write_shared_weights(self, layout, version: int) -> int:
+        """Every rank joins (ZeRO-3 gathers); rank 0 writes version's slot. Returns the bytes written."""
+        return self._all([a.write_shared_weights.remote(layout, version) for a in self.actors])[0]
 
     def local_parameters(self) -> list[dict[str, Tensor]]:
         return self._all([a.local_parameters.remote() for a in self.actors])

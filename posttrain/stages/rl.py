@@ -20,6 +20,7 @@ always fail (`posttrain.curriculum`).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 
@@ -29,6 +30,7 @@ import torch
 from posttrain.curriculum import Curriculum
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
 from posttrain.rl_batch import rl_batch
+from posttrain.rollout_engine import weight_transport
 from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, rollout_group,
                                      save_checkpoint, stage_progress, start_learners, training_reward_pool)
@@ -36,6 +38,7 @@ from posttrain.stages.evaluate import Evaluator
 from posttrain.traces import MetricsLog, StepLog, sample_record, save_images
 from posttrain.losses import group_advantages
 from rollout.encoding import PromptEncoder
+from rollout.shared_weights import SHM_DIR
 
 
 @contextmanager
@@ -60,6 +63,7 @@ class RlLoop:
         self.start = state["step"]
         self.curriculum.load_state_dict(state.get("curriculum", {}))
         self.rollout = rollout_group(ctx)
+        self.shared_weights = self.shared_weights_layout()
         self.rewards = training_reward_pool(recipe)
         # evaluations up to the checkpoint's step stay ("after", logged at the last step, always runs again); a
         # fresh start runs "before" again, so keeps none
@@ -104,11 +108,13 @@ class RlLoop:
             self.upcoming = (step + 1, *self.submit(step + 1, timings))  # generates while the learner trains
         with timed(timings, "train"), self.engines_asleep():
             train_metrics = self.train(rows, completions, results, advantages)
+        with timed(timings, "sync"):  # the learner's half, while the workers may still generate
+            weights = self.publish_weights(step + 1)
         if self.upcoming:
             with timed(timings, "generate_wait"):  # the weights may change only once that generation is done
                 self.upcoming[2].result()
         with timed(timings, "sync"):
-            self.sync_weights(step + 1)
+            self.deliver_weights(step + 1, weights)
         with timed(timings, "log"):
             metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(step, completions, results)}
             self.log(step, rows, completions, results, advantages)
@@ -200,8 +206,38 @@ class RlLoop:
         finally:
             self.rollout.wake_up()
 
+    def shared_weights_layout(self):
+        """The shared-memory file of `rollout.weight_sync` (None: weights travel through the object store)."""
+        nodes = [d["node"] for d in self.rollout.devices()]
+        transport = weight_transport(self.ctx.recipe.rollout, self.learners.devices()[0]["node"], nodes)
+        layout, why = None, ""
+        if transport == "shared_memory":
+            name = hashlib.sha1(str(self.ctx.dir.resolve()).encode()).hexdigest()[:12]
+            try:
+                layout = self.learners.shared_weights_layout(str(SHM_DIR / f"keye-posttrain-{name}.weights"))
+            except OSError as error:  # e.g. a small /dev/shm: asked for by name, an error; by auto, said here
+                if self.ctx.recipe.rollout.weight_sync == "shared_memory":
+                    raise
+                transport, why = "object_store", f" ({error})"
+        self.ctx.console.print(f"[dim]{self.ctx.label}: weight sync through {transport.replace('_', ' ')}{why}[/]")
+        return layout
+
     def sync_weights(self, version: int) -> None:
-        weights = self.learners.export_weights_ref(bucket_bytes=64 << 20)
+        self.deliver_weights(version, self.publish_weights(version))
+
+    def publish_weights(self, version: int):
+        """The learner's half of a sync: write version's shared-memory slot (the engines still view the other),
+        or start exporting the buckets into the object store (returns their ObjectRef)."""
+        if self.shared_weights:
+            self.learners.write_shared_weights(self.shared_weights, version)
+            return None
+        return self.learners.export_weights_ref(bucket_bytes=64 << 20)
+
+    def deliver_weights(self, version: int, weights) -> None:
+        """The engines' half: point at the new slot, or load the buckets."""
+        if self.shared_weights:
+            self.rollout.share_weights(version, self.shared_weights)
+            return
         try:
             self.rollout.update_weights(version, [weights])
         except Exception:
@@ -233,9 +269,13 @@ class RlLoop:
                                          hint_level=row.get("hint_level", 0)))
         self.traces.write_step(step, records)
 
+    def remove_shared_weights(self) -> None:
+        if getattr(self, "shared_weights", None):
+            self.shared_weights.remove()
+
     def close(self) -> None:
         for closer in (self.traces.close, self.metrics.close, self.evaluator.close, self.rewards.close,
-                       self.rollout.shutdown, self.learners.shutdown):
+                       self.rollout.shutdown, self.learners.shutdown, self.remove_shared_weights):
             try:
                 closer()
             except Exception:  # keep closing the rest; the first error has already been raised

@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from posttrain.recipe import RecipeError, load_recipe
-from posttrain.rollout_engine import engine_options
+from posttrain.recipe import RecipeError, RolloutSection, load_recipe
+from posttrain.rollout_engine import engine_options, weight_transport
 
 TINY_VLLM = "name: t\nrollout:\n  engine: vllm\nstages:\n  - kind: rl\n"
 
@@ -70,3 +70,29 @@ def test_the_options_each_engine_gets(tmp_path, fake_vllm):
     vllm = load_recipe(write(tmp_path, TINY_VLLM), ["rollout.engine_options.dtype=float32"])
     assert engine_options(vllm.rollout) == {"dtype": "float32"}  # max_batch_size sizes batches, not vLLM
     assert engine_options(vllm.rollout, colocated=True) == {"dtype": "float32", "enable_sleep_mode": True}
+
+
+def test_shared_memory_weight_sync_is_refused_for_vllm_at_load(tmp_path, no_vllm):
+    path = write(tmp_path, TINY_VLLM.replace("engine: vllm\n", "engine: vllm\n  weight_sync: shared_memory\n"))
+    with pytest.raises(RecipeError, match=rf"{path}:4: rollout.weight_sync: shared_memory works with the CPU "
+                                          r"engines \(transformers, compact\) only"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize("choice, engine, workers, expected", [
+    ("auto", "compact", ["n1", "n1"], "shared_memory"),
+    ("auto", "transformers", ["n1"], "shared_memory"),
+    ("auto", "compact", ["n1", "n2"], "object_store"),  # a worker on another node cannot view the file
+    ("auto", "vllm", ["n1"], "object_store"),
+    ("object_store", "compact", ["n1"], "object_store"),
+    ("shared_memory", "compact", ["n1"], "shared_memory"),
+])
+def test_weight_transport_resolves_auto_by_host_and_engine(choice, engine, workers, expected):
+    rollout = RolloutSection(engine=engine, weight_sync=choice)
+    assert weight_transport(rollout, "n1", workers) == expected
+
+
+def test_shared_memory_with_a_worker_on_another_node_is_an_error_naming_both():
+    with pytest.raises(RecipeError, match=r"rollout.weight_sync: shared_memory needs every rollout worker on "
+                                          r"learner rank 0's node \(n1\); they run on \['n1', 'n2'\]"):
+        weight_transport(RolloutSection(weight_sync="shared_memory"), "n1", ["n1", "n2"])

@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from rollout.group import RolloutGroup
+from rollout.shared_weights import SharedWeightsLayout, write_slot
 from rollout.types import GenerationRequest, SamplingParams
 from rollout.weight_sync import bucket_tensors
 
@@ -53,3 +54,16 @@ def test_a_worker_killed_during_a_weight_update_gets_the_weights_once_restarted(
         group.update_weights(version, buckets)
         assert group.weight_versions() == [version, version]
     print("updates that met a dead worker:", group.redispatched - before)
+
+
+def test_a_worker_restarted_after_a_shared_memory_sync_views_that_slot_again(group, tiny_model_dir, tmp_path):
+    from keye_vl.modeling import KeyeForConditionalGeneration
+
+    named = list(KeyeForConditionalGeneration.from_pretrained(tiny_model_dir).named_parameters())
+    layout = SharedWeightsLayout.plan(tmp_path / "weights", [(n, p.shape, p.dtype) for n, p in named]).create()
+    write_slot(layout, 21, named)
+    group.share_weights(21, layout)
+    ray.kill(group.workers[0], no_restart=False)
+    completions = group.generate(REQUESTS, SamplingParams(temperature=0, max_tokens=4))
+    assert {c.weight_version for c in completions} == {21}
+    assert group.weight_versions() == [21, 21]

@@ -5,6 +5,7 @@ import ray
 import torch
 
 from rollout.group import RolloutGroup, shard
+from rollout.shared_weights import SharedWeightsLayout, write_slot
 from rollout.types import GenerationRequest, SamplingParams
 from rollout.weight_sync import bucket_tensors
 
@@ -66,5 +67,17 @@ def test_one_ref_to_a_list_of_buckets_loads_every_bucket(group, tiny_model, engi
     group.update_weights(5, [ref])
     assert group.weight_versions() == [5, 5]
     engine.load_weights(5, dict(tiny_model.named_parameters()))
+    assert [c.token_ids for c in group.generate(REQUESTS, GREEDY)] == \
+        [c.token_ids for c in engine.generate(REQUESTS, GREEDY)]
+
+
+def test_shared_weights_reach_every_worker_as_views_of_one_file(group, tiny_model, engine, tmp_path):
+    """Same host: the learner writes the slot once; each worker points its engine at it (`rollout.shared_weights`)."""
+    weights = {n: p.detach() * 1.1 for n, p in tiny_model.named_parameters()}
+    layout = SharedWeightsLayout.plan(tmp_path / "weights", [(n, t.shape, t.dtype) for n, t in weights.items()])
+    write_slot(layout.create(), 9, weights.items())
+    group.share_weights(9, layout)
+    assert group.weight_versions() == [9, 9]
+    engine.load_weights(9, weights)
     assert [c.token_ids for c in group.generate(REQUESTS, GREEDY)] == \
         [c.token_ids for c in engine.generate(REQUESTS, GREEDY)]

@@ -10,6 +10,7 @@ from PIL import Image
 from posttrain.learners.batch import VISION, TrainBatch
 from posttrain.learners.learner import Learner
 from posttrain.learners.learner_config import LearnerConfig
+from rollout.shared_weights import slot_views
 
 
 def keye_batch(processor, rows=4):
@@ -149,7 +150,7 @@ def test_reward_model_with_bradley_terry(tmp_path, make_batch):
     assert last["loss"] < 0.5 * first["loss"] and last["rm_accuracy"] == 1.0
 
 
-def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch):
+def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch, tmp_path):
     batch = make_batch(8, 32, vocab=1000)
     stage0 = Learner(LearnerConfig(model=str(tiny_model_dir), precision="fp32"))
     learner = Learner(LearnerConfig(model=str(tiny_model_dir), zero_stage=3, lr=3e-3, precision="fp32",
@@ -169,6 +170,9 @@ def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch):
     assert all(full[k].shape == reference[k].shape for k in full)
     assert all(sum(v.numel() * 4 for v in b.values()) <= 1 << 20 or len(b) == 1 for b in buckets)
     assert not torch.equal(full["lm_head.weight"], reference["lm_head.weight"])  # the trained values
+    layout = sft.shared_weights_layout(str(tmp_path / "weights"))  # full shapes, though ZeRO-3 holds partitions
+    assert sft.write_shared_weights(layout, 1) == sum(v.numel() * 4 for v in full.values())
+    assert all(torch.equal(view, full[name]) for name, view in slot_views(layout, 1).items())
 
 
 def test_an_entropy_bonus_trains_entropy_up_and_a_logged_entropy_leaves_the_update_alone(qwen_dir, make_batch):
