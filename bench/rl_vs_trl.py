@@ -465,6 +465,7 @@ def summarize(size: Size, info: dict, before: dict, results: dict[str, list[RunR
                               "accuracy_after": accuracy, "runs_step_s": [r.step_s for r in runs],
                               "generate_s": statistics.median(r.phases["generate"] for r in runs),
                               "train_s": statistics.median(r.phases["train"] for r in runs),
+                              "sync_s": statistics.median(r.phases.get("sync", 0.0) for r in runs),
                               "best_step_s": min(r.step_s for r in runs), "runs_max_load": [r.load for r in runs]}
     a, b = out["sides"]["trl"], out["sides"]["posttrain"]
     out["throughput_ratio"] = a["step_s"] / b["step_s"]
@@ -473,12 +474,13 @@ def summarize(size: Size, info: dict, before: dict, results: dict[str, list[RunR
 
 
 def report(summaries: list[dict], runs: int) -> None:
-    print(f"\n{'size':<7}{'side':<11}{'s/step':>8}{'gen s':>7}{'train s':>8}{'samples/s':>11}{'wall s':>8}  "
+    print(f"\n{'size':<7}{'side':<11}{'s/step':>8}{'gen s':>7}{'train s':>8}{'sync s':>7}{'samples/s':>11}"
+          f"{'wall s':>8}  "
           f"{'reward by quarter':<24}{'held-out after'}")
     for s in summaries:
         for side, v in s["sides"].items():
             print(f"{s['size']:<7}{side:<11}{v['step_s']:>8.3f}{v['generate_s']:>7.2f}{v['train_s']:>8.2f}"
-                  f"{v['samples_per_s']:>11.1f}{v['wall_s']:>8.0f}  "
+                  f"{v['sync_s']:>7.3f}{v['samples_per_s']:>11.1f}{v['wall_s']:>8.0f}  "
                   f"{v['reward_quarters']:<24}{fmt_acc(v['accuracy_after'])}")
         target = 1.2 if s["size"] == "tiny" else 1.5  # issue 17's targets
         verdict = "OK" if s["throughput_ratio"] >= target else "MISSED"

