@@ -205,8 +205,8 @@ class ColdStartBuildStage(Section):
 
 class RejectionSampleStage(Section):
     """Iterative alignment, step 1: sample the current model on the data's prompts, score every sample with the
-    recipe's reward, and hand the next stages preference pairs (best vs worst of a prompt) and the accepted
-    samples as SFT rows."""
+    recipe's reward, and hand the next stages preference pairs (best vs worst of a prompt, or every better x worse
+    combination) and the accepted samples as SFT rows."""
 
     kind: Literal["rejection_sample"] = "rejection_sample"
     name: str | None = None
@@ -214,6 +214,9 @@ class RejectionSampleStage(Section):
     prompts: int | None = Field(None, ge=1)  # None: every row of prompts.jsonl from `offset` on
     offset: int = Field(0, ge=0)  # first prompt row (rounds of iterative alignment can take fresh prompts)
     accept: float = 1.0  # a sample whose reward is >= accept becomes an SFT row
+    # best_vs_worst: one pair per prompt; all: every answer against every distinct lower-scored one (k right and
+    # m wrong answers give k x m pairs: more data for a reward model from the same samples)
+    pairs: Literal["best_vs_worst", "all"] = "best_vs_worst"
     sampling: SamplingParams | None = None  # None: rollout.sampling
     reward: list[RewardComponent] | None = None  # None: reward.components (e.g. add repetition for alignment)
 

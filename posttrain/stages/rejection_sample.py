@@ -5,7 +5,9 @@ Every prompt of `<data>/prompts.jsonl` (or `prompts` of them from row `offset` o
 the recipe's reward (or the stage's own `reward` components: Keye's alignment adds rule scores such as
 repetition). The stage then writes `<stage>/data/` for the stages after it:
 - `pairs.jsonl`: per prompt, the best-scored answer as chosen and the worst as rejected (prompts whose answers
-  all score the same teach no preference and give no pair), for a `preference` stage. Answers whose reward
+  all score the same teach no preference and give no pair), for a `preference` or `reward_model` stage; with
+  `pairs: all`, every distinct answer against every distinct lower-scored one, the best-vs-worst pair first
+  (more pairs from the same samples; a `reward_model` stage holds out whole prompts). Answers whose reward
   failed (error, timeout, skipped) or that carry sandbox images (their pixels are not in a text row) take no
   part: they are in the traces only;
 - `sft.jsonl`: per prompt, the best answer if its reward is >= `accept` (rejection-sampled SFT rows).
@@ -46,7 +48,7 @@ def run_rejection_sample(ctx: StageContext) -> dict:
                 scored = rewards.score([sample_of(chunk[i // n], c, i // n, n) for i, c in enumerate(completions)])
                 for k, row in enumerate(chunk):
                     answers = usable(completions[k * n:(k + 1) * n], scored.results[k * n:(k + 1) * n])
-                    pairs += best_and_worst(row, answers)
+                    pairs += PAIRINGS[stage.pairs](row, answers)
                     accepted += accepted_answer(row, answers, stage.accept)
                 if traces:
                     records = [sample_record(ctx.recipe.name, ctx.label, first + i // n, chunk[i // n], c, res)
@@ -85,6 +87,33 @@ def best_and_worst(row: dict, answers: list[tuple[float, str]]) -> list[dict]:
         return []
     return [{"id": row["id"], "messages": messages_of(row), "mode": row.get("mode"), "chosen": best[1],
              "rejected": worst[1], "chosen_reward": best[0], "rejected_reward": worst[0]}]
+
+
+def every_pair(row: dict, answers: list[tuple[float, str]]) -> list[dict]:
+    """Each distinct answer text against each distinct lower-scored one, best vs worst first (a text sampled twice
+    counts once).
+
+    >>> [(p["chosen"], p["rejected"]) for p in every_pair({"id": "q", "prompt": "1+1?"},
+    ...                                                  [(0.0, "3"), (1.0, "2"), (0.0, "4"), (1.0, "2"), (1.0, "02")])]
+    [('2', '3'), ('2', '4'), ('02', '3'), ('02', '4')]
+    """
+    first = best_and_worst(row, answers)
+    if not first:
+        return []
+    distinct: dict[str, float] = {}
+    for reward, text in answers:
+        distinct.setdefault(text, reward)
+    head = (first[0]["chosen"], first[0]["rejected"])
+    return first + [_pair(row, distinct, c, r) for c, c_reward in distinct.items()
+                    for r, r_reward in distinct.items() if c_reward > r_reward and (c, r) != head]
+
+
+def _pair(row: dict, rewards: dict[str, float], chosen: str, rejected: str) -> dict:
+    return {"id": row["id"], "messages": messages_of(row), "mode": row.get("mode"), "chosen": chosen,
+            "rejected": rejected, "chosen_reward": rewards[chosen], "rejected_reward": rewards[rejected]}
+
+
+PAIRINGS = {"best_vs_worst": best_and_worst, "all": every_pair}
 
 
 def accepted_answer(row: dict, answers: list[tuple[float, str]], accept: float) -> list[dict]:

@@ -3,8 +3,8 @@
 Pairs come from the newest `pairs.jsonl` (what `rejection_sample` writes: `messages`, `chosen`, `rejected`) or
 from the stage's `pairs` file in TRL's preference format (`prompt` as text or messages, `chosen` and `rejected`
 as text or assistant messages), JSONL, Parquet or a `datasets` directory (`posttrain.data_files`). A seeded
-`eval_fraction` of the pairs is held out. The model starts from the stage's input policy or `base`
-(`posttrain.reward_model_init`: a 1-label sequence-classification head, zero at the start) and reads each
+`eval_fraction` of the prompts is held out, with all their pairs. The model starts from the stage's input policy
+or `base` (`posttrain.reward_model_init`: a 1-label sequence-classification head, zero at the start) and reads each
 answer as the `reward_model` reward will serve it (`rewards.reward_model.conversation_text`).
 
 It writes `<stage>/reward_model/` (what `{spec: reward_model, options: {model: "stage:<name>"}}` loads) and
@@ -62,12 +62,19 @@ def _answer_text(answer, where: str) -> str:
 
 
 def split_pairs(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_eval = int(round(eval_fraction * len(pairs)))
-    if eval_fraction > 0 and n_eval == 0 or n_eval >= len(pairs):
-        raise ValueError(f"{len(pairs)} pairs cannot be split with eval_fraction {eval_fraction}: give more pairs "
-                         f"or another fraction")
-    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+    """(train, held out): a seeded `eval_fraction` of the prompts is held out with all its pairs, so that no
+    held-out answer was trained on beside another answer to the same prompt (`pairs: all` gives a prompt many
+    pairs); with one pair per prompt this is a split of the pairs."""
+    groups: dict[str, list[dict]] = {}
+    for pair in pairs:
+        groups.setdefault(json.dumps(pair["messages"], sort_keys=True, default=str), []).append(pair)
+    prompts = list(groups.values())
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    n_eval = int(round(eval_fraction * len(prompts)))
+    if eval_fraction > 0 and n_eval == 0 or n_eval >= len(prompts):
+        raise ValueError(f"{len(pairs)} pairs of {len(prompts)} prompts cannot be split with eval_fraction "
+                         f"{eval_fraction}: give more pairs or another fraction")
+    return ([p for i in order[n_eval:] for p in prompts[i]], [p for i in order[:n_eval] for p in prompts[i]])
 
 
 def pair_batch(pairs: list[dict], tokenizer, max_length: int):

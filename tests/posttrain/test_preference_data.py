@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from posttrain.stages.preference import load_pairs, pair_batch
-from posttrain.stages.rejection_sample import accepted_answer, best_and_worst
+from posttrain.stages.rejection_sample import accepted_answer, best_and_worst, every_pair
 from rollout.encoding import PromptEncoder
 
 ROW = {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "mode": "no_think",
@@ -50,6 +50,17 @@ def test_rejection_sampling_keeps_best_vs_worst_and_accepts_by_threshold():
     assert best_and_worst(row, []) == [] and accepted_answer(row, [], accept=0.0) == []
     assert accepted_answer(row, answers, accept=1.0)[0]["messages"][-1] == {"role": "assistant", "content": "b"}
     assert accepted_answer(row, answers, accept=1.5) == []
+
+
+def test_all_pairs_are_every_better_against_every_worse_distinct_answer():
+    row = {"id": "q1", "prompt": "What is 2 + 3?", "mode": "no_think"}
+    answers = [(0.0, "6"), (1.0, "5"), (0.0, "4"), (1.0, "5"), (0.5, "5.0"), (0.0, "6")]
+    pairs = every_pair(row, answers)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [  # best vs worst first, as best_and_worst gives it
+        ("5", "6"), ("5", "4"), ("5", "5.0"), ("5.0", "6"), ("5.0", "4")]
+    assert pairs[0] == best_and_worst(row, answers)[0]
+    assert [(p["chosen_reward"], p["rejected_reward"]) for p in pairs[2:4]] == [(1.0, 0.5), (0.5, 0.0)]
+    assert every_pair(row, [(1.0, "x"), (1.0, "y")]) == [] and every_pair(row, []) == []
 
 
 def test_failed_rewards_errors_and_image_answers_take_no_part():

@@ -39,6 +39,16 @@ def test_bad_choice_lists_the_valid_ones(tmp_path):
         load_recipe(path)
 
 
+def test_rejection_sampling_pairs_choice_is_checked(tmp_path):
+    stage = "name: t\nstages:\n  - kind: rejection_sample\n    pairs: {}\n"
+    assert load_recipe(write(tmp_path, stage.format("all")), check_environment=False).stages[0].pairs == "all"
+    assert load_recipe(write(tmp_path, "name: t\nstages: [{kind: rejection_sample}]\n"),
+                       check_environment=False).stages[0].pairs == "best_vs_worst"
+    with pytest.raises(RecipeError, match=r"recipe.yaml:\d: stages.0.*pairs: 'every' is not one of "
+                                          r"\['best_vs_worst', 'all'\]"):
+        load_recipe(write(tmp_path, stage.format("every")), check_environment=False)
+
+
 def test_stage_keys_are_checked_against_their_kind(tmp_path):
     path = write(tmp_path, "name: t\nstages:\n  - kind: rl\n    step: 5\n  - kind: rll\n")
     with pytest.raises(RecipeError) as error:

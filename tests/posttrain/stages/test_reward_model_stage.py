@@ -50,12 +50,23 @@ def test_bad_pairs_name_the_row_and_what_it_lacks(tmp_path):
 
 
 def test_held_out_split_is_seeded_disjoint_and_refuses_an_empty_side():
-    pairs = [{"id": i} for i in range(10)]
+    pairs = [{"id": i, "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(10)]
     train, held = split_pairs(pairs, 0.2, seed=3)
     assert (len(train), len(held)) == (8, 2) and split_pairs(pairs, 0.2, seed=3) == (train, held)
     assert sorted(p["id"] for p in train + held) == list(range(10))
-    with pytest.raises(ValueError, match="3 pairs cannot be split with eval_fraction 0.1"):
+    with pytest.raises(ValueError, match="3 pairs of 3 prompts cannot be split with eval_fraction 0.1"):
         split_pairs(pairs[:3], 0.1, seed=0)
+
+
+def test_held_out_split_keeps_each_prompts_pairs_together():
+    one_each = [{"id": i, "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(10)]
+    # `pairs: all`: prompt i has i % 3 + 1 pairs, in a row as rejection sampling writes them
+    many = [{**p, "k": k} for p in one_each for k in range(p["id"] % 3 + 1)]
+    train, held = split_pairs(many, 0.2, seed=3)
+    assert {p["id"] for p in train}.isdisjoint(p["id"] for p in held) and len(train) + len(held) == len(many)
+    # the same prompts are held out as with one pair each, so the two pairings compare on the same prompts
+    assert {p["id"] for p in held} == {p["id"] for p in split_pairs(one_each, 0.2, seed=3)[1]}
+    assert len(held) == sum(p["id"] % 3 + 1 for p in split_pairs(one_each, 0.2, seed=3)[1])
 
 
 def test_a_keye_policy_becomes_a_text_reward_model_with_its_decoder_exactly(tiny_model_dir, tmp_path):
