@@ -15,6 +15,7 @@ travels through Ray like any argument. Linux only (it needs /dev/shm).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,7 +41,7 @@ class SlotEntry:
 
     @property
     def nbytes(self) -> int:
-        return _numel(self.shape) * torch.empty((), dtype=self.torch_dtype).element_size()
+        return math.prod(self.shape) * self.torch_dtype.itemsize
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,3 @@ def _mapping(path: str, size: int, inode: int) -> torch.Tensor:
     """One MAP_SHARED mapping per file per process (the inode keys a recreated file apart from the old one)."""
     return torch.from_file(path, shared=True, size=size, dtype=torch.uint8)
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
