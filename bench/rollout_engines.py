@@ -32,7 +32,7 @@ from rollout.compact_engine import CompactEngine
 from rollout.hf_engine import TransformersEngine
 from rollout.types import SamplingParams
 
-CHOICES = ("share_prefill", "drop_finished", "preallocate")
+CHOICES = ("share_prefill", "drop_finished", "preallocate", "compile_decode")
 DEFAULTS = {name: inspect.signature(CompactEngine.__init__).parameters[name].default for name in CHOICES}
 # the compact engine as it ships, and with each choice flipped: what that choice buys (or costs)
 VARIANTS = {"generate": None, "compact": {},
@@ -94,19 +94,19 @@ def compare(size_name: str, prompts: int, n: int, rounds: int, vllm: bool = Fals
     sampling = SamplingParams(n=n, temperature=1.0, top_p=1.0, top_k=0, max_tokens=size.max_tokens, seed=0)
     variants = {**VARIANTS, **({"vllm": "vllm"} if vllm else {})}
     engines = {name: build(data / "model", variant) for name, variant in variants.items()}
-    for engine in engines.values():
-        run_once(engine, requests[:2], sampling)  # warm up
+    # warm up on the whole batch (a compiled decode step compiles here): its seconds are the start-up cost
+    warmup = {name: run_once(engine, requests, sampling)["seconds"] for name, engine in engines.items()}
     results = {name: [] for name in engines}
     for _ in range(rounds):
         for name, engine in engines.items():
             results[name].append(run_once(engine, requests, sampling))
-    return {name: summarize(runs) for name, runs in results.items()}
+    return {name: summarize(runs, warmup[name]) for name, runs in results.items()}
 
 
-def summarize(runs: list[dict]) -> dict:
+def summarize(runs: list[dict], warmup_s: float) -> dict:
     """Medians of the timings; the counts are the same in every round (same requests, same seed)."""
     first = runs[0]
-    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+    return {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs), "first_call_s": warmup_s,
             "seconds": statistics.median(r["seconds"] for r in runs),
             "tokens": first["tokens"], "completions": first["completions"], "decoded_rows": first["decoded_rows"],
             "mean_length": first["mean_length"]}
@@ -116,12 +116,13 @@ def report(size_name: str, summary: dict, args) -> None:
     base = summary["generate"]["tokens_per_s"]
     print(f"\n{size_name}: {args.prompts} prompts x {args.n} samples, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}")
-    print(f"{'engine':<32}{'tokens/s':>10}{'x generate':>12}{'s':>8}{'decoded':>9}{'useful':>8}  mean length")
+    print(f"{'engine':<32}{'tokens/s':>10}{'x generate':>12}{'s':>8}{'first s':>9}{'decoded':>9}{'useful':>8}"
+          f"  mean length")
     for name, s in summary.items():
         useful = (s["tokens"] - s["completions"]) / s["decoded_rows"] if s["decoded_rows"] else float("nan")
         lengths = ", ".join(f"{m} {v:.1f}" for m, v in s["mean_length"].items())
         print(f"{name:<32}{s['tokens_per_s']:>10,.0f}{s['tokens_per_s'] / base:>12.2f}{s['seconds']:>8.2f}"
-              f"{s['decoded_rows']:>9}{useful:>8.0%}  {lengths}")
+              f"{s['first_call_s']:>9.2f}{s['decoded_rows']:>9}{useful:>8.0%}  {lengths}")
     ratio = summary["compact"]["tokens_per_s"] / base
     print(f"compact / generate = {ratio:.2f} (target >= 1.5) {'OK' if ratio >= 1.5 else 'MISSED'}")
     if "vllm" in summary:

@@ -11,8 +11,10 @@ work `model.generate` wastes on a GRPO rollout.
   sampled token's logprob is gathered each step (`rollout.sampler`).
 The KV cache can be allocated once for the prompt plus the longest completion (`rollout.kv_cache`) instead of
 being concatenated every step (`preallocate`); it is off because it measured no faster (`bench.rollout_engines`:
-equal on the 26M model; on the 1M one 0.86x in one run and 1.03x in the next, noise). The options exist so the
-bench can measure what each choice buys.
+equal on the 26M model; on the 1M one 0.86x in one run and 1.03x in the next, noise). The one-token decode
+forward can run through `torch.compile` (`compile_decode`, a recipe's `rollout.engine_options`): faster per step
+on the CPU, but each worker process pays the compile on its first generation, so it is off by default
+(bench/README.md has both numbers). The options exist so the bench can measure what each choice buys.
 
 Everything else is the transformers engine's (weights, encoding, requests, stop handling, the agentic loop):
 greedy outputs equal `generate`'s and sampled logprobs equal a recomputed forward (tests/rollout).
@@ -50,9 +52,12 @@ class DecodeState:
 
 class CompactEngine(TransformersEngine):
     def __init__(self, model, processor_or_tokenizer, max_batch_size: int = 64, bf16_autocast: bool = False,
-                 share_prefill: bool = True, drop_finished: bool = True, preallocate: bool = False):
+                 share_prefill: bool = True, drop_finished: bool = True, preallocate: bool = False,
+                 compile_decode: bool = False):
         super().__init__(model, processor_or_tokenizer, max_batch_size, bf16_autocast)
         self.share_prefill, self.drop_finished, self.preallocate = share_prefill, drop_finished, preallocate
+        # the one-token forward through torch.compile (shapes dynamic: rows leave, the cache grows)
+        self.decode_step = torch.compile(model, dynamic=True) if compile_decode else model
         self.num_layers = model.config.get_text_config().num_hidden_layers
         self.suppress = torch.tensor(self.encoder.vision_ids, dtype=torch.long) if self.encoder.vision_ids else None
 
@@ -124,7 +129,7 @@ class CompactEngine(TransformersEngine):
                 cache.batch_select_indices(running.nonzero()[:, 0])
                 state = state.keep(running)
             length = prompt_len + step + 1
-            out = self.model(input_ids=state.tokens[:, None], attention_mask=state.mask[:, :length],
+            out = self.decode_step(input_ids=state.tokens[:, None], attention_mask=state.mask[:, :length],
                              position_ids=state.positions, use_cache=True, **{CACHE: cache})
             logits, state.positions = out.logits[:, -1], state.positions + 1
         return tokens, logprobs, lengths, reasons

@@ -85,3 +85,23 @@ def test_the_recipe_name_builds_it_with_its_options_and_refuses_others(tiny_mode
     assert isinstance(engine, CompactEngine) and engine.max_batch_size == 8 and not engine.drop_finished
     with pytest.raises(TypeError, match=r"does not accept option\(s\) \['gpu_memory_utilization'\]"):
         build_engine("compact", tiny_model_dir, gpu_memory_utilization=0.5)
+
+
+@pytest.mark.slow  # torch.compile of the decode forward: ~40 s on two cores
+def test_a_compiled_decode_step_writes_what_the_eager_one_does_and_follows_new_weights(tiny_model_dir):
+    eager = TransformersEngine.from_pretrained(tiny_model_dir)
+    compiled = CompactEngine.from_pretrained(tiny_model_dir, compile_decode=True)
+    sampling = stop_mid_row(eager, SamplingParams(n=3, temperature=1.0, max_tokens=16, seed=1))
+    for engine_sampling in (sampling, sampling.model_copy(update={"temperature": 0.0})):
+        expected = compact(eager).generate(REQUESTS, engine_sampling)
+        got = compiled.generate(REQUESTS, engine_sampling)
+        assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
+    # the compiled step reads the parameters it is given after compiling, copied in or pointed at
+    perturbed = {name: p.detach() + 0.05 * torch.randn_like(p) for name, p in eager.model.named_parameters()}
+    eager.load_weights(1, perturbed)
+    compiled.share_weights(1, {name: t.clone() for name, t in perturbed.items()})
+    greedy = sampling.model_copy(update={"temperature": 0.0})
+    assert ([c.token_ids for c in compiled.generate(REQUESTS, greedy)]
+            == [c.token_ids for c in compact(eager).generate(REQUESTS, greedy)])
