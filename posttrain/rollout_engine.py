@@ -45,7 +45,8 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
         try:
             importlib.import_module("vllm")
         except Exception as error:  # ImportError, or a vLLM build that fails on this torch/CUDA
-            raise RecipeError(f"{where('engine')}: 'vllm' asked for, but `import vllm` fails here "
+            asked = f"'vllm' ({r.engine_choice})" if r.engine_choice else "'vllm' asked for"
+            raise RecipeError(f"{where('engine')}: {asked}, but `import vllm` fails here "
                               f"({type(error).__name__}: {error}); {VLLM_INSTALL}") from None
         if "bf16_autocast" in r.model_fields_set:
             raise RecipeError(f"{where('bf16_autocast')}: applies to the CPU engines only; for vllm set "

@@ -89,6 +89,8 @@ def rollout_group(ctx: StageContext):
     from rollout.group import RolloutGroup
 
     r, colocated = ctx.recipe.rollout, ctx.recipe.cluster.placement == "colocated"
+    if r.engine_choice:
+        ctx.console.print(f"[dim]{ctx.label}: rollout engine {r.engine_choice}[/]")
     return RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                         gpus_per_worker=r.gpus_per_worker, actor_options=_actor_options(ctx, "rollout"),
                         engine=r.engine, engine_options=engine_options(r, colocated), sleeps=colocated,

@@ -96,3 +96,18 @@ def test_shared_memory_with_a_worker_on_another_node_is_an_error_naming_both():
     with pytest.raises(RecipeError, match=r"rollout.weight_sync: shared_memory needs every rollout worker on "
                                           r"learner rank 0's node \(n1\); they run on \['n1', 'n2'\]"):
         weight_transport(RolloutSection(weight_sync="shared_memory"), "n1", ["n1", "n2"])
+
+
+def test_auto_engine_is_compact_on_cpu_workers_and_says_so(tmp_path):
+    recipe = load_recipe(write(tmp_path, TINY_VLLM.replace("engine: vllm", "engine: auto")))
+    assert recipe.rollout.engine == "compact"
+    assert recipe.rollout.engine_choice.startswith("auto: compact, the workers generate on CPU")
+    assert RolloutSection(engine="compact").engine_choice == ""  # a named engine is not a choice
+
+
+def test_auto_engine_picks_vllm_for_gpu_workers_and_a_missing_vllm_says_auto_chose_it(tmp_path, no_vllm):
+    path = write(tmp_path, TINY_VLLM.replace("engine: vllm", "engine: auto\n  gpus_per_worker: 1"))
+    assert load_recipe(path, check_environment=False).rollout.engine == "vllm"
+    with pytest.raises(RecipeError, match=r"rollout.engine: 'vllm' \(auto: vllm, the workers have 1 GPU each\), "
+                                          r"but `import vllm` fails here"):
+        load_recipe(path)
