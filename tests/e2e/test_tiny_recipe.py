@@ -109,7 +109,7 @@ PIPELINED = """
 name: pipelined
 runs_dir: {runs}
 data: {{kind: arithmetic, sft_rows: 32, rl_prompts: 64, eval_prompts: 8, modes: [think, no_think]}}
-rollout: {{engine: compact, threads: 1, sampling: {{temperature: 1.0, max_tokens: 16}},
+rollout: {{engine: auto, threads: 1, sampling: {{temperature: 1.0, max_tokens: 16}},
           eval_sampling: {{temperature: 0.0, max_tokens: 16}}}}
 reward: {{components: [{{spec: repetition, options: {{n: 1}}}}]}}  # varies among the untrained model's samples, so the weights move
 learner: {{precision: fp32}}
@@ -129,6 +129,7 @@ def test_one_step_off_policy_generates_each_step_with_the_previous_weights(tmp_p
     process = posttrain("run", str(recipe))
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
+    assert "rollout engine auto: compact, a 3.4M-parameter model on CPU" in output  # what auto picked, and why
     rl = tmp_path / "runs" / "pipelined" / "00-rl"
     records = [json.loads(line) for line in (rl / "traces.jsonl").read_text().splitlines()]
     assert Counter(r["step"] for r in records) == {step: 8 for step in range(4)}
