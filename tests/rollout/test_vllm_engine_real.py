@@ -210,3 +210,29 @@ def test_prefix_cache_is_reset_after_every_update(engines, monkeypatch):
     engine.load_weights(10, new)
     fresh = engine.generate(long_prompt, greedy)
     assert resets == [1] and max_logprob_error(hf.model, fresh) < 1e-5
+
+
+def test_a_judge_served_by_the_vllm_engine_reads_what_the_transformers_engine_writes(engines):
+    """Keye's judges generate through the rollout engine class (posttrain.judge_engine): on vLLM, greedy, the
+    judge gets the transformers engine's replies, so it scores (or fails to parse) the same way."""
+    from posttrain.judge_engine import engine_generate
+    from rewards.judge import ConsistencyJudge, OutcomeJudge
+    from rewards.sample import Sample
+
+    hf, engine = engines
+    samples = [Sample(prompt="What is 2+2? /think", completion="<think>2+2=4</think><answer>\\boxed{4}</answer>",
+                      ground_truth="4"),
+               Sample(prompt="What is 3+5? /think", completion="<think>3+5=9</think><answer>\\boxed{9}</answer>",
+                      ground_truth="8")]
+
+    def outcome(judge_class, server):
+        judge = judge_class(engine_generate(server, max_new_tokens=12))
+        replies = judge.generate([judge.prompt(s) for s in samples])
+        try:
+            return replies, judge(samples)
+        except ValueError as error:  # a random model rarely writes a score: the same failure on both engines
+            return replies, str(error)
+
+    for judge_class in (OutcomeJudge, ConsistencyJudge):
+        on_vllm, on_transformers = outcome(judge_class, engine), outcome(judge_class, hf)
+        assert all(on_vllm[0]) and on_vllm == on_transformers, judge_class.name
