@@ -1,12 +1,12 @@
-"""The end-to-end recipes' CLI runs, two at a time, in the order of the tests that check them.
+"""The end-to-end recipes' CLI runs, each started one test ahead of the test that checks it.
 
 A test marked `cli_run(name)` gets, through the `cli_run` fixture, the finished run `RUNS[name]` of its module:
 `RUNS[name](root, fixture)` writes what the run needs under `root` and returns the CLI argument lists to run there
-one after the other (`fixture`: `request.getfixturevalue`, for session fixtures such as `llama_dir`). The first
-test to ask queues the runs of every selected test, and two of them run at any time: two runs on 2 cores take
-about 2/3 of their time one after the other (much of a run is imports, actor start-ups and waits, one core
-each). Only runs of selected tests start, every one is waited for by its test, so none outlives the e2e tests;
-what the tests assert is unchanged.
+one after the other (`fixture`: `request.getfixturevalue`, for session fixtures such as `llama_dir`). Asking for
+a run also starts the next selected test's run, so while one run is checked, or goes on, the next one runs beside
+it: two runs on 2 cores take about 2/3 of their time one after the other (much of a run is imports, actor
+start-ups and waits, one core each). Only runs of selected tests start, and none outlives the e2e tests that ask
+for them; what the tests assert is unchanged.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ class Runs:
         return CliRun(root, results)
 
     def get(self, key: tuple) -> CliRun:
-        for queued in self.order:  # the pool's two threads take them in this order
-            self.start(queued)
-        return self.started[key].result()
+        future = self.start(key)
+        index = self.order.index(key)
+        if index + 1 < len(self.order):
+            self.start(self.order[index + 1])
+        return future.result()
 
 
 @pytest.fixture(scope="session")
