@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
@@ -28,13 +26,20 @@ stages:
 """
 
 
-def test_rejection_sampling_then_mpo(tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs"))
-    result = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
-                            text=True, timeout=900)
+def run_align(root, fixture):
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE.format(runs=root / "runs"))
+    return [["run", str(recipe)]]
+
+
+RUNS = {"align": run_align}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("align")
+def test_rejection_sampling_then_mpo(cli_run):
+    [result] = cli_run.results
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run = tmp_path / "runs" / "align"
+    run = cli_run.root / "runs" / "align"
     sampled = run / "01-rejection_sample"
     traces = [json.loads(line) for line in (sampled / "traces.jsonl").read_text().splitlines()]
     assert len(traces) == 16 * 4 and {t["sample_index"] for t in traces} == {0, 1, 2, 3}

@@ -21,13 +21,20 @@ stages:
 """
 
 
-def test_build_train_and_check_formats(tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs"))
-    result = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
-                            text=True, timeout=900)
+def run_cs(root, fixture):
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE.format(runs=root / "runs"))
+    return [["run", str(recipe)]]
+
+
+RUNS = {"cs": run_cs}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("cs")
+def test_build_train_and_check_formats(cli_run):
+    [result] = cli_run.results
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run = tmp_path / "runs" / "cs"
+    run = cli_run.root / "runs" / "cs"
     build = json.loads((run / "00-cold_start_build" / "done.json").read_text())
     assert build["samples"] == 40 and set(build["by_mode"]) >= {"no_think", "think", "agentic"}
     sft_rows = (run / "00-cold_start_build" / "data" / "sft.jsonl").read_text().splitlines()

@@ -32,13 +32,20 @@ stages:
 """
 
 
-def test_whole_system_shape(tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs"))
-    done = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
-                          text=True, timeout=900)
+def run_keye(root, fixture):
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE.format(runs=root / "runs"))
+    return [["run", str(recipe)]]
+
+
+RUNS = {"keye": run_keye}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("keye")
+def test_whole_system_shape(cli_run):
+    [done] = cli_run.results
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = tmp_path / "runs" / "e2e-keye"
+    run = cli_run.root / "runs" / "e2e-keye"
     build = json.loads((run / "00-cold_start_build" / "done.json").read_text())
     assert build["repetitive"] > 0  # the planted loop is in the SFT data
     prompts = [json.loads(line) for line in (run / "00-cold_start_build" / "data" / "prompts.jsonl").open()]

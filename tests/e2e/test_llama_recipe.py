@@ -7,9 +7,6 @@ a file) that varies within each group: the step then has non-zero advantages and
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -39,19 +36,25 @@ def length(sample):
 '''
 
 
-def test_llama_sft_and_one_rl_step_through_the_cli(tmp_path, llama_dir):
-    plugin = tmp_path / "length_reward.py"
+def run_llama(root, fixture):
+    """`posttrain model import` of the session's Llama, then the recipe on the imported directory."""
+    plugin = root / "length_reward.py"
     plugin.write_text(PLUGIN)
-    recipe = tmp_path / "recipe.yaml"
-    model = tmp_path / "imported"
-    imported = subprocess.run([sys.executable, "-m", "posttrain.cli", "model", "import", str(llama_dir), str(model)],
-                              capture_output=True, text=True, timeout=300)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE.format(runs=root / "runs", model=root / "imported", plugin=plugin))
+    return [["model", "import", str(fixture("llama_dir")), str(root / "imported")], ["run", str(recipe)]]
+
+
+RUNS = {"llama": run_llama}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("llama")
+def test_llama_sft_and_one_rl_step_through_the_cli(cli_run):
+    imported, *rest = cli_run.results
     assert imported.returncode == 0 and "added 8 mode tags" in imported.stdout, imported.stdout + imported.stderr
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", model=model, plugin=plugin))
-    done = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
-                          text=True, timeout=600)
+    [done] = rest
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = tmp_path / "runs" / "llama"
+    model, run = cli_run.root / "imported", cli_run.root / "runs" / "llama"
     sft, rl = run / "00-sft", run / "01-rl"
     config = json.loads((rl / "model" / "config.json").read_text())
     assert (config["model_type"], config["architectures"]) == ("llama", ["LlamaForCausalLM"])

@@ -3,8 +3,6 @@ hygiene and planted mismatches -> SigLIP stage 0 -> score filter -> align -> pre
 stage-2 model -> merge."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -31,13 +29,20 @@ stages:
 """
 
 
-def test_pretraining_stages_end_to_end(tmp_path):
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs"))
-    done = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
-                          text=True, timeout=900)
+def run_pretrain(root, fixture):
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE.format(runs=root / "runs"))
+    return [["run", str(recipe)]]
+
+
+RUNS = {"pretrain": run_pretrain}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("pretrain")
+def test_pretraining_stages_end_to_end(cli_run):
+    [done] = cli_run.results
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = tmp_path / "runs" / "e2e-pretrain"
+    run = cli_run.root / "runs" / "e2e-pretrain"
     weights = {name: load_file(run / stage / "model.safetensors") for name, stage in
                [("init", "01-stage0/model"), ("align", "03-align/model"), ("base", "04-base/model"), ("a", "05-a/model"),
                 ("b", "06-b/model"), ("merged", "07-merge/model")]}

@@ -3,8 +3,6 @@ stage on a user's Parquet pairs in TRL's format (under other column names), then
 trained model among its components (served by two replicas of its own), while the policy chain skips the reward model."""
 
 import json
-import subprocess
-import sys
 
 import datasets
 import pytest
@@ -36,14 +34,21 @@ def _pairs(path):
     datasets.Dataset.from_list(rows).to_parquet(str(path))
 
 
-def test_train_a_reward_model_then_score_rl_with_it(tmp_path):
-    _pairs(tmp_path / "pairs.parquet")
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", pairs=tmp_path / "pairs.parquet"))
-    done = subprocess.run([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], capture_output=True,
-                          text=True, timeout=900)
+def run_rm(root, fixture):
+    _pairs(root / "pairs.parquet")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(RECIPE.format(runs=root / "runs", pairs=root / "pairs.parquet"))
+    return [["run", str(recipe)]]
+
+
+RUNS = {"rm": run_rm}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("rm")
+def test_train_a_reward_model_then_score_rl_with_it(cli_run):
+    [done] = cli_run.results
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run = tmp_path / "runs" / "e2e-rm"
+    run = cli_run.root / "runs" / "e2e-rm"
     rm = json.loads((run / "01-rm" / "done.json").read_text())
     assert rm["pairs"] == 24 and rm["held_out"]["pairs"] == 8
     # the rejected answers carry a surface mark ("ok") a reward model learns in a few steps

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,12 +49,26 @@ def trace_steps(stage_dir: Path) -> Counter:
     return Counter(json.loads(line)["step"] for line in lines if line.strip())
 
 
-def test_recipe_end_to_end(tmp_path):
-    recipe = write_recipe(tmp_path, steps=3)
-    process = posttrain("run", str(recipe))
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output
-    run = tmp_path / "runs" / "e2e"
+def run_finished(root, fixture):
+    """One uninterrupted 3-step run: checked by test_recipe_end_to_end; its init model, data and SFT stage are
+    where the kill -9 test's run starts (SFT is not what that test kills)."""
+    return [["run", str(write_recipe(root, steps=3))]]
+
+
+def run_pipelined(root, fixture):
+    recipe = root / "recipe.yaml"
+    recipe.write_text(PIPELINED.format(runs=root / "runs"))
+    return [["run", str(recipe)]]
+
+
+RUNS = {"finished": run_finished, "pipelined": run_pipelined}  # started one test ahead (tests/e2e/conftest.py)
+
+
+@pytest.mark.cli_run("finished")
+def test_recipe_end_to_end(cli_run):
+    [process] = cli_run.results
+    assert process.returncode == 0, process.stdout + process.stderr
+    recipe, run = cli_run.root / "recipe.yaml", cli_run.root / "runs" / "e2e"
     sft, rl = run / "00-sft", run / "01-rl"
     for stage in (sft, rl):
         assert (stage / "done.json").exists() and (stage / "model" / "config.json").exists()
@@ -78,8 +93,13 @@ def test_recipe_end_to_end(tmp_path):
     assert rerun.returncode == 0 and output.count("done earlier, skipped") == 2
 
 
-def test_kill_9_mid_stage_resumes_without_duplicate_or_missing_traces(tmp_path):
-    recipe = write_recipe(tmp_path, steps=6)
+@pytest.mark.cli_run("finished")
+def test_kill_9_mid_stage_resumes_without_duplicate_or_missing_traces(tmp_path, cli_run):
+    [finished] = cli_run.results
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    recipe = write_recipe(tmp_path, steps=6)  # the same run but for the RL stage's steps
+    for done in ("init-model", "data", "00-sft"):  # so the first process below starts at the RL stage
+        shutil.copytree(cli_run.root / "runs" / "e2e" / done, tmp_path / "runs" / "e2e" / done)
     rl = tmp_path / "runs" / "e2e" / "01-rl"
     process = posttrain("run", str(recipe), start_new_session=True)
     deadline = time.monotonic() + 600
@@ -120,17 +140,16 @@ stages:
 """
 
 
-def test_one_step_off_policy_generates_each_step_with_the_previous_weights(tmp_path):
+@pytest.mark.cli_run("pipelined")
+def test_one_step_off_policy_generates_each_step_with_the_previous_weights(cli_run):
     """Step k+1 is generated while step k trains: its samples carry weight version k, so from step 1 on the
     learner's ratio against the sampler's logprobs is no longer 1 (it is exactly 1 on the step-0 batch, which
     the initial weights generated and trained on)."""
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(PIPELINED.format(runs=tmp_path / "runs"))
-    process = posttrain("run", str(recipe))
-    output, _ = process.communicate(timeout=600)
+    [process] = cli_run.results
+    output = process.stdout + process.stderr
     assert process.returncode == 0, output
     assert "rollout engine auto: compact, a 3.4M-parameter model on CPU" in output  # what auto picked, and why
-    rl = tmp_path / "runs" / "pipelined" / "00-rl"
+    rl = cli_run.root / "runs" / "pipelined" / "00-rl"
     records = [json.loads(line) for line in (rl / "traces.jsonl").read_text().splitlines()]
     assert Counter(r["step"] for r in records) == {step: 8 for step in range(4)}
     assert {(r["step"], r["weight_version"]) for r in records} == {(0, 0), (1, 0), (2, 1), (3, 2)}

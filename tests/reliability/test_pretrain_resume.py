@@ -35,8 +35,8 @@ def write_recipe(root: Path, steps: int = 8) -> Path:
 
 
 def run(recipe: Path, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "posttrain.cli", "run", str(recipe)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "posttrain.cli", "run", str(recipe)],
+                            **{"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **kwargs})
 
 
 def losses(stage: Path) -> dict[int, float]:
@@ -47,21 +47,25 @@ def losses(stage: Path) -> dict[int, float]:
 def test_kill_9_mid_pretraining_resumes_with_the_same_losses(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
-    output, _ = run(write_recipe(whole)).communicate(timeout=600)
+    # the uninterrupted run goes on beside the one killed below (two runs on 2 cores take about 2/3 of their
+    # time one after the other); its output goes to a file, which no pipe's buffer limits
+    log = (tmp_path / "whole.log").open("w+")
+    with run(write_recipe(whole), stdout=log):  # waited for at the end of the block, even if an assert fails
+        stage = killed / "runs" / "resume" / "01-pretrain"
+        process = run(write_recipe(killed), start_new_session=True)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            if (stage / "checkpoints" / "step-000004").exists():
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert not (stage / "done.json").exists()
+        resumed, _ = run(write_recipe(killed)).communicate(timeout=600)
+    log.seek(0)
+    output = log.read()
     assert "Traceback" not in output, output[-3000:]
-
-    stage = killed / "runs" / "resume" / "01-pretrain"
-    process = run(write_recipe(killed), start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        if (stage / "checkpoints" / "step-000004").exists():
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (stage / "done.json").exists()
-    resumed, _ = run(write_recipe(killed)).communicate(timeout=600)
     assert "00-pretrain_data: done earlier, skipped" in resumed, resumed[-3000:]
 
     reference = losses(whole / "runs" / "resume" / "01-pretrain")

@@ -31,6 +31,24 @@ def caption_data(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """One loopback Ray for the module's stage runs (each stage kills its learner actors when it ends)."""
+    with local_ray(2):
+        yield
+
+
+# Four steps on one rank, checkpointed after two: the run the resume test stops and continues, and the one the
+# two-rank test compares against.
+WHOLE = {"steps": 4, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, tiny_model_dir, caption_data, cluster):
+    ctx = context(tmp_path_factory.mktemp("whole"), tiny_model_dir, caption_data, name="whole", **WHOLE)
+    return ctx, run_siglip(ctx)
+
+
 def context(tmp_path, model_dir, data_dir, name="s", num_learners=1, **stage) -> StageContext:
     recipe = Recipe.model_validate({
         "name": name, "runs_dir": str(tmp_path / "runs"), "stages": [{"kind": "siglip", **stage}],
@@ -62,10 +80,9 @@ def test_bad_settings_and_missing_captions_are_explained(tmp_path, tiny_model_di
 
 
 @pytest.mark.slow
-def test_stage_learns(tmp_path, tiny_model_dir, caption_data):
+def test_stage_learns(tmp_path, tiny_model_dir, caption_data, cluster):
     ctx = context(tmp_path, tiny_model_dir, caption_data, checkpoint_every=1000, **LEARNS)
-    with local_ray(2):
-        summary = run_siglip(ctx)
+    summary = run_siglip(ctx)
     before, after = summary["retrieval"]["before"], summary["retrieval"]["after"]
     assert after["correct"] >= before["correct"] + 2, summary["headline"]
     assert before["total"] == after["total"] == 16 and before["chance"] == pytest.approx(1 / 16)
@@ -77,16 +94,13 @@ def test_stage_learns(tmp_path, tiny_model_dir, caption_data):
         after["correct"]
 
 
-def test_stage_changes_only_the_vision_tower_and_resumes_exactly(tmp_path, tiny_model_dir, caption_data):
-    settings = {"steps": 4, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 2}
-    whole = context(tmp_path, tiny_model_dir, caption_data, name="whole", **settings)
-    resumed = context(tmp_path, tiny_model_dir, caption_data, name="resumed", **settings)
-    with local_ray(2):
-        expected = run_siglip(whole)
-        shutil.copytree(whole.dir, resumed.dir)  # as if it had stopped right after step 2's checkpoint:
-        for done_later in ("checkpoints/step-000004", "model", "siglip"):
-            shutil.rmtree(resumed.dir / done_later)
-        got = run_siglip(resumed)
+def test_stage_changes_only_the_vision_tower_and_resumes_exactly(tmp_path, tiny_model_dir, caption_data, whole):
+    whole, expected = whole
+    resumed = context(tmp_path, tiny_model_dir, caption_data, name="resumed", **WHOLE)
+    shutil.copytree(whole.dir, resumed.dir)  # as if it had stopped right after step 2's checkpoint:
+    for done_later in ("checkpoints/step-000004", "model", "siglip"):
+        shutil.rmtree(resumed.dir / done_later)
+    got = run_siglip(resumed)
 
     start, out = load_prefixed(tiny_model_dir, ""), load_prefixed(whole.model_out, "")
     assert start.keys() == out.keys()
@@ -106,15 +120,12 @@ def test_stage_changes_only_the_vision_tower_and_resumes_exactly(tmp_path, tiny_
 
 
 @pytest.mark.slow
-def test_two_learner_ranks_train_like_one(tmp_path, tiny_model_dir, caption_data):
+def test_two_learner_ranks_train_like_one(tmp_path, tiny_model_dir, caption_data, whole):
     """DeepSpeed ranks as Ray actors, each with half of every step's pairs: the same losses and gradient norms as
     one rank with all of them (float rounding apart), because each rank's loss sees the other's captions."""
-    settings = {"steps": 3, "batch_size": 16, "lr": 1e-3}
-    one = context(tmp_path, tiny_model_dir, caption_data, name="one", **settings)
-    two = context(tmp_path, tiny_model_dir, caption_data, name="two", num_learners=2, **settings)
-    with local_ray(2):
-        run_siglip(one)
-        run_siglip(two)
+    one, _ = whole
+    two = context(tmp_path, tiny_model_dir, caption_data, name="two", num_learners=2, **WHOLE)
+    run_siglip(two)
     for a, b in zip(metrics(one), metrics(two), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
