@@ -21,8 +21,8 @@ import pytest
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cli_run(name): the test checks its module's RUNS[name], started one test "
-                                       "ahead (tests/e2e/conftest.py)")
+    config.addinivalue_line("markers", "cli_run(name): the test checks its module's RUNS[name], run two at a "
+                                       "time in test order (tests/e2e/conftest.py)")
 
 
 @dataclass
