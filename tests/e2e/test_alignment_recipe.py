@@ -32,7 +32,7 @@ def run_align(root, fixture):
     return [["run", str(recipe)]]
 
 
-RUNS = {"align": run_align}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"align": run_align}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("align")

@@ -27,7 +27,7 @@ def run_cs(root, fixture):
     return [["run", str(recipe)]]
 
 
-RUNS = {"cs": run_cs}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"cs": run_cs}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("cs")

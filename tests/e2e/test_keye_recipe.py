@@ -38,7 +38,7 @@ def run_keye(root, fixture):
     return [["run", str(recipe)]]
 
 
-RUNS = {"keye": run_keye}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"keye": run_keye}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("keye")

@@ -45,7 +45,7 @@ def run_llama(root, fixture):
     return [["model", "import", str(fixture("llama_dir")), str(root / "imported")], ["run", str(recipe)]]
 
 
-RUNS = {"llama": run_llama}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"llama": run_llama}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("llama")

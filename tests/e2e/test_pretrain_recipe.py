@@ -35,7 +35,7 @@ def run_pretrain(root, fixture):
     return [["run", str(recipe)]]
 
 
-RUNS = {"pretrain": run_pretrain}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"pretrain": run_pretrain}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("pretrain")

@@ -41,7 +41,7 @@ def run_rm(root, fixture):
     return [["run", str(recipe)]]
 
 
-RUNS = {"rm": run_rm}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"rm": run_rm}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("rm")

@@ -61,7 +61,7 @@ def run_pipelined(root, fixture):
     return [["run", str(recipe)]]
 
 
-RUNS = {"finished": run_finished, "pipelined": run_pipelined}  # started one test ahead (tests/e2e/conftest.py)
+RUNS = {"finished": run_finished, "pipelined": run_pipelined}  # run two at a time in test order (tests/e2e/conftest.py)
 
 
 @pytest.mark.cli_run("finished")
