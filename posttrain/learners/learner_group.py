@@ -112,12 +112,36 @@ class LearnerActor:
             dist.destroy_process_group()
 
 
-def launch_actors(actor_options: list[dict], num_threads: int) -> list:
-    """One `LearnerActor` per options dict (rank order), not yet in a process group."""
+def launch_actors(actor_options: list[dict], num_threads: int, actor_class: type = LearnerActor) -> list:
+    """One actor per options dict (rank order), not yet in a process group."""
     import ray
 
-    remote = ray.remote(LearnerActor)
+    remote = ray.remote(actor_class)
     return [remote.options(**options).remote(num_threads) for options in actor_options]
+
+
+def start_ranks(actor_options: list[dict], num_threads: int, init_args: tuple, actor_class: type = LearnerActor,
+                attempts: int = 3) -> list:
+    """Launch the ranks and join them into one process group: `init(rank, world_size, addr, port, *init_args)`.
+
+    Rank 0's port is found free and released again before torch's store binds it, so another process on the node
+    (a second run, Ray's own workers) can take it in between. On EADDRINUSE the ranks are killed and started again
+    on a new port; any other failure frees their CPUs and GPUs and is raised as it is.
+    """
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        actors = launch_actors(actor_options, num_threads, actor_class)
+        try:
+            addr, port = ray.get(actors[0].address.remote())
+            ray.get([actor.init.remote(rank, len(actors), addr, port, *init_args)
+                     for rank, actor in enumerate(actors)])
+            return actors
+        except BaseException as error:
+            for actor in actors:
+                ray.kill(actor)
+            if "EADDRINUSE" not in str(error) or attempt == attempts:
+                raise
 
 
 class LearnerGroup:
@@ -135,12 +159,9 @@ class LearnerGroup:
         if len(actor_options) != world_size:
             raise ValueError(f"{len(actor_options)} placements for {world_size} learner ranks")
         self.config, self.world_size = config, world_size
-        self.actors = launch_actors(actor_options, num_threads or max(1, int(cpus_per_rank)))
+        self.actors = start_ranks(actor_options, num_threads or max(1, int(cpus_per_rank)),
+                                  (config.model_dump(mode="json"),))
         try:
-            addr, port = ray.get(self.actors[0].address.remote())
-            config_dict = config.model_dump(mode="json")
-            ray.get([actor.init.remote(rank, world_size, addr, port, config_dict)
-                     for rank, actor in enumerate(self.actors)])
             self.vision_layout = ray.get(self.actors[0].vision_layout.remote())
             self.cost_model = ray.get(self.actors[0].cost_model.remote())
         except BaseException:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from posttrain.learners import engine_setup
 from posttrain.learners.learner_config import LearnerConfig
-from posttrain.learners.learner_group import LearnerActor
+from posttrain.learners.learner_group import LearnerActor, start_ranks
 
 
 @dataclass
@@ -166,20 +166,9 @@ class SiglipGroup:
     """Driver-side handle of N `SiglipActor` ranks: splits each step's pairs evenly, calls every rank."""
 
     def __init__(self, config: LearnerConfig, text_tower: dict | None, actor_options: list[dict], num_threads: int):
-        import ray
-
         self.world_size = len(actor_options)
-        remote = ray.remote(SiglipActor)
-        self.actors = [remote.options(**options).remote(num_threads) for options in actor_options]
-        try:
-            addr, port = ray.get(self.actors[0].address.remote())
-            config_dict = config.model_dump(mode="json")
-            ray.get([a.init.remote(rank, self.world_size, addr, port, config_dict, text_tower)
-                     for rank, a in enumerate(self.actors)])
-        except BaseException:
-            for actor in self.actors:  # free their CPUs for whatever runs next
-                ray.kill(actor)
-            raise
+        self.actors = start_ranks(actor_options, num_threads, (config.model_dump(mode="json"), text_tower),
+                                  actor_class=SiglipActor)
 
     def shards(self, batch: PairBatch) -> list[PairBatch]:
         if len(batch.images) % self.world_size:
