@@ -244,7 +244,8 @@ class RewardModelStage(Section):
     base: str | None = None  # the model the reward model starts from; None: this stage's input policy
     pairs: str | None = None  # None: the newest pairs.jsonl; else a file in TRL's preference format
     columns: dict[Literal["prompt", "messages", "chosen", "rejected"], str] = {}  # your column names
-    eval_fraction: float = Field(0.2, ge=0, lt=1)  # pairs held out for pairwise accuracy and AUC
+    eval_fraction: float = Field(0.2, ge=0, lt=1)  # prompts held out (with their pairs) for accuracy and AUC
+    eval_pairs: str | None = None  # held-out pairs of your own (a test split): then every `pairs` row trains
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1)  # pairs per step
     max_length: int = Field(1024, ge=8)  # tokens per conversation (longer ones are cut at the end)

@@ -3,7 +3,7 @@
 Pairs come from the newest `pairs.jsonl` (what `rejection_sample` writes: `messages`, `chosen`, `rejected`) or
 from the stage's `pairs` file in TRL's preference format (`prompt` as text or messages, `chosen` and `rejected`
 as text or assistant messages), JSONL, Parquet or a `datasets` directory (`posttrain.data_files`). A seeded
-`eval_fraction` of the prompts is held out, with all their pairs. The model starts from the stage's input policy
+`eval_fraction` of the prompts is held out, with all their pairs, unless `eval_pairs` names a held-out file. The model starts from the stage's input policy
 or `base` (`posttrain.reward_model_init`: a 1-label sequence-classification head, zero at the start) and reads each
 answer as the `reward_model` reward will serve it (`rewards.reward_model.conversation_text`).
 
@@ -77,6 +77,14 @@ def split_pairs(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[lis
     return ([p for i in order[n_eval:] for p in prompts[i]], [p for i in order[:n_eval] for p in prompts[i]])
 
 
+def train_and_held_out(stage, path: Path, seed: int) -> tuple[list[dict], list[dict]]:
+    """The stage's (train, held-out) pairs: its `eval_pairs` file when it names one, else a split of `path`."""
+    pairs = load_preference_pairs(path, stage.columns)
+    if stage.eval_pairs:
+        return pairs, load_preference_pairs(Path(stage.eval_pairs), stage.columns)
+    return split_pairs(pairs, stage.eval_fraction, seed)
+
+
 def pair_batch(pairs: list[dict], tokenizer, max_length: int):
     """Rows 2k (chosen) and 2k+1 (rejected) form group k; right padding, the head pools the last real token."""
     from posttrain.learners.batch import TrainBatch
@@ -121,7 +129,7 @@ def run_reward_model(ctx: StageContext) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: a reward_model stage trains on preference pairs; put a "
                                 f"rejection_sample stage before it or set the stage's `pairs` file")
-    train, held_out = split_pairs(load_preference_pairs(path, stage.columns), stage.eval_fraction, ctx.recipe.seed)
+    train, held_out = train_and_held_out(stage, path, ctx.recipe.seed)
     start = ctx.dir / "init"
     if not (start / "config.json").exists():
         init_reward_model(stage.base or ctx.model_in, start)

@@ -11,7 +11,9 @@ from transformers import AutoModelForImageTextToText, AutoModelForSequenceClassi
 
 from posttrain.recipe import Recipe
 from posttrain.reward_model_init import init_reward_model
-from posttrain.stages.reward_model import evaluate_pairs, load_preference_pairs, pair_batch, split_pairs
+from posttrain.recipe import RewardModelStage
+from posttrain.stages.reward_model import (evaluate_pairs, load_preference_pairs, pair_batch, split_pairs,
+                                           train_and_held_out)
 from rewards.reward_model import RewardModelScorer
 from rewards.sample import Sample
 
@@ -56,6 +58,19 @@ def test_held_out_split_is_seeded_disjoint_and_refuses_an_empty_side():
     assert sorted(p["id"] for p in train + held) == list(range(10))
     with pytest.raises(ValueError, match="3 pairs of 3 prompts cannot be split with eval_fraction 0.1"):
         split_pairs(pairs[:3], 0.1, seed=0)
+
+
+def test_an_eval_pairs_file_is_the_held_out_set_and_every_pairs_row_trains(tmp_path):
+    rows = [{**OURS, "messages": [{"role": "user", "content": f"What is {i} + 3?"}]} for i in range(10)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:7]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[7:]))
+    stage = RewardModelStage(eval_pairs=str(tmp_path / "test.jsonl"))
+    train, held = train_and_held_out(stage, tmp_path / "train.jsonl", seed=0)
+    assert [p["messages"] for p in train] == [r["messages"] for r in rows[:7]]
+    assert [p["messages"] for p in held] == [r["messages"] for r in rows[7:]]
+    # without it, a seeded fifth of the prompts is held out of the one file
+    train, held = train_and_held_out(RewardModelStage(), tmp_path / "train.jsonl", seed=0)
+    assert (len(train), len(held)) == (6, 1)
 
 
 def test_held_out_split_keeps_each_prompts_pairs_together():
