@@ -496,7 +496,9 @@ def _explain(item: dict, loc: tuple, data: dict) -> str:
         choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
         bad = value if kind == "literal_error" else ctx.get("tag")
         return f"{bad!r} is not one of {choices}{_did_you_mean(bad, choices)}"
-    return f"{item['msg']} (got {value!r})" if value is not None and kind != "missing" else item["msg"]
+    if value is None or kind == "missing" or not loc:  # at the top level the input is the whole recipe
+        return item["msg"]
+    return f"{item['msg']} (got {value!r})"
 
 
 def _did_you_mean(bad, choices: list[str]) -> str:

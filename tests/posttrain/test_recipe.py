@@ -49,6 +49,15 @@ def test_rejection_sampling_pairs_choice_is_checked(tmp_path):
         load_recipe(write(tmp_path, stage.format("every")), check_environment=False)
 
 
+def test_a_recipe_wide_error_says_what_is_wrong_without_echoing_the_recipe(tmp_path):
+    recipe = ("name: t\nreward:\n  components: [{spec: reward_model, options: {model: 'stage:rm'}}]\n"
+              "stages: [{kind: rl}]\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(write(tmp_path, recipe), check_environment=False)
+    assert "'stage:rm' names no reward_model stage of this recipe" in str(error.value)
+    assert "(got {" not in str(error.value)
+
+
 def test_stage_keys_are_checked_against_their_kind(tmp_path):
     path = write(tmp_path, "name: t\nstages:\n  - kind: rl\n    step: 5\n  - kind: rll\n")
     with pytest.raises(RecipeError) as error:
