@@ -249,7 +249,8 @@ class RewardModelStage(Section):
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1)  # pairs per step
     max_length: int = Field(1024, ge=8)  # tokens per conversation (longer ones are cut at the end)
-    # overrides; the loss is bradley_terry and nothing is frozen unless set here
+    # overrides; the loss is bradley_terry (`loss: {args: {sft_weight: 1.0}}` adds its SFT term on the chosen
+    # answers) and nothing is frozen unless set here
     learner: dict[str, Any] = Field({}, validate_default=True)
     checkpoint_every: int = Field(50, ge=1)
 
@@ -257,7 +258,7 @@ class RewardModelStage(Section):
     @classmethod
     def _reward_model_learner(cls, value: dict) -> dict:
         # the RM is a new model: the policy's freeze list names modules it may not have, so none is inherited
-        return {"loss": {"name": "bradley_terry"}, "freeze": [], **value}
+        return {"freeze": [], **value, "loss": {"name": "bradley_terry", **value.get("loss", {})}}
 
 
 class PretrainDataStage(Section):

@@ -7,6 +7,10 @@ decoder's weights kept, the head new). A Keye-VL directory has no such class: it
 The reward model reads text only (`rewards/reward_model.py` turns image items into their placeholder text), which
 is why this is the policy's own architecture for scoring. The head starts at zero: every answer scores 0.0 until
 training moves it, so an untrained reward model adds nothing to a run's rewards.
+
+With `frozen_lm_head=True` the source's output embedding is also written, as `FROZEN_LM_HEAD` beside the model
+(not part of it: the published reward model is a plain sequence-classification model): the learner reads it when
+the `bradley_terry` loss adds its SFT term on the chosen answers.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+FROZEN_LM_HEAD = "frozen_lm_head.safetensors"  # {"weight": [vocab, hidden]}, the starting policy's output layer
 
-def init_reward_model(source: str | Path, out: str | Path) -> str:
-    """Write a 1-label sequence-classification model (and the tokenizer) built from `source` to `out`; returns
-    the architecture written."""
+
+def init_reward_model(source: str | Path, out: str | Path, frozen_lm_head: bool = False) -> str:
+    """Write a 1-label sequence-classification model (and the tokenizer) built from `source` to `out`, and with
+    `frozen_lm_head` the source's output embedding; returns the architecture written."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from keye_vl.configuration import KeyeVLConfig  # (importing keye_vl registers it with AutoConfig)
@@ -35,7 +41,28 @@ def init_reward_model(source: str | Path, out: str | Path) -> str:
         model.score.weight.zero_()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if frozen_lm_head:
+        from safetensors.torch import save_file
+
+        tied = getattr(config.get_text_config(), "tie_word_embeddings", False)
+        save_file({"weight": _output_embedding(source, tied)}, str(out / FROZEN_LM_HEAD))
     return type(model).__name__
+
+
+def _output_embedding(source: Path, tied: bool) -> torch.Tensor:
+    """The causal LM's output layer from its safetensors (`lm_head.weight`; the input embedding when tied)."""
+    from safetensors import safe_open
+
+    wanted = ("lm_head.weight", "embed_tokens.weight") if tied else ("lm_head.weight",)
+    for suffix in wanted:
+        for file in sorted(source.glob("*.safetensors")):
+            with safe_open(str(file), "pt") as weights:
+                name = next((k for k in weights.keys() if k.endswith(suffix) and "visual" not in k), None)
+                if name is not None:
+                    return weights.get_tensor(name).float()
+    raise ValueError(f"{source}: no {' or '.join(wanted)} in its *.safetensors; the reward model's SFT term "
+                     f"(bradley_terry sft_weight) needs the causal LM's output layer: start from a causal LM "
+                     f"or set sft_weight: 0")
 
 
 def _from_keye(source: Path, config):

@@ -64,6 +64,7 @@ class Learner:
         self.reference = self._wrap_reference(reference)
         self.model_config = getattr(self.module, "config", None)
         self.vision_layout = VisionLayout.from_config(self.model_config) if self.model_config else None
+        self.frozen_lm_head = self._load_frozen_lm_head()
         self.step = 0  # applied updates
         self.skipped_steps = 0
         self._consecutive_skips = 0
@@ -134,9 +135,7 @@ class Learner:
         logits = self._run_model(model, mb).logits[:, :-1].float()  # [r, Lp-1, V]
         if self.config.temperature != 1.0:
             logits = logits / self.config.temperature
-        ids = mb.input_ids[:, 1:].to(self.device).unsqueeze(-1)
-        lse = torch.logsumexp(logits, dim=-1)  # [r, Lp-1]
-        logp = torch.nn.functional.pad(logits.gather(-1, ids).squeeze(-1) - lse, (1, 0))  # [r, Lp]
+        logp, lse = self._gather_logprobs(logits, mb)
         ent = None
         if entropy:
             with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
@@ -144,9 +143,46 @@ class Learner:
                 ent = mb.unpack(torch.nn.functional.pad(ent_rows, (1, 0)))
         return mb.unpack(logp), ent
 
-    def _scores(self, model, mb: MicroBatch) -> Tensor:
-        logits = self._run_model(model, mb).logits.float()  # [r, num_labels]; bucket rows = samples
-        return logits[:, 0]
+    def _gather_logprobs(self, logits: Tensor, mb: MicroBatch) -> tuple[Tensor, Tensor]:
+        """[r, Lp] log-probs of each token given its prefix (column 0: none, 0) from [r, Lp-1, V] logits, and
+        the [r, Lp-1] log-normalisers."""
+        ids = mb.input_ids[:, 1:].to(self.device).unsqueeze(-1)
+        lse = torch.logsumexp(logits, dim=-1)
+        return torch.nn.functional.pad(logits.gather(-1, ids).squeeze(-1) - lse, (1, 0)), lse
+
+    def _scores(self, model, mb: MicroBatch) -> tuple[Tensor, Tensor | None]:
+        """[r] head scores (bucket rows = samples) and, with a frozen LM head, the [r, L] next-token log-probs of
+        the same forward: the hidden states the score head reads, through the starting policy's output layer."""
+        if self.frozen_lm_head is None:
+            return self._run_model(model, mb).logits.float()[:, 0], None
+        seen = {}
+        hook = self.module.score.register_forward_hook(lambda _module, args, _out: seen.update(hidden=args[0]))
+        try:
+            scores = self._run_model(model, mb).logits.float()[:, 0]
+        finally:
+            hook.remove()
+        logits = seen["hidden"][:, :-1].float() @ self.frozen_lm_head.T  # [r, Lp-1, V]
+        return scores, mb.unpack(self._gather_logprobs(logits, mb)[0])
+
+    def _load_frozen_lm_head(self) -> Tensor | None:
+        """The output layer a "scores" loss with token log-probs reads (the reward model's SFT term), not trained:
+        written beside the starting model by `init_reward_model(frozen_lm_head=True)`."""
+        from safetensors.torch import load_file
+
+        from posttrain.reward_model_init import FROZEN_LM_HEAD
+
+        if not self.loss.scores_with_logprobs:
+            return None
+        path = Path(self.config.model or ".", FROZEN_LM_HEAD)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: loss {self.loss.name!r} with an SFT term reads the starting "
+                                    f"policy's output layer from it (the reward_model stage writes it; "
+                                    f"posttrain.reward_model_init.init_reward_model(..., frozen_lm_head=True))")
+        if not isinstance(getattr(self.module, "score", None), nn.Linear):
+            raise ValueError(f"loss {self.loss.name!r} with an SFT term needs a decoder classification model whose "
+                             f"head is a Linear `score` (Qwen, Llama, Mistral...); {type(self.module).__name__} has "
+                             f"none")
+        return load_file(str(path))["weight"].to(self.device)
 
     @torch.no_grad()
     def forward_logprobs(self, batch: TrainBatch, reference: bool = False) -> Tensor:
@@ -196,7 +232,9 @@ class Learner:
             chosen=batch.chosen[idx].bool().to(self.device) if batch.chosen is not None else None,
             group_ids=batch.group_ids[idx].to(self.device) if batch.group_ids is not None else None, totals=totals)
         if self.loss.model_output == "scores":
-            inputs.scores = self._scores(self.engine, mb)
+            inputs.scores, logprobs = self._scores(self.engine, mb)
+            if logprobs is not None:
+                inputs.logprobs = logprobs
         else:
             inputs.logprobs, inputs.entropy = self._token_outputs(self.engine, mb, self.loss.logs_entropy,
                                                                   self.loss.entropy_grad)

@@ -82,6 +82,11 @@ class Loss:
         return "ref_logprobs" in self.needs
 
     @property
+    def scores_with_logprobs(self) -> bool:
+        """True when a "scores" loss also trains on token log-probs (a reward model's SFT regulariser)."""
+        return False
+
+    @property
     def entropy_grad(self) -> bool:
         """True when entropy enters the loss (then it must keep its graph); otherwise it is only logged."""
         return False

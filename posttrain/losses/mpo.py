@@ -12,6 +12,7 @@ from __future__ import annotations
 from posttrain.losses.base import Loss, LossInputs, LossOutput, register_loss
 from posttrain.losses.bco import BCOPairLoss
 from posttrain.losses.dpo import DPOLoss
+from posttrain.losses.pairs import chosen_nll
 
 
 @register_loss("mpo")
@@ -23,14 +24,8 @@ class MPOLoss(Loss):
         self.weights = {"dpo": w_preference, "bco": w_quality, "sft": w_generation}
         self.dpo, self.bco = DPOLoss(beta), BCOPairLoss(beta)
 
-    def sft_on_chosen(self, inputs: LossInputs) -> LossOutput:
-        totals = inputs.resolved_totals()
-        chosen_mask = inputs.mask * inputs.chosen.unsqueeze(-1).to(inputs.mask.dtype)  # [N, T]
-        loss = -(inputs.logprobs * chosen_mask).sum() / max(totals.chosen_tokens, 1.0)
-        return LossOutput(loss, {"sft": loss.detach()})
-
     def forward(self, inputs: LossInputs) -> LossOutput:
-        parts = {"dpo": self.dpo(inputs), "bco": self.bco(inputs), "sft": self.sft_on_chosen(inputs)}
+        parts = {"dpo": self.dpo(inputs), "bco": self.bco(inputs), "sft": chosen_nll(inputs)}
         loss = sum(self.weights[name] * part.loss for name, part in parts.items())
         stats = {key: value for part in parts.values() for key, value in part.stats.items()}
         return LossOutput(loss, stats)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from posttrain.losses.base import LossInputs
+from posttrain.losses.base import LossInputs, LossOutput
 
 
 def pair_rows(chosen: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -27,3 +27,11 @@ def sequence_logratios(inputs: LossInputs) -> tuple[Tensor, Tensor]:
     seq = ((inputs.logprobs - inputs.ref_logprobs) * inputs.mask).sum(-1)  # [N]
     chosen_idx, rejected_idx = pair_rows(inputs.chosen, inputs.group_ids)
     return seq[chosen_idx], seq[rejected_idx]
+
+
+def chosen_nll(inputs: LossInputs) -> LossOutput:
+    """Negative log-likelihood of the chosen rows' loss tokens, averaged over all chosen tokens of the batch (the
+    SFT term of MPO and of a regularised reward model)."""
+    chosen_mask = inputs.mask * inputs.chosen.unsqueeze(-1).to(inputs.mask.dtype)  # [N, T]
+    loss = -(inputs.logprobs * chosen_mask).sum() / max(inputs.resolved_totals().chosen_tokens, 1.0)
+    return LossOutput(loss, {"sft": loss.detach()})

@@ -5,7 +5,10 @@ from the stage's `pairs` file in TRL's preference format (`prompt` as text or me
 as text or assistant messages), JSONL, Parquet or a `datasets` directory (`posttrain.data_files`). A seeded
 `eval_fraction` of the prompts is held out, with all their pairs, unless `eval_pairs` names a held-out file. The model starts from the stage's input policy
 or `base` (`posttrain.reward_model_init`: a 1-label sequence-classification head, zero at the start) and reads each
-answer as the `reward_model` reward will serve it (`rewards.reward_model.conversation_text`).
+answer as the `reward_model` reward will serve it (`rewards.reward_model.conversation_text`). With the loss's
+`sft_weight` the decoder also keeps learning to write the chosen conversations, read through the starting
+policy's output layer, frozen (`posttrain/losses/reward_model.py`): on small preference sets that term is what
+keeps a reward model from losing the task knowledge it is meant to judge with.
 
 It writes `<stage>/reward_model/` (what `{spec: reward_model, options: {model: "stage:<name>"}}` loads) and
 leaves the policy as it was: the next stage trains the model this one started from. The held-out evaluation
@@ -28,7 +31,8 @@ OUTPUT = "reward_model"
 
 
 def load_preference_pairs(path: Path, columns: dict[str, str] | None = None) -> list[dict]:
-    """Rows `{"messages": prompt turns, "chosen": text, "rejected": text}` from either pair format."""
+    """Rows `{"messages": prompt turns, "chosen": text, "rejected": text}` from either pair format, with the
+    row's `mode` (think, no_think...) where it has one."""
     from posttrain.data_files import read_rows
 
     pairs = []
@@ -44,7 +48,8 @@ def load_preference_pairs(path: Path, columns: dict[str, str] | None = None) -> 
         chosen, rejected = _answer_text(row["chosen"], where), _answer_text(row["rejected"], where)
         if chosen == rejected:
             raise ValueError(f"{where}: chosen and rejected are the same text; a pair must differ")
-        pairs.append({"messages": messages, "chosen": chosen, "rejected": rejected})
+        pairs.append({"messages": messages, "chosen": chosen, "rejected": rejected,
+                      **({"mode": row["mode"]} if row.get("mode") else {})})
     if not pairs:
         raise ValueError(f"{path} has no pairs")
     return pairs
@@ -86,7 +91,8 @@ def train_and_held_out(stage, path: Path, seed: int) -> tuple[list[dict], list[d
 
 
 def pair_batch(pairs: list[dict], tokenizer, max_length: int):
-    """Rows 2k (chosen) and 2k+1 (rejected) form group k; right padding, the head pools the last real token."""
+    """Rows 2k (chosen) and 2k+1 (rejected) form group k; right padding, the head pools the last real token. The
+    loss mask covers the answer (what the loss's SFT term trains on): the tokens after the rendered prompt."""
     from posttrain.learners.batch import TrainBatch
     from rewards.reward_model import conversation_text
 
@@ -95,9 +101,21 @@ def pair_batch(pairs: list[dict], tokenizer, max_length: int):
     encoded = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length,
                         padding_side="right")
     mask = encoded["attention_mask"]
-    return TrainBatch(input_ids=encoded["input_ids"], attention_mask=mask, loss_mask=mask.clone(),
+    loss_mask = mask.clone()
+    for row, text in enumerate(texts):
+        loss_mask[row, :_prompt_tokens(tokenizer, pairs[row // 2]["messages"], text)] = 0
+    return TrainBatch(input_ids=encoded["input_ids"], attention_mask=mask, loss_mask=loss_mask,
                       chosen=torch.tensor([True, False] * len(pairs)),
                       group_ids=torch.arange(len(pairs)).repeat_interleave(2))
+
+
+def _prompt_tokens(tokenizer, messages: list[dict], text: str) -> int:
+    """Tokens of the prompt's rendering when the conversation's text starts with it (chat templates render
+    earlier turns the same whatever follows); 0 otherwise, so the whole conversation counts as the answer."""
+    from rewards.reward_model import conversation_text
+
+    prompt = conversation_text(tokenizer, messages)
+    return len(tokenizer(prompt)["input_ids"]) if text.startswith(prompt) else 0
 
 
 def evaluate_pairs(model_dir: Path, pairs: list[dict], max_length: int) -> dict:
@@ -114,14 +132,19 @@ def evaluate_pairs(model_dir: Path, pairs: list[dict], max_length: int) -> dict:
     scores = np.array(scorer(samples))
     chosen, rejected = scores[0::2], scores[1::2]
     auc = mannwhitneyu(chosen, rejected).statistic / (len(chosen) * len(rejected))
-    return {"pairs": len(pairs), "accuracy": float((chosen > rejected).mean()),
-            "margin": float((chosen - rejected).mean()), "auc": float(auc)}
+    right = chosen > rejected
+    modes = np.array([p.get("mode") or "" for p in pairs])
+    by_mode = {mode: {"pairs": int((modes == mode).sum()), "accuracy": float(right[modes == mode].mean())}
+               for mode in sorted(set(modes) - {""})}
+    return {"pairs": len(pairs), "accuracy": float(right.mean()), "margin": float((chosen - rejected).mean()),
+            "auc": float(auc), **({"by_mode": by_mode} if by_mode else {})}
 
 
 @stage_kind("reward_model")
 def run_reward_model(ctx: StageContext) -> dict:
     from transformers import AutoTokenizer
 
+    from posttrain.losses import build_loss
     from posttrain.reward_model_init import init_reward_model
 
     stage = ctx.stage
@@ -132,7 +155,9 @@ def run_reward_model(ctx: StageContext) -> dict:
     train, held_out = train_and_held_out(stage, path, ctx.recipe.seed)
     start = ctx.dir / "init"
     if not (start / "config.json").exists():
-        init_reward_model(stage.base or ctx.model_in, start)
+        loss = ctx.recipe.stage_learner(stage).loss
+        init_reward_model(stage.base or ctx.model_in, start,
+                          frozen_lm_head=build_loss(loss.name, **loss.args).scores_with_logprobs)
     tokenizer = AutoTokenizer.from_pretrained(str(start))
     out = ctx.dir / OUTPUT
     before = evaluate_pairs(start, held_out, stage.max_length)
@@ -142,7 +167,8 @@ def run_reward_model(ctx: StageContext) -> dict:
                                reference=None)
     after = evaluate_pairs(out, held_out, stage.max_length)
     (ctx.dir / "eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2) + "\n")
-    shown = (f"held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}, AUC "
+    modes = "".join(f", {mode} {m['accuracy']:.1%}" for mode, m in after.get("by_mode", {}).items())
+    shown = (f"held-out pairwise accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}{modes}, AUC "
              f"{after['auc']:.3f} ({len(held_out)} pairs)") if after else "no held-out pairs"
     return {**summary, "pairs": len(train), "held_out": after, "model": str(out),
             "headline": f"{summary['headline']}; {shown}"}

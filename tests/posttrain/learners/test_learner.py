@@ -150,6 +150,42 @@ def test_reward_model_with_bradley_terry(tmp_path, make_batch):
     assert last["loss"] < 0.5 * first["loss"] and last["rm_accuracy"] == 1.0
 
 
+def test_a_reward_model_with_an_sft_term_reads_its_hidden_states_through_the_frozen_policy_head(tmp_path,
+                                                                                               make_batch):
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3ForSequenceClassification
+
+    from posttrain.reward_model_init import FROZEN_LM_HEAD
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, num_labels=1, pad_token_id=0)
+    model = Qwen3ForSequenceClassification(config)
+    model.save_pretrained(tmp_path)
+    settings = dict(model=str(tmp_path), model_class="sequence_classification", lr=1e-2, precision="fp32",
+                    loss={"name": "bradley_terry", "args": {"sft_weight": 0.5}})
+    with pytest.raises(FileNotFoundError, match=f"{FROZEN_LM_HEAD} not found: loss 'bradley_terry' with an SFT"):
+        Learner(LearnerConfig(**settings))
+    head = torch.randn(64, 32)
+    save_file({"weight": head}, str(tmp_path / FROZEN_LM_HEAD))
+    batch = make_batch(8, 10, seed=5, ragged=False)
+    batch = batch.with_fields(loss_mask=batch.attention_mask.clone(), chosen=torch.arange(8) % 2 == 0,
+                              group_ids=torch.arange(8) // 2)
+    with torch.no_grad():  # by hand: BT on the head's scores + 0.5 x the chosen rows' NLL through `head`
+        scores = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 0]
+        hidden = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        logp = torch.log_softmax(hidden[0::2, :-1] @ head.T, -1).gather(-1, batch.input_ids[0::2, 1:, None])
+    expected = -torch.nn.functional.logsigmoid(scores[0::2] - scores[1::2]).mean() - 0.5 * logp.mean()
+    learner = Learner(LearnerConfig(**settings))
+    first = learner.train_step(batch)
+    assert first["loss"] == pytest.approx(expected.item(), abs=1e-5)
+    assert first["sft"] == pytest.approx(-logp.mean().item(), abs=1e-5)
+    for _ in range(10):
+        last = learner.train_step(batch)
+    assert last["sft"] < first["sft"] and last["rm_accuracy"] == 1.0
+    assert torch.equal(learner.frozen_lm_head, head)  # read, never trained
+
+
 def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch, tmp_path):
     batch = make_batch(8, 32, vocab=1000)
     stage0 = Learner(LearnerConfig(model=str(tiny_model_dir), precision="fp32"))

@@ -87,6 +87,21 @@ def test_bradley_terry():
     assert out.stats["rm_accuracy"].item() == 0.5
 
 
+def test_bradley_terry_with_an_sft_term_adds_the_chosen_rows_token_mean_nll():
+    scores = torch.tensor([0.5, 2.0, -1.0, 1.0])
+    logprobs = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0], [-7.0, -8.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    out = build_loss("bradley_terry", sft_weight=0.5)(LossInputs(logprobs, mask, scores=scores, chosen=CHOSEN,
+                                                                 group_ids=GROUPS))
+    chosen_rows = [i for i in range(4) if CHOSEN[i]]
+    tokens = [(i, t) for i in chosen_rows for t in range(2) if mask[i, t]]
+    nll = -sum(logprobs[i, t].item() for i, t in tokens) / len(tokens)
+    assert out.stats["sft"].item() == pytest.approx(nll)
+    assert out.loss.item() == pytest.approx(-(logsig(1.5) + logsig(-2.0)) / 2 + 0.5 * nll, abs=1e-6)
+    with pytest.raises(ValueError, match="sft_weight must be >= 0"):
+        build_loss("bradley_terry", sft_weight=-1.0)
+
+
 def test_siglip_sigmoid_loss_by_hand():
     logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
     expected = -(logsig(2.0) + logsig(1.0) + logsig(-0.5) + logsig(3.0)) / 2

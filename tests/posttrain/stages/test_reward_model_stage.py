@@ -7,7 +7,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSequenceClassification,
+                          AutoTokenizer)
 
 from posttrain.recipe import Recipe
 from posttrain.reward_model_init import init_reward_model
@@ -95,6 +96,23 @@ def test_a_keye_policy_becomes_a_text_reward_model_with_its_decoder_exactly(tiny
         assert rm(input_ids=ids).logits.item() == 0.0  # the head starts at zero: no reward until trained
 
 
+def test_the_frozen_lm_head_is_the_policys_output_layer(tiny_model_dir, make_llama_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from posttrain.reward_model_init import FROZEN_LM_HEAD
+
+    init_reward_model(tiny_model_dir, tmp_path / "keye", frozen_lm_head=True)
+    policy = AutoModelForImageTextToText.from_pretrained(str(tiny_model_dir))
+    assert torch.equal(load_file(str(tmp_path / "keye" / FROZEN_LM_HEAD))["weight"], policy.lm_head.weight)
+    init_reward_model(tiny_model_dir, tmp_path / "plain")
+    assert not (tmp_path / "plain" / FROZEN_LM_HEAD).exists()  # only when the loss asks for it
+    tied = make_llama_dir(tmp_path / "tied", tied=True)  # no lm_head.weight saved: the input embedding is it
+    init_reward_model(tied, tmp_path / "from-tied", frozen_lm_head=True)
+    llama = AutoModelForCausalLM.from_pretrained(str(tied))
+    assert torch.equal(load_file(str(tmp_path / "from-tied" / FROZEN_LM_HEAD))["weight"],
+                       llama.get_output_embeddings().weight)
+
+
 def test_a_causal_lm_becomes_a_reward_model_through_transformers(llama_dir, tmp_path):
     assert init_reward_model(llama_dir, tmp_path / "rm") == "LlamaForSequenceClassification"
     assert AutoTokenizer.from_pretrained(str(tmp_path / "rm")).get_vocab() == \
@@ -112,6 +130,10 @@ def test_the_training_text_is_the_text_the_reward_serves(tiny_model_dir, tmp_pat
         assert real == scorer.tokenizer(text)["input_ids"]
     assert batch.chosen.tolist() == [True, False] and batch.group_ids.tolist() == [0, 0]
     assert batch.attention_mask[:, 0].all()  # right padding: the head pools each row's last real token
+    prompt = len(scorer.tokenizer(scorer.text(Sample(prompt=pair["messages"], completion="")).split(
+        "<|im_start|>assistant")[0])["input_ids"])  # the loss mask (the SFT term's tokens) starts at the answer
+    assert (batch.loss_mask[:, :prompt] == 0).all()
+    assert torch.equal(batch.loss_mask[:, prompt:], batch.attention_mask[:, prompt:])
 
 
 def load_pairs_of(row):
@@ -128,6 +150,10 @@ def test_held_out_metrics_match_hand_computed_values(tmp_path, tiny_model_dir, m
     # AUC: of the 9 (chosen, rejected) combinations, chosen wins 2>1, 2>0, 0.5>0, 3>1, 3>1.5, 3>0 and 2>1.5
     assert metrics == {"pairs": 3, "accuracy": pytest.approx(2 / 3), "margin": pytest.approx((chosen - rejected).mean()),
                        "auc": pytest.approx(7 / 9)}
+    # pairs that carry their mode (rejection sampling writes it) are also counted per mode
+    modes = [{**load_pairs_of(OURS), "mode": mode} for mode in ("think", "no_think", "think")]
+    assert evaluate_pairs(tmp_path / "rm", modes, max_length=64)["by_mode"] == {
+        "no_think": {"pairs": 1, "accuracy": 0.0}, "think": {"pairs": 2, "accuracy": 1.0}}
 
 
 def test_a_reward_naming_a_stage_the_recipe_lacks_fails_at_load_time():
@@ -140,5 +166,8 @@ def test_a_reward_naming_a_stage_the_recipe_lacks_fails_at_load_time():
     recipe["reward"]["components"][1]["options"]["model"] = "stage:rm"
     parsed = Recipe.model_validate(recipe)
     assert parsed.stages[0].learner == {"loss": {"name": "bradley_terry"}, "freeze": []}
+    recipe["stages"][0]["learner"] = {"lr": 3e-4, "loss": {"args": {"sft_weight": 1.0}}}  # the loss keeps its name
+    assert Recipe.model_validate(recipe).stages[0].learner == {
+        "lr": 3e-4, "freeze": [], "loss": {"name": "bradley_terry", "args": {"sft_weight": 1.0}}}
     with pytest.raises(FileNotFoundError, match="holds no trained reward model yet; the 'rm' stage must run"):
         parsed.stage_output("stage:rm")
