@@ -44,25 +44,24 @@ def init_reward_model(source: str | Path, out: str | Path, frozen_lm_head: bool 
     if frozen_lm_head:
         from safetensors.torch import save_file
 
-        tied = getattr(config.get_text_config(), "tie_word_embeddings", False)
-        save_file({"weight": _output_embedding(source, tied)}, str(out / FROZEN_LM_HEAD))
+        save_file({"weight": _output_embedding(source)}, str(out / FROZEN_LM_HEAD))
     return type(model).__name__
 
 
-def _output_embedding(source: Path, tied: bool) -> torch.Tensor:
-    """The causal LM's output layer from its safetensors (`lm_head.weight`; the input embedding when tied)."""
+def _output_embedding(source: Path) -> torch.Tensor:
+    """The causal LM's output layer from its safetensors: `lm_head.weight`, or the input embedding where the
+    files hold none (tied weights are saved once, as the input embedding)."""
     from safetensors import safe_open
 
-    wanted = ("lm_head.weight", "embed_tokens.weight") if tied else ("lm_head.weight",)
-    for suffix in wanted:
+    for suffix in ("lm_head.weight", "embed_tokens.weight"):
         for file in sorted(source.glob("*.safetensors")):
             with safe_open(str(file), "pt") as weights:
                 name = next((k for k in weights.keys() if k.endswith(suffix) and "visual" not in k), None)
                 if name is not None:
                     return weights.get_tensor(name).float()
-    raise ValueError(f"{source}: no {' or '.join(wanted)} in its *.safetensors; the reward model's SFT term "
-                     f"(bradley_terry sft_weight) needs the causal LM's output layer: start from a causal LM "
-                     f"or set sft_weight: 0")
+    raise ValueError(f"{source}: no lm_head.weight or embed_tokens.weight in its *.safetensors; the reward "
+                     f"model's SFT term (bradley_terry sft_weight) reads the causal LM's output layer: start from "
+                     f"a causal LM or set sft_weight: 0")
 
 
 def _from_keye(source: Path, config):
