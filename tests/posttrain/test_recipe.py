@@ -87,6 +87,17 @@ def test_decaying_schedule_takes_its_length_from_the_stage(tmp_path):
         LearnerConfig(schedule="cosine")
 
 
+def test_rl_steps_inside_the_warmup_fail_at_load_not_when_the_stage_starts(tmp_path):
+    path = write(tmp_path, "name: t\nlearner: {warmup_steps: 10}\nstages: [{kind: sft}, {kind: rl, steps: 20}]\n")
+    assert load_recipe(path, check_environment=False).stages[1].steps == 20
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path, ["stages.1.steps=10"], check_environment=False)
+    assert ("stages.1.steps: 10 RL steps end inside the learner's warmup_steps 10; give more steps or set "
+            "stages.1.learner.warmup_steps below 10") in str(error.value)
+    assert load_recipe(path, ["stages.1.steps=10", "stages.1.learner.warmup_steps=2"],
+                       check_environment=False).stages[1].steps == 10
+
+
 def test_overrides_are_typed(tmp_path):
     path = write(tmp_path, MINIMAL)
     recipe = load_recipe(path, ["rollout.sampling.temperature=0.8", "stages.0.epochs=2", "model.seed=3"])
