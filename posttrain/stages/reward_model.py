@@ -102,20 +102,17 @@ def pair_batch(pairs: list[dict], tokenizer, max_length: int):
                         padding_side="right")
     mask = encoded["attention_mask"]
     loss_mask = mask.clone()
-    for row, text in enumerate(texts):
-        loss_mask[row, :_prompt_tokens(tokenizer, pairs[row // 2]["messages"], text)] = 0
+    for k, pair in enumerate(pairs):  # chosen and rejected share the prompt: render and count it once
+        prompt = conversation_text(tokenizer, pair["messages"])
+        length = len(tokenizer(prompt)["input_ids"])
+        for row in (2 * k, 2 * k + 1):
+            # chat templates render earlier turns the same whatever follows; where one does not, the whole
+            # conversation counts as the answer
+            if texts[row].startswith(prompt):
+                loss_mask[row, :length] = 0
     return TrainBatch(input_ids=encoded["input_ids"], attention_mask=mask, loss_mask=loss_mask,
                       chosen=torch.tensor([True, False] * len(pairs)),
                       group_ids=torch.arange(len(pairs)).repeat_interleave(2))
-
-
-def _prompt_tokens(tokenizer, messages: list[dict], text: str) -> int:
-    """Tokens of the prompt's rendering when the conversation's text starts with it (chat templates render
-    earlier turns the same whatever follows); 0 otherwise, so the whole conversation counts as the answer."""
-    from rewards.reward_model import conversation_text
-
-    prompt = conversation_text(tokenizer, messages)
-    return len(tokenizer(prompt)["input_ids"]) if text.startswith(prompt) else 0
 
 
 def evaluate_pairs(model_dir: Path, pairs: list[dict], max_length: int) -> dict:
