@@ -374,13 +374,14 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _stage_learners(self):
         for i, stage in enumerate(self.stages):
-            if getattr(stage, "learner", None):
-                self.stage_learner(stage)  # unknown or mistyped overrides fail here, at load time
-            warmup = self.stage_learner(stage).warmup_steps
-            if stage.kind == "rl" and warmup >= stage.steps:  # its length is known now (an SFT's is not: data)
-                raise ValueError(f"stages.{i}.steps: {stage.steps} RL steps end inside the learner's warmup_steps "
-                                 f"{warmup}; give more steps or set stages.{i}.learner.warmup_steps below "
-                                 f"{stage.steps}")
+            steps = getattr(stage, "steps", None)  # rl, siglip, pretrain: the learner's length, known before data
+            if not (getattr(stage, "learner", None) or steps):
+                continue
+            warmup = self.stage_learner(stage).warmup_steps  # unknown or mistyped overrides fail here, at load time
+            if steps is not None and warmup >= steps:
+                raise ValueError(f"stages.{i}.steps: {steps} {stage.kind} steps end inside the learner's "
+                                 f"warmup_steps {warmup}; give more steps or set stages.{i}.learner.warmup_steps "
+                                 f"below {steps}")
         return self
 
     @model_validator(mode="after")

@@ -92,10 +92,14 @@ def test_rl_steps_inside_the_warmup_fail_at_load_not_when_the_stage_starts(tmp_p
     assert load_recipe(path, check_environment=False).stages[1].steps == 20
     with pytest.raises(RecipeError) as error:
         load_recipe(path, ["stages.1.steps=10"], check_environment=False)
-    assert ("stages.1.steps: 10 RL steps end inside the learner's warmup_steps 10; give more steps or set "
+    assert ("stages.1.steps: 10 rl steps end inside the learner's warmup_steps 10; give more steps or set "
             "stages.1.learner.warmup_steps below 10") in str(error.value)
     assert load_recipe(path, ["stages.1.steps=10", "stages.1.learner.warmup_steps=2"],
                        check_environment=False).stages[1].steps == 10
+    siglip = write(tmp_path, "name: t\nlearner: {warmup_steps: 10}\nstages: [{kind: siglip, steps: 5}]\n")
+    with pytest.raises(RecipeError) as error:  # any stage whose length is its `steps`
+        load_recipe(siglip, check_environment=False)
+    assert "stages.0.steps: 5 siglip steps end inside the learner's warmup_steps 10" in str(error.value)
 
 
 def test_overrides_are_typed(tmp_path):
