@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from keye_vl import KeyeVLConfig
+from keye_vl.presets import preset_config
 from posttrain.learners.rank_balance import CostModel, balanced_order, imbalance
 
-PUBLIC_CONFIG = Path(__file__).resolve().parents[1].parent / "shared" / "keye-vl-8b-preview.config.json"
 PATCH, MERGE = 14, 2
 
 
@@ -56,7 +54,7 @@ def main() -> None:
     parser.add_argument("--rows-per-rank", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    cost = CostModel.from_config(KeyeVLConfig.from_json_file(str(PUBLIC_CONFIG)))
+    cost = CostModel.from_config(preset_config("keye-vl-8b"))
     table = Table(title=f"Keye-VL-8B: slowest rank / mean rank FLOPs, {args.rows_per_rank} rows per rank, "
                         f"mean of {args.steps} steps")
     for column in ("ranks", "contiguous", "FLOPs-balanced", "step time saved"):

@@ -9,13 +9,11 @@ import keye_vl.modeling  # noqa: F401  (registers the Auto classes)
 from keye_vl.configuration import KeyeVLConfig
 from keye_vl.weights import count_preset_parameters
 
-PUBLIC_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "keye-vl-8b-preview.config.json"
+PUBLIC_CONFIG = Path(__file__).resolve().parents[1] / "data" / "keye-vl-8b-preview.config.json"
 
 
 @pytest.fixture()
 def public_dir(tmp_path):
-    if not PUBLIC_CONFIG.exists():
-        pytest.skip(f"{PUBLIC_CONFIG} not present")
     (tmp_path / "config.json").write_text(PUBLIC_CONFIG.read_text())
     return tmp_path
 

@@ -21,7 +21,7 @@ import keye_vl  # noqa: F401  (importing the package is all a user needs)
 from keye_vl.image_processing import KeyeImageProcessor
 from keye_vl.processing import KeyeVLProcessor
 
-PUBLIC_CONFIG = Path(__file__).parents[3] / "shared" / "keye-vl-8b-preview.config.json"
+PUBLIC_CONFIG = Path(__file__).resolve().parents[1] / "data" / "keye-vl-8b-preview.config.json"
 PACKING = "visual.vision_model.embeddings.packing_position_embedding.weight"
 
 
