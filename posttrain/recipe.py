@@ -126,6 +126,10 @@ class RewardSection(Section):
     cpus_per_worker: float = Field(0.25, gt=0)
     timeout_s: float = Field(10.0, gt=0)
     on_error: Literal["zero", "skip", "fail"] = "zero"
+    # stop an RL run when, over the last `error_window` steps, a component (or the reward as a whole: timeouts,
+    # crashes) failed on more than this fraction of the samples, whatever on_error made of them; 1.0: never stop
+    max_error_rate: float = Field(0.5, ge=0, le=1)
+    error_window: int = Field(3, ge=1)  # steps; a stage with fewer steps is checked at its last step
     eval_reward: str = "math"  # held-out accuracy: a sample is correct when this reward is >= 0.5
 
 

@@ -3,9 +3,9 @@ stops instead of silently reusing (or continuing) a stage trained with other set
 
 A stage depends on the seed, the model and data sections, its own entry in `stages`, and the sections its kind
 reads (an sft stage the learner, an eval stage the rollout and reward sections...). Knobs that only place or
-size the work (worker counts, CPU shares, threads, batch sizes for generation) are left out: changing them is
-a fine reason to resume. Earlier stages are checked first, so a change upstream stops the run at the first
-stage it affects.
+size the work (worker counts, CPU shares, threads, batch sizes for generation) and bounds that only stop a run
+(`reward.max_error_rate`) are left out: changing them is a fine reason to resume. Earlier stages are checked
+first, so a change upstream stops the run at the first stage it affects.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ SECTIONS_READ = {"sft": ("learner",), "rl": ("learner", "rollout", "reward"), "e
                  "cold_start_build": (), "rejection_sample": ("rollout", "reward"), "preference": ("learner",)}
 PLACEMENT_KEYS = {"num_workers", "cpus_per_worker", "gpus_per_worker", "threads", "max_batch_size", "timeout_s",
                   "checkpoint_every"}
+# Bounds that stop a run but never change what it trains (`reward.max_error_rate`): raising one to resume a
+# stopped run is what its error message suggests, so it is no change.
+GUARD_KEYS = {"max_error_rate", "error_window"}
 FILE = "settings.json"
 
 
@@ -28,12 +31,13 @@ def stage_settings(recipe: Recipe, index: int) -> dict[str, Any]:
     """The learner section as the stage resolves it (top level + the stage's overrides), so moving a key
     between the two is not a change."""
     dump = recipe.model_dump(mode="json")
-    stage = {k: v for k, v in dump["stages"][index].items() if k != "learner" and k not in PLACEMENT_KEYS}
+    left_out = PLACEMENT_KEYS | GUARD_KEYS
+    stage = {k: v for k, v in dump["stages"][index].items() if k != "learner" and k not in left_out}
     settings = {"seed": dump["seed"], "model": dump["model"], "data": dump["data"], "stage": stage}
     for section in SECTIONS_READ.get(stage["kind"], ("learner", "rollout", "reward")):
         values = (recipe.stage_learner(recipe.stages[index]).model_dump(mode="json") if section == "learner"
                   else dump[section])
-        settings[section] = {k: v for k, v in values.items() if k not in PLACEMENT_KEYS}
+        settings[section] = {k: v for k, v in values.items() if k not in left_out}
     return settings
 
 

@@ -16,13 +16,17 @@ sample (a number, a dict of numbers, or None). The forms, detected from the sign
 - verl:            ``compute_score(data_source, solution_str, ground_truth, extra_info)``.
 
 This module knows nothing about where a function comes from (that is `registry`) or how failures are
-isolated (that is `worker`); it only maps calls and checks the number of values returned.
+isolated (that is `worker`); it only maps calls, checks the number of values returned, and says which line of
+the function's own file an error came from (`user_line`), since the adapter's frames are not the user's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import os
+import traceback
 from collections import abc
 from dataclasses import dataclass
 from typing import Any, Callable, get_args, get_origin
@@ -58,6 +62,39 @@ class LoadedReward:
             raise InvalidReward(f"reward {self.spec!r} returned {len(out)} values for {len(samples)} samples; "
                                 f"a batched reward returns one value per sample")
         return out
+
+
+def source_of(fn: Callable) -> tuple[str, int] | None:
+    """(file, first line) of the code behind `fn`, through partials (bound options), decorators and callable
+    objects; None for a builtin."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    fn = inspect.unwrap(fn)
+    code = getattr(fn, "__code__", None) or getattr(getattr(type(fn), "__call__", None), "__code__", None)
+    return (code.co_filename, code.co_firstlineno) if code is not None else None
+
+
+def user_line(error: BaseException, fn: Callable) -> str | None:
+    """`file.py:line` (the file's name, as error records write it) in the file that defines `fn`, where `error`
+    came from: the deepest traceback frame there (the user's line that raised or called what raised, not this
+    package's plumbing), or `fn`'s definition when the call failed before entering it (a TRL function naming a
+    column the data does not have).
+
+    >>> def bad(sample):
+    ...     return {}["ground_truth"]
+    >>> try:
+    ...     bad(None)
+    ... except KeyError as error:
+    ...     user_line(error, bad).endswith(f":{bad.__code__.co_firstlineno + 1}")
+    True
+    """
+    source = source_of(fn)
+    if source is None:
+        return None
+    file, first = source
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__) if frame.filename == file]
+    name = os.path.basename(file)
+    return f"{name}:{lines[-1]}" if lines else f"{name}:{first}, the function's definition"
 
 
 def detect_form(fn: Callable, spec: str) -> str:

@@ -1,10 +1,12 @@
 """Weighted combination of rewards, every component logged under its own name.
 
-``combine({"math": 1.0, "format": 0.5})`` is one batched reward whose value per sample is
-``{"total": sum(w_i * r_i), "math": r_math, "format": r_format, ...}``; a component that itself returns a
-dict is logged as ``name/key`` too. A component that is not applicable (None) adds nothing to the total; a
-sample for which every component is None is not applicable. A component that raises fails the batch with
-its name in the message (the worker then isolates the sample). A component with options is given as
+``combine({"math": 1.0, "format": 0.5})`` is one batched reward whose value per sample is a `RewardResult` with
+total ``sum(w_i * r_i)`` and components ``{"math": r_math, "format": r_format, ...}``; a component that itself
+returns a dict is logged as ``name/key`` too. A component that is not applicable (None) adds nothing to the total;
+a sample for which every component is None is not applicable. A component that raises or returns an invalid value
+fails only itself: the sample keeps the other components' credit (the failed one adds nothing) and records the
+error, naming the component and the line of its own file that raised, in `component_errors`; `on_error` then
+decides what trains. A component with options is given as
 ``{"reward_model": {"weight": 0.5, "options": {"model": "runs/x/rm"}}}``. This module knows nothing about workers.
 """
 
@@ -14,8 +16,31 @@ from collections.abc import Mapping
 
 from rewards.adapters import LoadedReward
 from rewards.registry import RewardSpecError, load_reward
-from rewards.result import InvalidReward, normalize
+from rewards.result import InvalidReward, RewardResult, normalize
+from rewards.reward_process import describe
 from rewards.sample import Sample
+
+
+class _Row:
+    """One sample's running sum over the components."""
+
+    def __init__(self):
+        self.total, self.applicable, self.components = 0.0, False, {}
+        self.errors: list[tuple[str, str, str]] = []  # (component, kind, message)
+
+    def add(self, name: str, weight: float, value: float, extra: dict) -> None:
+        self.applicable = True
+        self.components[name] = value
+        self.total += weight * value
+        self.components.update({f"{name}/{k}": v for k, v in extra.items()})
+
+    def result(self) -> RewardResult:
+        total = self.total if self.applicable else None
+        if not self.errors:
+            return RewardResult(total, self.components, skipped=total is None)
+        return RewardResult(total, self.components, error=self.errors[0][1],
+                            message="; ".join(m for _, _, m in self.errors),
+                            component_errors={name: m for name, _, m in self.errors})
 
 
 class WeightedSum:
@@ -24,35 +49,34 @@ class WeightedSum:
     def __init__(self, parts: list[tuple[str, LoadedReward, float]]):
         self.parts = parts
 
-    def __call__(self, samples: list[Sample]) -> list[dict | None]:
-        rows: list[dict] = [{"total": 0.0} for _ in samples]
-        applicable = [False] * len(samples)
+    def __call__(self, samples: list[Sample]) -> list[RewardResult]:
+        rows = [_Row() for _ in samples]
         for name, part, weight in self.parts:
             try:
                 raw = part(samples)
-            except Exception as error:
-                raise RuntimeError(f"component {name!r} ({part.spec}) raised {type(error).__name__}: "
-                                   f"{error}") from error
-            for i, value in enumerate(raw):
+            except Exception as error:  # this component's failure, on every sample of the call; the others score
+                kind = "invalid" if isinstance(error, InvalidReward) else "exception"
+                message = f"component {name!r} ({part.spec}): {describe(error, part.fn)}"
+                for row in rows:
+                    row.errors.append((name, kind, message))
+                continue
+            for row, value in zip(rows, raw):
                 try:
                     total, extra = normalize(value, part.spec)
                 except InvalidReward as error:
-                    raise InvalidReward(f"component {name!r}: {error}") from None
-                if total is None:
+                    row.errors.append((name, "invalid", f"component {name!r}: {error}"))
                     continue
-                applicable[i] = True
-                rows[i][name] = total
-                rows[i]["total"] += weight * total
-                rows[i].update({f"{name}/{k}": v for k, v in extra.items()})
-        return [row if ok else None for row, ok in zip(rows, applicable)]
+                if total is not None:
+                    row.add(name, weight, total, extra)
+        return [row.result() for row in rows]
 
 
 def combine(weights: Mapping, **options) -> LoadedReward:
     """A weighted sum of rewards; keys are specs (names, paths or functions), values their weights.
 
     >>> rows = combine({"format": 0.5, "repetition": 1.0}).fn([Sample(prompt="hi /no_think", completion="a a")])
-    >>> rows[0]["total"], rows[0]["format"], rows[0]["repetition"]
-    (0.5, 1.0, 0.0)
+    >>> rows[0].total, rows[0].components
+    (0.5, {'format': 1.0, 'repetition': 0.0})
     """
     if options:
         raise RewardSpecError(f"a weighted combination takes no options (got {sorted(options)}); load "

@@ -9,8 +9,10 @@ Failures are localised, then recorded:
   one sample per call, so the sample that kills a worker is the one marked ``crash`` (or ``timeout``); a
   sample is blamed for a crash only when it kills a second worker (workers also die for other reasons);
 - samples a tainted worker never reached are sent to another worker unchanged.
-Every sample ends with a total or an error; `on_error` then decides what training sees: ``zero`` (total 0,
-error kept), ``skip`` (sample excluded), or ``fail`` (raise after the batch, with all errors). The policy,
+Every sample ends with a total or an error; `on_error` then decides what training sees: ``zero`` (the failed
+part adds 0: a combined reward keeps the credit of its components that scored, error kept), ``skip`` (sample
+excluded: no total, no loss, no part in its group's baseline), or ``fail`` (raise after the batch, with all
+errors). The policy,
 error counts and replacements are in the batch metrics. This module knows nothing about what the reward
 computes, and nothing about the rest of the RL step.
 """
@@ -296,11 +298,13 @@ def finish_batch(results: list[RewardResult], on_error: str, metrics: dict, star
 
 
 def apply_policy(results: list[RewardResult], on_error: str) -> list[tuple[int, RewardResult]]:
-    """Apply `on_error` to failed samples (their error stays recorded); returns the failed (index, result)."""
+    """Apply `on_error` to failed samples (their error stays recorded); returns the failed (index, result).
+    ``zero`` keeps the credit of a combined reward's components that scored (a failed component adds 0, it does
+    not take the others' credit with it); ``skip`` leaves the sample no total at all."""
     errors = [(i, r) for i, r in enumerate(results) if r.error is not None]
     for _, result in errors:
         if on_error == "zero":
-            result.total = 0.0
+            result.total = 0.0 if result.total is None else result.total
         elif on_error == "skip":
-            result.skipped = True
+            result.skipped, result.total = True, None
     return errors

@@ -5,12 +5,15 @@ produced the value or where it ran; the pool and the CLI both report through `Re
 
 A reward may return a number, a dict of named numbers, or None (TRL's "not applicable to this sample").
 A dict's total is its "total" key (verl's "score" is accepted too) or, without one, the sum of its values.
+A combined reward (`rewards.combine`) whose component failed keeps the other components' credit: its result has
+the error and, in `component_errors`, which component failed and why.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 # memory/output: the reward's process went over `memory_mb` / printed more than `output_mb` (rewards.reward_process)
@@ -23,12 +26,15 @@ class InvalidReward(ValueError):
 
 @dataclass
 class RewardResult:
+    # with an error: the credit of the components that did score (None: none did); `on_error` decides what trains
     total: float | None
     components: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # one of ERROR_KINDS, or None
     message: str | None = None
     seconds: float = 0.0
     skipped: bool = False  # excluded from training by `on_error: skip` (or not applicable: total None)
+    # component name -> its error message, for a combined reward (a timeout or crash names no component)
+    component_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, kind: str, message: str, seconds: float = 0.0) -> RewardResult:
@@ -92,10 +98,14 @@ def normalize(raw, spec: str) -> tuple[float | None, dict[str, float]]:
 
 
 def summarize(results: list[RewardResult]) -> dict[str, float]:
-    """Batch metrics: mean total, error counts by kind, skipped and not-applicable counts, component means.
+    """Batch metrics: mean total, error counts by kind, skipped and not-applicable counts, component means, and
+    each component's error rate (the fraction of samples it failed on).
 
     >>> summarize([RewardResult(1.0, {"acc": 1.0}), RewardResult.failed("timeout", "slow")])["reward/errors/timeout"]
     1
+    >>> failed_b = RewardResult(0.5, {"a": 0.5}, "exception", "b: KeyError", component_errors={"b": "KeyError"})
+    >>> summarize([RewardResult(1.0, {"a": 1.0}), failed_b])["reward/error_rate/b"]
+    0.5
     """
     totals = [r.total for r in results if r.total is not None and not r.skipped]
     metrics: dict[str, float] = {
@@ -112,4 +122,7 @@ def summarize(results: list[RewardResult]) -> dict[str, float]:
     for name in names:
         values = [r.components[name] for r in results if name in r.components]
         metrics[f"reward/components/{name}"] = sum(values) / len(values)
+    failed = Counter(name for r in results for name in r.component_errors)
+    for name in sorted(failed):
+        metrics[f"reward/error_rate/{name}"] = failed[name] / len(results)
     return metrics

@@ -32,6 +32,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from rewards.adapters import user_line
 from rewards.result import InvalidReward, RewardResult, normalize
 
 POLL_S = 0.02
@@ -57,10 +58,13 @@ class RewardLoadError(ValueError):
     """The child could not load the reward (bad spec, import error, factory failure)."""
 
 
-def describe(error: BaseException) -> str:
-    """`Type: message (at file:line)` of the innermost frame, for error records (message cut at 2000 chars)."""
+def describe(error: BaseException, fn=None) -> str:
+    """`Type: message (at file:line)` for error records (message cut at 2000 chars): the line in `fn`'s own file
+    (`adapters.user_line`, given the reward's function), else the innermost frame's file name and line."""
     frames = traceback.extract_tb(error.__traceback__)
-    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    line = user_line(error, fn) if fn is not None else None
+    where = f" (at {line})" if line else \
+        f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     text = str(error)
     text = text if len(text) <= 2000 else text[:2000] + "...[truncated]"
     return f"{type(error).__name__}: {text}{where}"
@@ -225,13 +229,16 @@ def score_call(reward, samples: list) -> list[RewardResult]:
     except InvalidReward as error:
         return [RewardResult.failed("invalid", str(error), time.perf_counter() - start) for _ in samples]
     except BaseException as error:  # noqa: BLE001 (SystemExit or KeyboardInterrupt from a reward fails it too)
-        message = describe(error)
+        message = describe(error, getattr(reward, "fn", None))
         return [RewardResult.failed("exception", message, time.perf_counter() - start) for _ in samples]
     seconds = (time.perf_counter() - start) / max(1, len(samples))
     return [_result(value, reward.spec, seconds) for value in raw]
 
 
 def _result(value, spec: str, seconds: float) -> RewardResult:
+    if isinstance(value, RewardResult):  # a combination's answer, its components already checked
+        value.seconds = seconds
+        return value
     try:
         total, components = normalize(value, spec)
     except InvalidReward as error:

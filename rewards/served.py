@@ -7,8 +7,10 @@ pool scores in the calling thread, so a slow model never holds up the rule check
 exactly as `rewards.combine` sums: total = the pool's weighted total + sum(weight x served score), each served
 score logged as its own component (a dict-valued one also as `name/key`), a served None adding nothing, and a
 sample that no component applies to not applicable (skipped). A failure keeps every score that did come in:
-the rule components of a sample whose model failed are still in its components, while its error (the first,
-with every message joined, each naming its component) and `on_error` apply as for any reward. The batch's
+the rule components of a sample whose model failed are still in its components and its total (the failed model
+adds nothing, as a failed component does in `rewards.combine`), while its error (the first, with every message
+joined, each naming its component, also per component in `component_errors`) and `on_error` apply as for any
+reward. The batch's
 metrics are the pool's plus each server's `reward_server/<name>/...`. This module knows nothing about recipes.
 """
 
@@ -82,29 +84,33 @@ def merge(rule: RewardResult | None, served: list[tuple[str, float, RewardResult
     >>> merge(rule, [("reward_model", 0.5, RewardResult(0.25))]).total
     1.125
     >>> failed = merge(rule, [("reward_model", 0.5, RewardResult.failed("timeout", "slow"))])
-    >>> failed.error, failed.components, failed.message
-    ('timeout', {'math': 1.0}, "component 'reward_model' (served): slow")
+    >>> failed.error, failed.total, failed.components, failed.component_errors
+    ('timeout', 1.0, {'math': 1.0}, {'reward_model': "component 'reward_model' (served): slow"})
     """
     total, applicable, components, errors = 0.0, False, {}, []
     seconds = rule.seconds if rule is not None else 0.0
+    component_errors = dict(rule.component_errors) if rule is not None else {}
     if rule is not None:
         components.update(rule.components)
         if rule.error is not None:
             errors.append((rule.error, rule.message))
-        elif rule.total is not None:
+        if rule.total is not None:  # with an error: the credit of the rule components that did score
             total, applicable = rule.total, True
     for name, weight, result in served:
         seconds += result.seconds
         if result.error is not None:
             errors.append((result.error, f"component {name!r} (served): {result.message}"))
+            component_errors[name] = errors[-1][1]
         elif result.total is not None:
             applicable = True
             total += weight * result.total
             components[name] = result.total
             components.update({f"{name}/{k}": v for k, v in result.components.items()})
+    total = total if applicable else None
     if errors:
-        return RewardResult(None, components, errors[0][0], "; ".join(m or "" for _, m in errors), seconds)
-    return RewardResult(total if applicable else None, components, seconds=seconds, skipped=not applicable)
+        return RewardResult(total, components, errors[0][0], "; ".join(m or "" for _, m in errors), seconds,
+                            component_errors=component_errors)
+    return RewardResult(total, components, seconds=seconds, skipped=not applicable)
 
 
 def _served_names(rule: dict, servers: list[ModelReplicas]) -> list[str]:

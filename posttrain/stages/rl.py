@@ -4,8 +4,9 @@ One step, in order (each phase timed as `timing/<phase>_s`):
   1. sample prompts      - P rows from the prompt stream; their modes mix in one batch
   2. generate            - G samples per prompt on the rollout workers, with the current weights
   3. score               - rewards on the reward workers; failures are recorded per sample
-  4. advantages          - group-normalised; with dynamic sampling, zero-variance groups are dropped and
-                           refilled from the stream (DAPO)
+  4. advantages          - group-normalised over each group's scored samples (a skipped sample is no sibling;
+                           a group with fewer than two scored is dropped); with dynamic sampling, zero-variance
+                           groups are dropped too and refilled from the stream (DAPO)
   5. train               - one learner step (loss from the learner config: grpo / gspo / ...)
   6. sync weights        - learner -> rollout workers, with a version
   7. log                 - a trace record per sample, metrics per step
@@ -13,6 +14,8 @@ With `pipeline: one_step_off_policy` step k+1's prompts are drawn and generated 
 while the learner trains on step k: each sample is one weight version stale (its trace says which), the ratio
 is taken against the sampler's logprobs as always, and `timing/generate_wait_s` is the generation the training
 did not hide. A run resumed from a checkpoint generates its first step with the checkpoint's weights.
+Reward health is checked after every step (`rewards.health`): a reward component failing on more than
+`reward.max_error_rate` of the samples over `reward.error_window` steps stops the run with its first error.
 Held-out evaluation (greedy, per mode) runs before the first step, every `eval_every` steps and at the end.
 Optional (Keye-VL-1.5): pass-rate filtering skips prompts already solved; progressive hints help prompts that
 always fail (`posttrain.curriculum`).
@@ -39,13 +42,22 @@ from posttrain.traces import MetricsLog, StepLog, sample_record, save_images
 from posttrain.losses import group_advantages
 from rollout.encoding import PromptEncoder
 from rollout.shared_weights import SHM_DIR
+from rewards.health import RewardHealth
 
 
 @contextmanager
 def timed(timings: dict, phase: str):
-    start = time.perf_counter()
+    """Add the block's seconds to `timing/<phase>_s`, less what phases timed inside it recorded (a refill inside
+    `advantages` counts once, as `refill`), so the phases add up to the step's time."""
+    start, inner = time.perf_counter(), _timed_total(timings)
     yield
-    timings[f"timing/{phase}_s"] = timings.get(f"timing/{phase}_s", 0.0) + time.perf_counter() - start
+    inner = _timed_total(timings) - inner
+    key = f"timing/{phase}_s"
+    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start - inner
+
+
+def _timed_total(timings: dict) -> float:
+    return sum(v for k, v in timings.items() if k.startswith("timing/"))
 
 
 class RlLoop:
@@ -65,6 +77,7 @@ class RlLoop:
         self.rollout = rollout_group(ctx)
         self.shared_weights = self.shared_weights_layout()
         self.rewards = training_reward_pool(recipe)
+        self.health = RewardHealth(recipe.reward.max_error_rate, recipe.reward.error_window)
         # evaluations up to the checkpoint's step stay ("after", logged at the last step, always runs again); a
         # fresh start runs "before" again, so keeps none
         resume_after = min(self.start, self.stage.steps - 1) if self.start else -1
@@ -88,8 +101,9 @@ class RlLoop:
                     self.checkpoint(done)
         after = self.evaluator.run(self.stage.steps, "after")
         publish_model(self.ctx, self.checkpoint(self.stage.steps))
+        headline = "; ".join(part for part in (after.compare(before), self.health.headline()) if part)
         return {"eval_before": before.summary if before else None, "eval_after": after.summary,
-                "headline": after.compare(before)}
+                "reward_errors": self.health.summary(), "headline": headline}
 
     def checkpoint(self, done: int):
         return save_checkpoint(self.ctx, self.learners, done, extra={"curriculum": self.curriculum.state_dict()})
@@ -116,9 +130,11 @@ class RlLoop:
         with timed(timings, "sync"):
             self.deliver_weights(step + 1, weights)
         with timed(timings, "log"):
-            metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(step, completions, results)}
+            metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(step, completions, results),
+                       **self.health.end_step()}
             self.log(step, rows, completions, results, advantages)
             self.metrics.write(step, metrics)
+        self.health.check(last_step=step + 1 == self.stage.steps)  # after logging: the step's metrics are written
         return metrics
 
     # ------------------------------------------------------------------------------------------ phases
@@ -151,45 +167,42 @@ class RlLoop:
     def score(self, rows, completions):
         g = self.stage.group_size
         samples = [sample_of(rows[i // g], c, i // g, g) for i, c in enumerate(completions)]
-        return self.rewards.score(samples)
+        scored = self.rewards.score(samples)
+        self.health.record(scored.results)
+        return scored
 
     def advantages(self, step, rows, completions, scored, timings):
-        """Group advantages; with dynamic sampling, drop groups whose rewards are all equal and refill."""
-        g = self.stage.group_size
-        results = list(scored.results)
+        """Group advantages over each group's scored samples. Groups with fewer than two scored samples are dropped
+        (no baseline); with dynamic sampling so are groups whose rewards are all equal, and the step refills."""
+        g, wanted = self.stage.group_size, self.stage.prompts_per_step
         stats = {f"reward_pool/{k}": v for k, v in scored.metrics.items() if isinstance(v, (int, float))}
         for k, row in enumerate(rows):
-            self.curriculum.update(row, [r.total for r in results[k * g:(k + 1) * g]])
+            self.curriculum.update(row, [r.total for r in scored.results[k * g:(k + 1) * g]])
         stats.update(self.curriculum.metrics())
-        kept_rows, kept_completions, kept_results = _varied_groups(rows, completions, results, g,
-                                                                   self.stage.dynamic_sampling)
+        groups = Groups(g, drop_constant=self.stage.dynamic_sampling)
+        groups.add(rows, completions, scored.results)
         refills = 0
-        while (self.stage.dynamic_sampling and len(kept_rows) < self.stage.prompts_per_step
-               and refills < self.stage.max_refills):
+        while self.stage.dynamic_sampling and len(groups.rows) < wanted and refills < self.stage.max_refills:
             refills += 1
-            extra = self.draw(step, offset=4 * refills * self.stage.prompts_per_step)
+            extra = self.draw(step, offset=4 * refills * wanted)
             with timed(timings, "refill"):
                 extra_completions = self.generate(extra, step, refill=refills)
-                extra_results = self.score(extra, extra_completions).results
-            more = _varied_groups(extra, extra_completions, list(extra_results), g, True)
-            kept_rows += more[0]
-            kept_completions += more[1]
-            kept_results += more[2]
-        kept_rows = kept_rows[: self.stage.prompts_per_step]
-        kept_completions, kept_results = kept_completions[: len(kept_rows) * g], kept_results[: len(kept_rows) * g]
-        totals = torch.tensor([_train_reward(r) for r in kept_results])
-        advantages = group_advantages(totals, g, scale_std=self.stage.std_normalize) if len(totals) else totals
-        stats.update({"rl/groups_kept": len(kept_rows), "rl/refills": refills,
-                      "rl/zero_variance_fraction": 1 - len(kept_rows) / max(1, self.stage.prompts_per_step)})
-        return kept_rows, kept_completions, kept_results, advantages, stats
+                groups.add(extra, extra_completions, self.score(extra, extra_completions).results)
+        rows, completions, results = groups.first(wanted)
+        totals = torch.tensor([r.total if _scored(r) else 0.0 for r in results])
+        scored_mask = torch.tensor([_scored(r) for r in results], dtype=torch.bool)
+        advantages = group_advantages(totals, g, scale_std=self.stage.std_normalize, scored=scored_mask) \
+            if len(totals) else totals
+        stats.update({"rl/groups_kept": len(rows), "rl/refills": refills, **groups.metrics()})
+        return rows, completions, results, advantages, stats
 
     def train(self, rows, completions, results, advantages) -> dict:
         if not completions:
             return {"rl/skipped_step": 1.0}
         g = self.stage.group_size
         batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder)
-        skipped = torch.tensor([r.skipped for r in results])
-        if skipped.any():  # on_error: skip -> these samples carry no loss
+        skipped = torch.tensor([not _scored(r) for r in results])
+        if skipped.any():  # on_error: skip (or not applicable) -> these samples carry no loss
             batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
         return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
 
@@ -283,26 +296,53 @@ class RlLoop:
                 pass
 
 
-def _train_reward(result) -> float:
-    return 0.0 if result.total is None else float(result.total)
+def _scored(result) -> bool:
+    """The sample trains on its reward: it has a total and was not skipped (`on_error: skip`, not applicable)."""
+    return result.total is not None and not result.skipped
 
 
-def _varied_groups(rows, completions, results, g, drop_constant: bool):
-    """Keep groups whose rewards differ (all groups when `drop_constant` is False)."""
-    kept = ([], [], [])
-    for k, row in enumerate(rows):
-        group = results[k * g:(k + 1) * g]
-        values = {_train_reward(r) for r in group}
-        if drop_constant and len(values) < 2:
-            continue
-        kept[0].append(row)
-        kept[1].extend(completions[k * g:(k + 1) * g])
-        kept[2].extend(group)
-    return kept
+class Groups:
+    """The groups a step trains on, in order. A group needs two scored samples for a baseline: with fewer it is
+    dropped and counted (`rl/groups_unscored`); with `drop_constant` (DAPO's dynamic sampling) a group whose scored
+    rewards are all equal is dropped too (`rl/zero_variance_fraction`, of the groups seen)."""
+
+    def __init__(self, group_size: int, drop_constant: bool):
+        self.g, self.drop_constant = group_size, drop_constant
+        self.rows, self.completions, self.results = [], [], []
+        self.seen = self.unscored = self.constant = 0
+
+    def add(self, rows, completions, results) -> None:
+        g = self.g
+        for k, row in enumerate(rows):
+            group = results[k * g:(k + 1) * g]
+            values = [r.total for r in group if _scored(r)]
+            self.seen += 1
+            if len(values) < 2:
+                self.unscored += 1
+                continue
+            if self.drop_constant and len(set(values)) < 2:
+                self.constant += 1
+                continue
+            self.rows.append(row)
+            self.completions.extend(completions[k * g:(k + 1) * g])
+            self.results.extend(group)
+
+    def first(self, count: int) -> tuple[list, list, list]:
+        """The first `count` kept groups: rows, completions, results."""
+        n = min(count, len(self.rows)) * self.g
+        return self.rows[:count], self.completions[:n], self.results[:n]
+
+    def metrics(self) -> dict[str, float]:
+        return {"rl/groups_unscored": self.unscored, "rl/zero_variance_fraction": self.constant / max(1, self.seen)}
 
 
 def _headline(metrics: dict) -> str:
     parts = [f"reward {metrics.get('reward/mean', float('nan')):.2f}"]
+    if metrics.get("reward/error_rate"):  # samples with an error, and the component failing most (if one is named)
+        failing = {k.removeprefix("reward/error_rate/"): v for k, v in metrics.items()
+                   if k.startswith("reward/error_rate/")}
+        worst = f" ({max(failing, key=failing.get)})" if failing else ""
+        parts.append(f"errors {metrics['reward/error_rate']:.0%}{worst}")
     if "train/loss" in metrics:
         parts.append(f"loss {metrics['train/loss']:.3f}")
     if "rollout/length_mean" in metrics:

@@ -139,7 +139,8 @@ def test_a_raising_or_hanging_model_marks_only_its_samples_and_keeps_their_rule_
     assert [r.components["math"] for r in results] == [0.0, 1.0, 1.0, 0.0, 1.0]  # the rule reward of every sample
     for i in (0, 2, 3):
         assert results[i].total == pytest.approx(results[i].components["math"] + 0.5 * rm[i], abs=1e-5)
-    assert results[1].total == results[4].total == 0.0  # on_error: zero, the error recorded
+    # on_error: zero, the error recorded: the failed model adds 0 and the math credit stays (issue #32)
+    assert results[1].total == results[4].total == 1.0
     m = batch.metrics
     assert (m["reward/errors/exception"], m["reward/errors/timeout"], m["reward/errors"]) == (1, 1, 2)
     assert m["reward_server/reward_model/replicas_replaced"] == 1  # the hung replica

@@ -9,7 +9,7 @@ import pytest
 
 MODULES = ["rewards.math_answer", "rewards.grounding", "rewards.counting", "rewards.choice", "rewards.format",
            "rewards.repetition", "rewards.overlong", "rewards.reward_model", "rewards.judge", "rewards.combine",
-           "rewards.result", "rewards.registry", "rewards.sandbox", "rewards.served"]
+           "rewards.result", "rewards.registry", "rewards.sandbox", "rewards.served", "rewards.adapters"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -101,8 +101,8 @@ def test_weighted_combination_logs_every_component():
     sample = Sample(prompt="2+2? /think", completion="<think>2+2</think><answer>\\boxed{4}</answer>",
                     ground_truth="4")
     [row] = reward([sample])
-    total, components = normalize(row, reward.spec)
-    assert total == 1.5
+    total, components = row.total, row.components
+    assert total == 1.5 and row.error is None
     # the native component's own total is the sum of its parts: length 7+3+8+8+9+9 = 44, plus has_think 1
     assert components == {"math": 1.0, "format": 1.0, "test_native_length": 45.0, "test_native_length/length": 44.0,
                           "test_native_length/has_think": 1.0}
@@ -114,9 +114,9 @@ def test_a_component_keeps_its_own_options_in_a_combination():
     # 12 tokens against a limit of 10 with a 4-token ramp: the penalty is -(12 - 6) / 4 = -1.0 (clipped)
     reward = combine({"format": 0.0, "overlong": {"weight": 2.0, "options": {"max_length": 10, "cache_length": 4}}})
     [row] = reward([sample])
-    assert row["overlong"] == -1.0 and row["total"] == -2.0
+    assert row.components["overlong"] == -1.0 and row.total == -2.0
     [default] = combine({"overlong": 1.0})([sample])  # the defaults (4096 tokens): no penalty
-    assert default["overlong"] == 0.0
+    assert default.components["overlong"] == 0.0
     with pytest.raises(RewardSpecError, match="unknown keys \\['wieght'\\]"):
         combine({"overlong": {"wieght": 1.0}})
     # a recipe's validation checks each component's own options, without building factories
@@ -126,10 +126,12 @@ def test_a_component_keeps_its_own_options_in_a_combination():
         validate_reward({"overlong": {"weight": 1.0, "options": {"max_len": 3}}})
 
 
-def test_combination_names_the_failing_component():
+def test_combination_names_the_failing_component_and_keeps_the_others():
     reward = combine({"math": 1.0, "format": 1.0})
-    with pytest.raises(RuntimeError, match="component 'math'"):
-        reward([Sample(prompt="x", completion="4")])  # no ground truth: the math reward raises
+    [row] = reward([Sample(prompt="x", completion="4")])  # no ground truth: the math reward raises
+    assert row.error == "exception" and "component 'math'" in row.message and set(row.component_errors) == {"math"}
+    [alone] = combine({"format": 1.0})([Sample(prompt="x", completion="4")])
+    assert (row.total, row.components) == (alone.total, alone.components)  # format's credit, math adds nothing
 
 
 @pytest.mark.parametrize("raw", [math.nan, math.inf, "1.0", [1.0], {"a": math.nan}, {}])

@@ -148,6 +148,18 @@ def test_group_advantages():
     assert group_advantages(torch.tensor([5.0]), group_size=1).tolist() == [0.0]
 
 
+def test_group_advantages_leave_a_skipped_sample_out_of_its_groups_statistics():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.5])  # the third sample's reward failed and was skipped
+    adv = group_advantages(rewards, group_size=4, eps=0.0, scored=torch.tensor([True, True, False, True]))
+    # scored 1, 0, 0.5: mean 0.5, unbiased std sqrt((0.25 + 0.25 + 0) / 2) = 0.5 (with the skipped sample as a
+    # 0.0 sibling the mean would be 0.375); the skipped sample itself gets 0
+    assert adv.tolist() == pytest.approx([1.0, -1.0, 0.0, 0.0])
+    no_std = group_advantages(rewards, group_size=4, scale_std=False, scored=torch.tensor([True, True, False, True]))
+    assert no_std.tolist() == pytest.approx([0.5, -0.5, 0.0, 0.0])
+    one_scored = group_advantages(torch.tensor([2.0, float("nan")]), group_size=2, scored=torch.tensor([True, False]))
+    assert one_scored.tolist() == [0.0, 0.0]  # no baseline: nothing to learn (a skipped sample may hold NaN)
+
+
 def test_group_advantages_reject_bad_input():
     with pytest.raises(ValueError, match="divisible by group_size"):
         group_advantages(torch.zeros(5), group_size=3)
