@@ -2,13 +2,14 @@
 
 Sections mirror the roles (`model`, `data`, `rollout`, `reward`, `learner`, `cluster`, `trace`) and each actor
 gets only its own section; `stages` lists the pipeline. Unknown keys are rejected, values are typed, and every
-error names the file, the line, the key, the bad value and the valid choices (with a "did you mean").
-Command-line overrides (`key.sub=value`) are parsed as YAML scalars and validated like the file.
+error names the file, the line, the key, the bad value and the valid choices (with a "did you mean";
+`posttrain.recipe_errors` words them from the schema). A validator that checks several keys raises `KeyedError`
+naming the key at fault. Command-line overrides (`key.sub=value`) are parsed as YAML scalars and validated like the
+file; an error in a key an override set names the override instead of a line.
 """
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -16,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posttrain.learners.learner_config import LearnerConfig
-from posttrain.yaml_lines import line_of, load_yaml
+from posttrain.recipe_errors import KeyedError, NestedErrors, format_errors
+from posttrain.yaml_lines import Location, load_yaml
 from rollout.types import SamplingParams
 
 
@@ -36,8 +38,8 @@ class ModelSection(Section):
     @model_validator(mode="after")
     def _one_source(self):
         if self.path and self.import_from:
-            raise ValueError("give either model.path (a model directory used as it is) or model.import_from (a "
-                             "model imported into the run), not both")
+            raise KeyedError(("import_from",), "give either model.path (a model directory used as it is) or "
+                             "model.import_from (a model imported into the run), not both")
         return self
 
 
@@ -343,9 +345,12 @@ class MergeStage(Section):
     def _one_weight_per_model(self) -> "MergeStage":
         from posttrain.merging import normalised
 
-        normalised(self.weights, len(self.models), "weights")
-        for group, weights in self.group_weights.items():
-            normalised(weights, len(self.models), f"group_weights.{group}")
+        listed = [(("weights",), self.weights), *((("group_weights", g), w) for g, w in self.group_weights.items())]
+        for key, weights in listed:
+            try:
+                normalised(weights, len(self.models), ".".join(key))
+            except ValueError as error:
+                raise KeyedError(key, str(error)) from None
         return self
 
 
@@ -381,9 +386,12 @@ class Recipe(Section):
             steps = getattr(stage, "steps", None)  # rl, siglip, pretrain: the learner's length, known before data
             if not (getattr(stage, "learner", None) or steps):
                 continue
-            warmup = self.stage_learner(stage).warmup_steps  # unknown or mistyped overrides fail here, at load time
+            try:  # unknown or mistyped overrides fail here, at load time, each at its own key
+                warmup = self.stage_learner(stage).warmup_steps
+            except ValidationError as error:
+                raise NestedErrors(("stages", i, "learner"), LearnerConfig, error) from None
             if steps is not None and warmup >= steps:
-                raise ValueError(f"stages.{i}.steps: {steps} {stage.kind} steps end inside the learner's "
+                raise KeyedError(("stages", i, "steps"), f"{steps} {stage.kind} steps end inside the learner's "
                                  f"warmup_steps {warmup}; give more steps or set stages.{i}.learner.warmup_steps "
                                  f"below {steps}")
         return self
@@ -392,8 +400,8 @@ class Recipe(Section):
     def _pipeline_placement(self):
         pipelined = [i for i, st in enumerate(self.stages) if getattr(st, "pipeline", "sync") != "sync"]
         if pipelined and self.cluster.placement == "colocated":
-            raise ValueError(f"stages.{pipelined[0]}.pipeline: one_step_off_policy generates while the learners "
-                             f"train, but cluster.placement: colocated puts the engines to sleep then; use "
+            raise KeyedError(("stages", pipelined[0], "pipeline"), "one_step_off_policy generates while the "
+                             f"learners train, but cluster.placement: colocated puts the engines to sleep then; use "
                              f"placement: disaggregated or pipeline: sync")
         return self
 
@@ -401,16 +409,22 @@ class Recipe(Section):
     def _stage_references(self):
         """`stage:<name>` in reward options names a reward_model stage of this recipe (checked at load time)."""
         trained = {stage.name for stage in self.stages if stage.kind == "reward_model" and stage.name}
-        own = [st.reward for st in self.stages if isinstance(getattr(st, "reward", None), list)]  # an eval's is a name
-        components = [*self.reward.components, *(c for listed in own for c in listed)]
-        for component in components:
+        for at, component in self._reward_components():
             for key, value in component.options.items():
                 if isinstance(value, str) and value.startswith(STAGE_PREFIX) and value[len(STAGE_PREFIX):] \
                         not in trained:
-                    raise ValueError(f"reward {component.spec!r} option {key}: {value!r} names no reward_model "
-                                     f"stage of this recipe (named ones: {sorted(trained)}); give that stage "
+                    raise KeyedError(at + ("options", key), f"{value!r} names no reward_model stage of this recipe "
+                                     f"(named ones: {sorted(trained)}); give that stage "
                                      f"`name: {value[len(STAGE_PREFIX):]}`")
         return self
+
+    def _reward_components(self) -> list[tuple[Location, RewardComponent]]:
+        """Every reward component with its key path: the recipe's and those a stage lists as its own."""
+        found = [(("reward", "components", j), c) for j, c in enumerate(self.reward.components)]
+        for i, stage in enumerate(self.stages):
+            if isinstance(getattr(stage, "reward", None), list):  # an eval stage's `reward` is a name
+                found += [(("stages", i, "reward", j), c) for j, c in enumerate(stage.reward)]
+        return found
 
     def stage_output(self, reference: str) -> Path:
         """`stage:<name>` -> that reward_model stage's trained model directory."""
@@ -437,7 +451,8 @@ class Recipe(Section):
 
 
 class RecipeError(ValueError):
-    pass
+    """A recipe or override the user must fix; the message names the file and line (or the override), the key
+    and the fix. `posttrain` prints it as one line and exits 2."""
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: bool = True) -> Recipe:
@@ -449,13 +464,15 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: 
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe {path} not found; `posttrain ls` lists the shipped recipes")
-    data, lines = load_yaml(path)
-    for override in overrides:
-        apply_override(data, override)
+    try:
+        data, lines = load_yaml(path)
+    except ValueError as error:  # not YAML, a key written twice, runaway nesting: the message has file:line
+        raise RecipeError(str(error)) from None
+    overridden = {apply_override(data, override): override for override in overrides}
     try:
         recipe = Recipe.model_validate(data, context={"stage_sets_total_steps": True})
     except ValidationError as error:
-        raise RecipeError(format_errors(path, error, data, lines)) from None
+        raise RecipeError(format_errors(path, error, Recipe, lines, overridden)) from None
     if check_environment:
         from posttrain.rollout_engine import check_engine
 
@@ -463,90 +480,40 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: 
     return recipe
 
 
-def apply_override(data: dict, override: str) -> None:
-    """`rollout.sampling.temperature=0.8` sets that key; the value is parsed as YAML (typed by the schema)."""
-    if "=" not in override:
-        raise RecipeError(f"override {override!r} must look like key.sub=value")
-    key, raw = override.split("=", 1)
+def apply_override(data: dict, override: str) -> Location:
+    """`rollout.sampling.temperature=0.8` sets that key and returns its path; the value is parsed as YAML (typed
+    by the schema). A section the file leaves out is created, so the schema names a misspelt one; a list index
+    must be one the recipe has: an override changes a stage, it cannot add one."""
+    key, equals, raw = override.partition("=")
     parts = key.split(".")
-    node = data
+    if not equals or not all(parts):
+        raise RecipeError(f"override {override!r} must look like key.sub=value")
+    node, at = data, ()
     for part in parts[:-1]:
-        if isinstance(node, list):
-            node = node[int(part)]
-        else:
-            node = node.setdefault(part, {})
-    last = parts[-1]
-    value = yaml.safe_load(raw)
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+        slot = _slot(node, part, at, override)
+        if isinstance(node, dict) and node.get(slot) is None:
+            node[slot] = {}
+        node, at = node[slot], at + (slot,)
+    slot = _slot(node, parts[-1], at, override)
+    try:
+        node[slot] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"override {override}: {raw!r} is not a YAML value "
+                          f"({getattr(error, 'problem', error)}); quote it") from None
+    return at + (slot,)
 
 
-def format_errors(path: Path, error: ValidationError, data: dict, lines) -> str:
-    messages = []
-    for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
-        where = f"{path}:{line_of(lines, loc) or '?'}"
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        messages.append(f"{where}: {key}: {_explain(item, loc, data)}")
-    return "invalid recipe\n  " + "\n  ".join(messages)
-
-
-_UNION_TAGS = {"arithmetic", "files", "sft", "rl", "eval", "cold_start_build"}
-
-
-def _explain(item: dict, loc: tuple, data: dict) -> str:
-    kind, value = item["type"], item.get("input")
-    if kind == "extra_forbidden":
-        choices = list(getattr(_model_at(loc[:-1], data), "model_fields", {}))
-        return f"unknown key {loc[-1]!r}{_did_you_mean(loc[-1], choices)} (valid keys: {', '.join(sorted(choices))})"
-    if kind in ("literal_error", "union_tag_invalid"):
-        ctx = item.get("ctx", {})
-        expected = str(ctx.get("expected", "") or ctx.get("expected_tags", ""))
-        choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
-        bad = value if kind == "literal_error" else ctx.get("tag")
-        return f"{bad!r} is not one of {choices}{_did_you_mean(bad, choices)}"
-    if value is None or kind == "missing" or not loc:  # at the top level the input is the whole recipe
-        return item["msg"]
-    return f"{item['msg']} (got {value!r})"
-
-
-def _did_you_mean(bad, choices: list[str]) -> str:
-    guess = difflib.get_close_matches(str(bad), choices, n=1)
-    return f"; did you mean {guess[0]!r}?" if guess else ""
-
-
-def _model_at(loc: tuple, data: Any) -> Any:
-    """The schema model at `loc`, choosing union members by the data's `kind` (for the key list)."""
-    model, node, annotation = Recipe, data, None
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-        if not isinstance(part, int):  # a list index keeps the list's item annotation
-            field = getattr(model, "model_fields", {}).get(part)
-            if field is None:
-                return None
-            annotation = field.annotation
-        model = _member(annotation, node)
-    return model
-
-
-def _member(annotation, node) -> Any:
-    members = list(_models_in(annotation))
-    kind = node.get("kind") if isinstance(node, dict) else None
-    for member in members:
-        if "kind" in member.model_fields and member.model_fields["kind"].default == kind:
-            return member
-    return members[0] if members else None
-
-
-def _models_in(annotation):
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-    for arg in getattr(annotation, "__args__", ()) or ():  # Union[...], list[...], Annotated[...]
-        yield from _models_in(arg)
-    if hasattr(annotation, "__origin__") and not getattr(annotation, "__args__", None):
-        yield from _models_in(annotation.__origin__)
+def _slot(node: Any, part: str, at: Location, override: str) -> str | int:
+    """Where `part` goes in `node` (reached by the key path `at`): a mapping's key or an index its list has."""
+    if isinstance(node, dict):
+        return part
+    dotted = ".".join(map(str, at))
+    if not isinstance(node, list):
+        raise RecipeError(f"override {override}: {dotted} is the value {node!r}, not a section with keys")
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    has = f"the recipe has {len(node)} stages" if at == ("stages",) else f"{dotted} has {len(node)} entries"
+    has = has if part.isdigit() else f"{part!r} is not an index: {has}"
+    indices = f"0-{len(node) - 1}" if node else "none to change"
+    raise RecipeError(f"override {override}: {has} ({indices}); an override changes what the recipe lists, it "
+                      f"cannot add to it (add it in the file)")
