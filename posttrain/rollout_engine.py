@@ -70,6 +70,8 @@ def engine_options(rollout: RolloutSection, colocated: bool = False, engine: str
     options = dict(rollout.engine_options)
     if rollout.engine == "auto" and engine == "vllm" and rollout.gpus_per_worker == 0:
         options = dict(VLLM_CPU_OPTIONS)  # auto refuses engine_options on CPU (check_engine)
+        if rollout.bf16_autocast:  # what the recipe asked of whichever CPU engine auto picks
+            options["dtype"] = "bfloat16"
     if engine in CPU_ENGINES:
         options = {"max_batch_size": rollout.max_batch_size, "bf16_autocast": rollout.bf16_autocast, **options}
     if colocated:
@@ -86,10 +88,10 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
 
     engine, why = chosen_engine(r)
     if engine == "auto":  # CPU workers: compact or vllm, by the model's size, when the stage starts
-        for key in ("engine_options", "bf16_autocast"):
-            if key in r.model_fields_set:
-                raise RecipeError(f"{where(key)}: engine: auto picks the engine by the model's size, so options "
-                                  f"for one engine may reach another; name the engine (compact, vllm) to set them")
+        if "engine_options" in r.model_fields_set:
+            raise RecipeError(f"{where('engine_options')}: engine: auto (the default) picks the engine by the "
+                              f"model's size, so options for one engine may reach another; name the engine "
+                              f"(rollout.engine: compact, vllm or transformers) to set them")
         return
     if engine == "vllm":
         if r.weight_sync == "shared_memory":

@@ -75,6 +75,21 @@ def record(recipe: Recipe, index: int, stage_dir: Path) -> None:
         os.replace(temp, path)
 
 
+def record_choice(stage_dir: Path, key: str, value: Any, why: str) -> None:
+    """What an `auto` setting resolved to when the stage started (the engine it runs, say), kept under "auto" in
+    the stage's settings.json for anyone auditing the run. A resume decides again and overwrites it; `differences`
+    ignores the key (the recipe's own settings have no "auto"), so the choice never blocks a resume. Stages run
+    outside `posttrain run` (tests) have no settings.json to add to."""
+    path = stage_dir / FILE
+    recorded = _read(path)
+    if recorded is None:
+        return
+    recorded.setdefault("auto", {})[key] = {"chosen": value, "why": why}
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps(recorded, indent=2) + "\n")
+    os.replace(temp, path)
+
+
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())

@@ -113,7 +113,7 @@ class Learner:
 
     def _layout(self, batch: TrainBatch) -> Layout:
         mode = self.config.micro_batching
-        if self.loss.model_output == "scores" and mode == "pack":
+        if self.loss.model_output == "scores" and mode in ("pack", "auto"):
             mode = "bucket"  # a classification head pools one token per row: rows must not be packed
         pad = getattr(self.model_config, "pad_token_id", None) or 0
         return build_micro_batches(batch, self.config.grad_accum_steps, mode, self._positions(batch),
@@ -289,12 +289,13 @@ class Learner:
 
     def _reduce_stats(self, stats: dict[str, float], layout: Layout, finite: bool) -> dict[str, float]:
         keys = sorted(stats)
-        values = torch.tensor([stats[k] for k in keys] + [layout.real_tokens, layout.slot_tokens, float(not finite)],
-                              dtype=torch.float64)
+        values = torch.tensor([stats[k] for k in keys] + [layout.real_tokens, layout.slot_tokens, float(not finite),
+                                                          float(layout.packed)], dtype=torch.float64)
         values = engine_setup.all_reduce(values, dist.ReduceOp.SUM, self.device)
         metrics = dict(zip(keys, values[:len(keys)].tolist()))
-        real, slots, bad = values[len(keys):].tolist()
-        metrics.update(tokens=real, padding_fraction=1.0 - real / max(slots, 1.0), skipped=float(bad > 0))
+        real, slots, bad, packed = values[len(keys):].tolist()
+        metrics.update(tokens=real, padding_fraction=1.0 - real / max(slots, 1.0), skipped=float(bad > 0),
+                       packed_fraction=packed / self.world_size)  # ranks whose micro-batches were packed
         return metrics
 
     def _skip(self, batch: TrainBatch) -> None:

@@ -55,7 +55,8 @@ class LearnerConfig(BaseModel):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     # numerics and layout
     precision: Literal["auto", "fp32", "bf16-autocast"] = "auto"  # fp32 master weights either way
-    micro_batching: Literal["none", "bucket", "pack"] = "bucket"
+    # auto: per batch, pack when bucketing would leave over a quarter of the slots padding (micro_batches.py)
+    micro_batching: Literal["none", "bucket", "pack", "auto"] = "auto"
     pack_length: int | None = Field(None, ge=1)  # packed row length; None: the batch's longest sequence
     rank_balance: Literal["none", "flops"] = "flops"  # rows across data-parallel ranks (rank_balance.py)
     seed: int = 0

@@ -87,12 +87,14 @@ def rollout_group(ctx: StageContext):
     `chosen_engine` picks, said on the console) with its options, each in its bundle (colocated: beside a
     learner rank, sleeping while it trains)."""
     from posttrain.rollout_engine import chosen_engine, engine_options
+    from posttrain.stage_settings import record_choice
     from rollout.group import RolloutGroup
 
     r, colocated = ctx.recipe.rollout, ctx.recipe.cluster.placement == "colocated"
     engine, why = chosen_engine(r, ctx.model_in)
     if why:
         ctx.console.print(f"[dim]{ctx.label}: rollout engine {why}[/]")
+        record_choice(ctx.dir, "rollout.engine", engine, why)
     return RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                         gpus_per_worker=r.gpus_per_worker, actor_options=_actor_options(ctx, "rollout"),
                         engine=engine, engine_options=engine_options(r, colocated, engine), sleeps=colocated,

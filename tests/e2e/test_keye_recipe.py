@@ -16,7 +16,8 @@ RECIPE = """
 name: e2e-keye
 runs_dir: {runs}
 data: {{kind: files}}
-rollout: {{sampling: {{max_tokens: 24}}, eval_sampling: {{temperature: 0.0, max_tokens: 24}}, max_tool_turns: 1}}
+rollout: {{engine: transformers, sampling: {{max_tokens: 24}}, eval_sampling: {{temperature: 0.0, max_tokens: 24}},
+          max_tool_turns: 1}}  # the reference engine through Ray; the other e2e runs take the default (auto)
 reward: {{components: [{{spec: answer}}, {{spec: format, weight: 0.1}}], eval_reward: answer}}
 learner: {{precision: fp32}}
 stages:

@@ -20,7 +20,7 @@ name: e2e
 runs_dir: {runs}
 data: {{kind: arithmetic, sft_rows: 128, rl_prompts: 64, eval_prompts: 16, modes: [think, no_think]}}
 rollout:
-  engine: compact  # through Ray workers here; tests/e2e/test_keye_recipe.py runs the transformers engine
+  # the default engine (auto: compact for this size) through Ray workers; test_keye_recipe.py runs transformers
   sampling: {{temperature: 1.0, top_p: 1.0, top_k: 0, max_tokens: 24}}
   eval_sampling: {{temperature: 0.0, max_tokens: 24}}
 reward: {{components: [{{spec: math}}, {{spec: format, weight: 0.1}}]}}
@@ -88,6 +88,10 @@ def test_recipe_end_to_end(cli_run):
     assert len(ratios) == 3 and all(abs(r - 1.0) < 1e-4 for r in ratios), ratios
     summary = json.loads((rl / "done.json").read_text())
     assert set(summary["eval_after"]) == {"think", "no_think"}
+    chosen = json.loads((rl / "settings.json").read_text())["auto"]["rollout.engine"]
+    assert chosen["chosen"] == "compact" and chosen["why"].startswith("auto: compact, a ")  # what auto picked, why
+    assert "rollout engine auto: compact" in process.stdout
+    assert all("train/packed_fraction" in m for m in rl_metrics if "train/loss" in m)
     rerun = posttrain("run", str(recipe))
     output, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and output.count("done earlier, skipped") == 2

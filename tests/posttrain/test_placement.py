@@ -83,7 +83,7 @@ def test_an_actor_larger_than_any_node_names_its_own_keys(tmp_path):
 @pytest.mark.parametrize("overrides, expected", [
     (["cluster.gpus_per_learner=0.5", "cluster.gpus_per_node=1"], "cluster.gpus_per_learner is 0.5: a fraction"),
     (["rollout.engine=vllm", "rollout.gpus_per_worker=0.5"], "rollout.gpus_per_worker is 0.5: a fraction"),
-    (["rollout.gpus_per_worker=1"], "rollout.engine 'transformers' generates on the CPU"),
+    (["rollout.engine=transformers", "rollout.gpus_per_worker=1"], "rollout.engine 'transformers' generates on the CPU"),
     (["cluster.placement=colocated", "cluster.gpus_per_learner=0.6", "rollout.gpus_per_worker=0.6",
       "rollout.engine=vllm"], "fractions summing to at most 1"),
     (["cluster.placement=colocated", "cluster.gpus_per_learner=0.5", "rollout.gpus_per_worker=0.5",

@@ -1,6 +1,7 @@
 """`rollout.engine` is checked when a recipe is loaded: a missing vLLM or an option the engine does not take fails
 at `validate` with the file, the line, the key and the fix."""
 
+import json
 import sys
 import types
 
@@ -48,9 +49,9 @@ def test_cli_validate_refuses_vllm_without_vllm(tmp_path, no_vllm, capsys):
 
 
 def test_options_the_engine_does_not_take_are_refused_at_load(tmp_path):
-    path = write(tmp_path, "name: t\nrollout:\n  engine_options: {gpu_memory_utilization: 0.5}\nstages:\n"
-                           "  - kind: rl\n")
-    with pytest.raises(RecipeError, match=r"recipe.yaml:3: rollout.engine_options: rollout engine 'transformers' "
+    path = write(tmp_path, "name: t\nrollout:\n  engine: transformers\n  engine_options: {gpu_memory_utilization: 0.5}"
+                           "\nstages:\n  - kind: rl\n")
+    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.engine_options: rollout engine 'transformers' "
                                           r"does not accept option\(s\) \['gpu_memory_utilization'\]"):
         load_recipe(path)
 
@@ -63,7 +64,8 @@ def test_cpu_engine_knobs_are_refused_for_vllm(tmp_path, fake_vllm):
 
 
 def test_the_options_each_engine_gets(tmp_path, fake_vllm):
-    transformers = load_recipe(write(tmp_path, "name: t\nstages:\n  - kind: rl\n"), ["rollout.max_batch_size=7"])
+    transformers = load_recipe(write(tmp_path, "name: t\nstages:\n  - kind: rl\n"),
+                               ["rollout.max_batch_size=7", "rollout.engine=transformers"])
     assert engine_options(transformers.rollout) == {"max_batch_size": 7, "bf16_autocast": False}
     compact = load_recipe(write(tmp_path, "name: t\nrollout: {engine: compact, engine_options: {preallocate: true}}\n"
                                           "stages:\n  - kind: rl\n"))
@@ -131,9 +133,32 @@ def test_auto_engine_on_cpu_is_compact_for_small_models_and_vllm_from_the_measur
 
 def test_auto_engine_refuses_options_meant_for_one_engine(tmp_path):
     path = write(tmp_path, TINY_VLLM.replace("engine: vllm", "engine: auto\n  engine_options: {preallocate: true}"))
-    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.engine_options: engine: auto picks the engine by "
-                                          r"the model's size"):
+    with pytest.raises(RecipeError, match=r"recipe.yaml:4: rollout.engine_options: engine: auto \(the default\) picks "
+                                          r"the engine by the model's size"):
         load_recipe(path)
+
+
+def test_auto_is_the_default_and_its_choice_is_recorded_in_settings_json(tmp_path, monkeypatch):
+    from posttrain.rollout_engine import chosen_engine
+    from posttrain.stage_settings import FILE, record, record_choice
+
+    recipe = load_recipe(write(tmp_path, "name: t\nruns_dir: runs\nstages:\n  - kind: rl\n"))
+    assert recipe.rollout.engine == "auto"
+    engine, why = chosen_engine(recipe.rollout, model_of(tmp_path / "small", 1_052_032))
+    stage_dir = tmp_path / "stage"
+    record_choice(stage_dir, "rollout.engine", engine, why)  # no settings.json yet (a stage run by hand): nothing
+    assert not (stage_dir / FILE).exists()
+    record(recipe, 0, stage_dir)
+    record_choice(stage_dir, "rollout.engine", engine, why)
+    recorded = json.loads((stage_dir / FILE).read_text())
+    assert recorded["auto"] == {"rollout.engine": {"chosen": "compact", "why": why}}
+    assert recorded["rollout"]["engine"] == "auto"  # what the recipe says stays as it said it
+
+
+def test_bf16_autocast_with_auto_reaches_whichever_cpu_engine_auto_picks(tmp_path, fake_vllm):
+    recipe = load_recipe(write(tmp_path, "name: t\nrollout: {bf16_autocast: true}\nstages:\n  - kind: rl\n"))
+    assert engine_options(recipe.rollout, engine="compact")["bf16_autocast"] is True
+    assert engine_options(recipe.rollout, engine="vllm") == {"dtype": "bfloat16", "enforce_eager": True}
 
 
 def test_auto_engine_picks_vllm_for_gpu_workers_and_a_missing_vllm_says_auto_chose_it(tmp_path, no_vllm):

@@ -32,6 +32,17 @@ def test_padding_fraction_by_mode():
     assert packed.slot_tokens == 20 and packed.padding_fraction == 0.0
 
 
+def test_auto_packs_a_mixed_length_batch_and_buckets_a_like_length_one():
+    mixed = batch_of_lengths([8, 8, 2, 2])  # one bucket: 20 of 32 slots real, 37.5% padding > 25%
+    chosen = layout(mixed, 1, "auto")
+    assert chosen.packed and chosen.slot_tokens == layout(mixed, 1, "pack").slot_tokens == 3 * 8  # [8] [8] [2, 2]
+    alike = batch_of_lengths([8, 7, 7, 8])  # 30 of 32 real: 6% padding
+    chosen = layout(alike, 1, "auto")
+    assert not chosen.packed and chosen.slot_tokens == layout(alike, 1, "bucket").slot_tokens == 32
+    # two micro-batches: bucketing alone removes the padding ([8, 8] and [2, 2]), so auto keeps it
+    assert not layout(mixed, 2, "auto").packed
+
+
 def test_packed_rows_keep_each_sequence_separate():
     batch = batch_of_lengths([3, 2])
     mb = layout(batch, 1, "pack", pack_length=5).micro_batches[0]
