@@ -7,10 +7,13 @@ initialised into `runs/<name>/init-model`). `prepare_data` writes `runs/<name>/d
   whose mistakes a verifier can select against, as sampled cold-start data is. Without that flaw, RL at this
   scale has nothing to improve on.
 - `files`: your own files (JSONL, Parquet or `datasets` directories, `posttrain.data_files`), checked and copied.
+  The copy records a digest of each source (`sources.json`); a rerun whose source changed since stops, as a rerun
+  with an edited recipe does, instead of training on the stale copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -46,15 +49,20 @@ def prepare_model(recipe: Recipe, console: Console) -> Path:
     return path
 
 
+SOURCES = "sources.json"  # {path as the recipe gives it: sha256} of the files a run's data was copied from
+
+
 def prepare_data(recipe: Recipe, console: Console) -> Path:
     out = recipe.run_dir / "data"
     if (out / "done").exists():
+        check_sources(recipe, out)
         return out
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(recipe.data, ArithmeticData):
         files = arithmetic_files(recipe.data)
     else:
         files = user_files(recipe.data, out)
+        (out / SOURCES).write_text(json.dumps(source_digests(recipe.data), indent=2) + "\n")
     for name, rows in files.items():
         write_jsonl(out / f"{name}.jsonl", rows)
     (out / "done").write_text("")
@@ -63,6 +71,39 @@ def prepare_data(recipe: Recipe, console: Console) -> Path:
     else:  # e.g. a recipe whose first stage builds the data
         console.print("data: no files given; the stages build their own")
     return out
+
+
+def check_sources(recipe: Recipe, out: Path) -> None:
+    """Stop a rerun whose data files changed since the run copied them into `out` (a run from before digests were
+    recorded has nothing to compare: it goes on)."""
+    from posttrain.stage_settings import StageSettingsChanged
+
+    recorded_file = out / SOURCES
+    if not isinstance(recipe.data, FileData) or not recorded_file.exists():
+        return
+    recorded, now = json.loads(recorded_file.read_text()), source_digests(recipe.data)
+    changed = [path for path in recorded if now.get(path) != recorded[path]]
+    if changed:
+        raise StageSettingsChanged(
+            f"data file {changed[0]} changed since this run copied it into {out}; the run would train on the old "
+            f"copy. To keep that run, start a new one under another name (override `name=...`); to train on the "
+            f"new file, delete {out} and the stage directories under {recipe.run_dir}")
+
+
+def source_digests(data: FileData) -> dict[str, str]:
+    """sha256 of each file the data section names (a `datasets` directory: of all its files, by relative path)."""
+    digests = {}
+    for path in filter(None, (data.sft, data.prompts, data.eval)):
+        source = Path(path)
+        files = sorted(f for f in source.rglob("*") if f.is_file()) if source.is_dir() else [source]
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(str(file.relative_to(source) if source.is_dir() else "").encode())
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        digests[path] = digest.hexdigest()
+    return digests
 
 
 def arithmetic_files(data: ArithmeticData) -> dict[str, list[dict]]:

@@ -96,3 +96,24 @@ def test_a_recipe_refuses_a_mapping_to_a_name_the_toolkit_does_not_read():
     with pytest.raises(Exception, match="columns"):
         Recipe.model_validate({"name": "x", "data": {"kind": "files", "columns": {"question": "q"}},
                                "stages": [{"kind": "rl", "steps": 1}]})
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "saved"])
+def test_a_rerun_whose_data_file_changed_stops_instead_of_training_on_the_old_copy(tmp_path, fmt):
+    from posttrain.stage_settings import StageSettingsChanged
+
+    path = tmp_path / ("rows.jsonl" if fmt == "jsonl" else "rows")
+    write = (lambda rows: _jsonl(path, rows)) if fmt == "jsonl" else \
+        (lambda rows: datasets.Dataset.from_list(rows).save_to_disk(str(path)))
+    write(ROWS)
+    recipe = Recipe.model_validate({
+        "name": "changed", "runs_dir": str(tmp_path / "runs"),
+        "data": {"kind": "files", "prompts": str(path), "columns": MAPPING}, "stages": [{"kind": "rl", "steps": 1}]})
+    console = Console(file=io.StringIO())
+    out = prepare_data(recipe, console)
+    assert prepare_data(recipe, console) == out  # unchanged: the copy is reused
+    write([{**ROWS[0], "solution": "6"}, ROWS[1]])  # the user fixes a row
+    with pytest.raises(StageSettingsChanged, match=rf"data file {path} changed since this run copied it into "
+                                                   rf"{out}.*override `name=...`.*delete {out}"):
+        prepare_data(recipe, console)
+    assert [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()] == EXPECTED  # kept
