@@ -22,6 +22,7 @@ def load_prompts(path, where: str = "") -> list[dict]:
         if "prompt" not in row and "messages" not in row:
             raise ValueError(f"{path}:{line_no}: a prompt row needs 'prompt' or 'messages' (has {sorted(row)})")
         _check_prompt(row, f"{path}:{line_no}")
+        _one_images_list(row, f"{path}:{line_no}")
         if row.get("mode") is not None:
             parse_mode(row["mode"])
         row.setdefault("id", f"{where}{line_no}")
@@ -39,6 +40,17 @@ def _check_prompt(row: dict, where: str) -> None:
                              f"objects, got {type(messages).__name__}")
     elif not isinstance(row["prompt"], str) or not row["prompt"].strip():
         raise ValueError(f"{where}: 'prompt' must be non-empty text, got {row['prompt']!r:.80}")
+
+
+def _one_images_list(row: dict, where: str) -> None:
+    """`"image": "x.png"` is read as `"images": ["x.png"]`, not ignored; a bare string under `images` would be
+    read letter by letter, and both keys at once leave it unclear which the user meant."""
+    if "image" in row:
+        if "images" in row:
+            raise ValueError(f"{where}: give 'images' (a list of paths) or 'image' (one path), not both")
+        row["images"] = [row.pop("image")]
+    if "images" in row and not (isinstance(row["images"], list) and all(isinstance(p, str) for p in row["images"])):
+        raise ValueError(f"{where}: 'images' must be a list of paths, got {row['images']!r:.80}")
 
 
 def messages_of(row: dict) -> list[dict]:

@@ -10,7 +10,7 @@ A recipe argument is a path or the name of a shipped recipe (`tiny/rl_math`). Ov
 from __future__ import annotations
 
 import argparse
-import shutil
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -102,6 +102,20 @@ def cp_command(args: argparse.Namespace) -> int:
     dest = args.dest / source.name if args.dest.is_dir() else args.dest
     if dest.exists():
         raise FileExistsError(f"{dest} exists; choose another destination")
-    shutil.copyfile(source, dest)
-    Console().print(f"copied {source.relative_to(RECIPES_DIR)} to {dest}; edit it, then `posttrain run {dest}`")
+    dest.write_text(renamed(source.read_text(), dest.stem))
+    Console().print(f"copied {source.relative_to(RECIPES_DIR)} to {dest} as `name: {dest.stem}` (its runs go to "
+                    f"their own directory); edit it, then `posttrain run {dest}`")
     return 0
+
+
+def renamed(text: str, name: str) -> str:
+    r"""The recipe text with its top-level `name:` set to `name` (comments and layout kept), so a copy's runs do not
+    land in (and resume) the original's run directory.
+
+    >>> renamed("# tiny\nname: tiny-rl-math  # the run\nseed: 0\n", "mine")
+    '# tiny\nname: mine  # the run\nseed: 0\n'
+    """
+    line = re.compile(r"^name:[^#\n]*?(\s*#.*)?$", re.MULTILINE)
+    if line.search(text):
+        return line.sub(lambda m: f"name: {name}{m.group(1) or ''}", text, count=1)
+    return f"name: {name}\n{text}"

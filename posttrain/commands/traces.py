@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     add_filter_args(export)
     export.add_argument("--format", default="html", choices=["html", "jsonl", "parquet"])
     export.add_argument("-o", "--output", type=Path, help="default: RUN/traces-export.<format>")
-    export.add_argument("--limit", type=int, help="at most this many samples (html default: 2000)")
+    export.add_argument("--limit", type=int, help="at most this many samples, evenly spaced over all matches (html default: 2000)")
     export.set_defaults(run=run_export)
 
 

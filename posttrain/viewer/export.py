@@ -30,10 +30,22 @@ def export(run: RunTraces, flt: TraceFilter, fmt: str, output: Path, limit: int 
     if fmt == "html":
         limit = HTML_LIMIT if limit is None else limit
     matches = list(_positions(run, flt))
-    chosen = matches if limit is None else matches[:limit]
+    chosen = spread(matches, limit)
     output.parent.mkdir(parents=True, exist_ok=True)
     {"html": _html, "jsonl": _jsonl, "parquet": _parquet}[fmt](run, chosen, output, flt, len(matches))
     return len(chosen), len(matches)
+
+
+def spread(matches: list, limit: int | None) -> list:
+    """At most `limit` of the matches, evenly spaced over all of them in order, so a capped export of a 300-step run
+    shows steps 0 to 299 rather than the first few.
+
+    >>> spread(list(range(10)), 4)
+    [0, 2, 5, 7]
+    """
+    if limit is None or len(matches) <= limit:
+        return matches
+    return [matches[k * len(matches) // limit] for k in range(limit)]
 
 
 def _positions(run: RunTraces, flt: TraceFilter):
@@ -60,7 +72,8 @@ def _html(run: RunTraces, chosen, output: Path, flt: TraceFilter, matching: int)
     for s in samples:
         counts[s["stage"]] += 1
     overview["stages"] = [{**st, "samples": counts[st["name"]]} for st in overview["stages"] if st["name"] in counts]
-    overview["note"] = f"exported {len(samples)} of {matching} matching samples" + _describe(flt)
+    spaced = ", evenly spaced over them" if len(samples) < matching else ""
+    overview["note"] = f"exported {len(samples)} of {matching} matching samples{spaced}" + _describe(flt)
     html = page.render({"run": overview, "samples": samples}, title=f"traces · {run.name}")
     output.write_text(html, encoding="utf-8")
 

@@ -135,7 +135,11 @@ def test_cli_validate_ls_cp(tmp_path, capsys):
     assert main(["ls"]) == 0
     assert "tiny/rl_math" in capsys.readouterr().out
     assert main(["cp", "tiny/rl_math", str(tmp_path)]) == 0
-    assert (tmp_path / "rl_math.yaml").read_text() == (RECIPES_DIR / "tiny" / "rl_math.yaml").read_text()
+    original, copy = (RECIPES_DIR / "tiny" / "rl_math.yaml").read_text(), (tmp_path / "rl_math.yaml").read_text()
+    assert load_recipe(tmp_path / "rl_math.yaml").name == "rl_math"  # its own run directory, not the original's
+    assert load_recipe(RECIPES_DIR / "tiny" / "rl_math.yaml").name == "tiny-rl-math"
+    assert [line for line in copy.splitlines() if not line.startswith("name:")] == \
+        [line for line in original.splitlines() if not line.startswith("name:")]  # all else as shipped
     assert main(["cp", "tiny/rl_math", str(tmp_path)]) == 2  # no overwrite
     assert main(["validate", "tiny/nothing"]) == 2
 

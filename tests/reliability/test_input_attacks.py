@@ -108,12 +108,24 @@ def test_the_server_answers_loopback_names(served, host):
     ('{"prompt": null, "answer": "4"}', "'prompt' must be non-empty text, got None"),
     ('{"messages": "hi"}', "'messages' must be a non-empty list"),
     ('[1, 2]', "a row must be a JSON object"),
+    ('{"prompt": "q", "images": "x.png"}', "'images' must be a list of paths, got 'x.png'"),
+    ('{"prompt": "q", "image": "x.png", "images": ["y.png"]}', "give 'images' .* or 'image' .*, not both"),
 ])
 def test_a_malformed_prompt_row_is_an_error_naming_file_and_line(tmp_path, line, message):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "What is 1+1?", "answer": "2"}\n' + line + "\n")
     with pytest.raises(ValueError, match=rf"{prompts}:2: {message}"):
         load_prompts(prompts)
+
+
+def test_a_single_image_key_is_read_as_the_prompts_image_not_ignored(tmp_path):
+    from posttrain.prompts import messages_of
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "What color?", "image": "x.png"}\n')
+    [row] = load_prompts(prompts)
+    assert messages_of(row)[0]["content"] == [{"type": "image", "image": "x.png"},
+                                               {"type": "text", "text": "What color?"}]
 
 
 def test_reward_check_names_the_row_that_is_not_an_object(tmp_path, capsys):

@@ -46,7 +46,15 @@ def test_jsonl_export_keeps_the_matching_lines(run_dir, tmp_path, rows):
 def test_html_export_limit_is_noted(run_dir, tmp_path):
     out = tmp_path / "few.html"
     assert main(["traces", "export", str(run_dir), "--limit", "2", "--text", "colour", "-o", str(out)]) == 0
-    assert "exported 2 of 6 matching samples (text=colour)" in out.read_text()
+    assert "exported 2 of 6 matching samples, evenly spaced over them (text=colour)" in out.read_text()
+
+
+def test_a_capped_export_spans_every_step_not_the_first_few(run_dir, tmp_path, rows):
+    out = tmp_path / "few.jsonl"
+    assert main(["traces", "export", str(run_dir), "--format", "jsonl", "--limit", "3", "-o", str(out)]) == 0
+    steps = [json.loads(line)["step"] for line in out.read_text().splitlines()]
+    all_steps = sorted({r["step"] for r in rows})
+    assert len(steps) == 3 and steps[0] == all_steps[0] and steps[-1] > all_steps[0] and len(set(all_steps)) > 1
 
 
 def test_parquet_export_flattens_reward_components(run_dir, tmp_path):
