@@ -5,7 +5,8 @@ assembles them, so adding a command never touches the others.
 
 Exit codes: 0 done; 2 a bad recipe, override, argument or file, printed as one line that says which and how to
 fix it; 1 a run stopped by a failure (a reward failing past `reward.max_error_rate`) or a crash, with its
-traceback. A ValueError or TypeError that is none of the input errors the toolkit raises on purpose
+traceback; 130 stopped by Ctrl-C or SIGTERM, with one line saying where (run the same command to resume). A
+ValueError or TypeError that is none of the input errors the toolkit raises on purpose
 (`INPUT_ERRORS`) may be bad input reported plainly or a bug deep inside training, so it prints its one line, exits
 2, and writes its full traceback to a file the line names (a temp file: a crash hours into a run need not be rerun
 to be debugged).
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: one line, where it stopped (runner.RunInterrupted)
+        print(f"posttrain {args.command}: stopped: {str(stop) or 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        return 130
     except RewardHealthError as error:  # a run its reward's failures stopped: the message says which and where
         print(f"posttrain {args.command}: stopped: {error}", file=sys.stderr)
         return 1

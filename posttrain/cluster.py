@@ -8,7 +8,10 @@ GPUs (`cluster.num_cpus`, `cluster.gpus_per_node`); where each actor goes is `po
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 
 import ray
@@ -32,13 +35,30 @@ def ray_cluster(recipe: Recipe):
         yield
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    quiet = dict(log_to_driver=False, logging_level=logging.WARNING)  # no "Started a local Ray instance"
     if recipe.cluster.address:
-        ray.init(address=recipe.cluster.address, log_to_driver=False)
+        ray.init(address=recipe.cluster.address, **quiet)
     else:
         ray.init(num_cpus=recipe.cluster.num_cpus, num_gpus=recipe.cluster.gpus_per_node, include_dashboard=False,
                  _node_ip_address="127.0.0.1", object_store_memory=recipe.cluster.object_store_mb * 1024 * 1024,
-                 log_to_driver=False)
+                 **quiet)
+    previous = _stop_on_sigterm()
     try:
         yield
     finally:
         ray.shutdown()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm():
+    """SIGTERM (a scheduler's stop, `kill`) stops the driver as Ctrl-C does, so the runner says where the run
+    stopped instead of Ray's handler printing a C++ stack dump. Returns the handler it replaced (None: not the
+    main thread, where Python cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, interrupt)

@@ -25,6 +25,10 @@ from posttrain.recipe import Recipe
 STAGES: dict[str, Callable[["StageContext"], dict[str, Any]]] = {}
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a stage ran; the message says where the run stopped and how to resume it."""
+
+
 def stage_kind(kind: str):
     def register(fn):
         STAGES[kind] = fn
@@ -90,9 +94,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
             else:
                 record(recipe, index, stage_dir)
                 console.rule(f"{ctx.label}")
-                start = time.perf_counter()
-                summary = {"stage": ctx.label, **STAGES[stage.kind](ctx),
-                           "seconds": round(time.perf_counter() - start, 1)}
+                summary = run_stage(ctx, console)
                 write_json_atomic(done, summary)
             if (ctx.model_out / "config.json").exists():
                 model = ctx.model_out
@@ -100,6 +102,24 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
                 data_dirs.insert(0, stage_dir / "data")
             summaries.append(summary)
     return summaries
+
+
+def run_stage(ctx: StageContext, console: Console) -> dict[str, Any]:
+    """One stage, saying when it resumes from a checkpoint, and where it stopped when interrupted."""
+    from posttrain.stages.common import latest_checkpoint
+
+    checkpoint = latest_checkpoint(ctx)
+    if checkpoint is not None:
+        console.print(f"{ctx.label}: resuming from {checkpoint}")
+    start = time.perf_counter()
+    try:
+        summary = STAGES[ctx.stage.kind](ctx)
+    except KeyboardInterrupt as stop:
+        checkpoint = latest_checkpoint(ctx)
+        saved = f"its last checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
+        raise RunInterrupted(f"{ctx.label} stopped ({str(stop) or 'Ctrl-C'}); {saved}. Run the same command to "
+                             f"resume") from None
+    return {"stage": ctx.label, **summary, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
