@@ -16,7 +16,7 @@ time including start-up, the mean training reward in quarters of the run, and gr
 final model (one evaluator for both).
 Departures: prompt order differs (each framework samples its own); TRL's sampler has no logprob bookkeeping
 while posttrain's engine keeps them for off-policy losses; that cost is part of what is measured.
-Usage: python -m bench.rl_vs_trl [--size tiny|large|both --runs 3 --steps N --rl-seed S --bf16
+Usage: python -m bench.rl_vs_trl [--size tiny|mixed|large|both --runs 3 --steps N --rl-seed S --bf16
                                 --posttrain-set K=V ...]
        (internal: --worker trl|posttrain --out DIR runs one side once from DIR/spec.json)
 """
@@ -384,14 +384,17 @@ def run_posttrain(spec: dict, out: Path) -> None:
 
 
 def settings_in_force(stage: Path, metrics: list[dict]) -> dict:
-    """What the posttrain side ran with, `auto` resolved: the engine the stage chose (its settings.json), the share
-    of steps whose micro-batches were packed, the pipeline and the thread split."""
-    settings = json.loads((stage / "settings.json").read_text())
-    chosen = settings.get("auto", {}).get("rollout.engine", {}).get("chosen", settings["rollout"]["engine"])
+    """What the posttrain side ran with, `auto` resolved: the recipe as run (overrides applied), the engine the
+    stage chose (its settings.json) and the share of steps whose micro-batches were packed."""
+    import yaml
+
+    recipe = yaml.safe_load((stage.parent / "recipe.yaml").read_text())
+    chosen = json.loads((stage / "settings.json").read_text()).get("auto", {}).get("rollout.engine", {})
     packed = statistics.mean(m.get("train/packed_fraction", 0.0) for m in metrics)
-    learner = settings["learner"]
-    return {"engine": chosen, "micro_batching": learner["micro_batching"], "packed_steps": round(packed, 2),
-            "pipeline": settings["stage"].get("pipeline", "sync"), "weight_sync": settings["rollout"]["weight_sync"]}
+    return {"engine": chosen.get("chosen", recipe["rollout"]["engine"]),
+            "micro_batching": recipe["learner"]["micro_batching"], "packed_steps": round(packed, 2),
+            "pipeline": recipe["stages"][0]["pipeline"], "weight_sync": recipe["rollout"]["weight_sync"],
+            "threads": f"rollout {recipe['rollout']['threads']} + learner {recipe['cluster']['learner_threads']}"}
 
 
 # ---------------------------------------------------------------------------------------------- the comparison

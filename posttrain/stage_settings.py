@@ -21,6 +21,9 @@ SECTIONS_READ = {"sft": ("learner",), "rl": ("learner", "rollout", "reward"), "e
                  "cold_start_build": (), "rejection_sample": ("rollout", "reward"), "preference": ("learner",)}
 PLACEMENT_KEYS = {"num_workers", "cpus_per_worker", "gpus_per_worker", "threads", "max_batch_size", "timeout_s",
                   "checkpoint_every"}
+# How fast, not what: every engine samples from the same model and sampling settings, and packed micro-batches
+# give the logits of unpacked ones. A run started when the defaults were `transformers` / `bucket` resumes.
+SPEED_KEYS = {"engine", "micro_batching"}
 # Bounds that stop a run but never change what it trains (`reward.max_error_rate`): raising one to resume a
 # stopped run is what its error message suggests, so it is no change.
 GUARD_KEYS = {"max_error_rate", "error_window"}
@@ -31,7 +34,7 @@ def stage_settings(recipe: Recipe, index: int) -> dict[str, Any]:
     """The learner section as the stage resolves it (top level + the stage's overrides), so moving a key
     between the two is not a change."""
     dump = recipe.model_dump(mode="json")
-    left_out = PLACEMENT_KEYS | GUARD_KEYS
+    left_out = PLACEMENT_KEYS | SPEED_KEYS | GUARD_KEYS
     stage = {k: v for k, v in dump["stages"][index].items() if k != "learner" and k not in left_out}
     settings = {"seed": dump["seed"], "model": dump["model"], "data": dump["data"], "stage": stage}
     for section in SECTIONS_READ.get(stage["kind"], ("learner", "rollout", "reward")):
@@ -70,9 +73,7 @@ def record(recipe: Recipe, index: int, stage_dir: Path) -> None:
     stage_dir.mkdir(parents=True, exist_ok=True)
     path = stage_dir / FILE
     if _read(path) is None:  # absent, or torn by a crash while it was written
-        temp = path.with_suffix(".tmp")
-        temp.write_text(json.dumps(stage_settings(recipe, index), indent=2) + "\n")
-        os.replace(temp, path)
+        _write(path, stage_settings(recipe, index))
 
 
 def record_choice(stage_dir: Path, key: str, value: Any, why: str) -> None:
@@ -85,8 +86,13 @@ def record_choice(stage_dir: Path, key: str, value: Any, why: str) -> None:
     if recorded is None:
         return
     recorded.setdefault("auto", {})[key] = {"chosen": value, "why": why}
+    _write(path, recorded)
+
+
+def _write(path: Path, settings: dict) -> None:
+    """Whole or not at all: a crash mid-write leaves the old file (or none), never a torn one."""
     temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(recorded, indent=2) + "\n")
+    temp.write_text(json.dumps(settings, indent=2) + "\n")
     os.replace(temp, path)
 
 

@@ -1,6 +1,7 @@
 """The transformers engine: batched `model.generate` with KV cache, left padding and sampler logprobs.
 
-The CPU default (vLLM's CPU build cannot update weights in place), also usable on GPU. It knows nothing of
+The reference the other engines are tested against (`rollout.engine: transformers`; `auto` picks the compact engine
+or vLLM), also usable on GPU. It knows nothing of
 rewards or training; it turns requests into completions and accepts new weights with a version number.
 Each request's n samples are separate rows (the prompt is repeated), so vision inputs never need
 per-sample expansion inside `generate`.

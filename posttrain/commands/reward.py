@@ -120,7 +120,8 @@ def _score_here(spec, options: dict, samples: list, args: argparse.Namespace) ->
         results = [worker.score([sample], args.deadline).results[0] for sample in samples]
     finally:
         worker.close()
-    if args.on_error != "fail":  # `fail` leaves failed totals empty: check reports, it does not raise
+    # `fail` leaves failed totals as scored (a combination's: its other components' credit): check reports them
+    if args.on_error != "fail":
         apply_policy(results, args.on_error)
     return results
 

@@ -80,35 +80,37 @@ def build_micro_batches(batch: TrainBatch, count: int, mode: str, positions: Ten
     if len(units) < count:
         raise ValueError(f"{len(batch)} rows ({len(units)} groups) cannot fill {count} micro-batches; give each "
                          f"learner rank at least grad_accum_steps groups or lower grad_accum_steps")
-    if mode == "auto":
-        mode = "pack" if bucket_padding(units, lengths, count) > PACK_FROM_PADDING else "bucket"
     if mode == "none":
         bins = [[[i] for unit in chunk for i in unit] for chunk in _split_even(units, count)]
         return _assemble(batch, bins, starts, lengths, positions, layout, pad_token_id, packed=False,
                          row_length=batch.input_ids.shape[1])
-    if mode == "bucket":
-        by_length = sorted(units, key=lambda u: -max(int(lengths[i]) for i in u))
-        bins = [[[i] for unit in chunk for i in unit] for chunk in _split_even(by_length, count)]
-        return _assemble(batch, bins, starts, lengths, positions, layout, pad_token_id, packed=False)
+    if mode in ("bucket", "auto"):
+        bins = _bucket_bins(units, lengths, count)
+        if mode == "bucket" or _padding(bins, lengths) <= PACK_FROM_PADDING:
+            return _assemble(batch, bins, starts, lengths, positions, layout, pad_token_id, packed=False)
     capacity = max(int(lengths.max()), pack_length or 0)
     bins = [_pack_rows(chunk, lengths, capacity) for chunk in _balance(units, lengths, count)]
     return _assemble(batch, bins, starts, lengths, positions, layout, pad_token_id, packed=True)
 
 
-def bucket_padding(units: list[list[int]], lengths: Tensor, count: int) -> float:
-    """The padding fraction `bucket` would leave, from the rows' lengths alone (nothing assembled).
+def _bucket_bins(units: list[list[int]], lengths: Tensor, count: int) -> list[list[list[int]]]:
+    """Units sorted by their longest row and cut into `count` equal-count micro-batches of one row per sequence."""
+    by_length = sorted(units, key=lambda u: -max(int(lengths[i]) for i in u))
+    return [[[i] for unit in chunk for i in unit] for chunk in _split_even(by_length, count)]
 
-    >>> bucket_padding([[0], [1], [2], [3]], torch.tensor([10, 10, 2, 2]), 1)  # 24 of 40 slots real
+
+def _padding(bins: list[list[list[int]]], lengths: Tensor) -> float:
+    """The padding fraction of unpacked bins (each padded to its longest row), from the lengths alone.
+
+    >>> _padding([[[0], [1], [2], [3]]], torch.tensor([10, 10, 2, 2]))  # 24 of 40 slots real
     0.4
-    >>> bucket_padding([[0], [1], [2], [3]], torch.tensor([10, 10, 2, 2]), 2)  # buckets [10, 10], [2, 2]
+    >>> _padding([[[0], [1]], [[2], [3]]], torch.tensor([10, 10, 2, 2]))  # [10, 10] and [2, 2]
     0.0
     """
-    by_length = sorted(units, key=lambda u: -max(int(lengths[i]) for i in u))
-    slots = 0
-    for chunk in _split_even(by_length, count):
-        rows = [i for unit in chunk for i in unit]
-        slots += len(rows) * max(int(lengths[i]) for i in rows)
-    return 1.0 - int(lengths.sum()) / max(slots, 1)
+    samples = [[i for row in micro_batch for i in row] for micro_batch in bins]
+    slots = sum(len(m) * max(int(lengths[i]) for i in m) for m in samples)
+    real = sum(int(lengths[i]) for m in samples for i in m)
+    return 1.0 - real / max(slots, 1)
 
 
 def units_of(batch: TrainBatch) -> list[list[int]]:

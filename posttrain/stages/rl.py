@@ -5,8 +5,8 @@ One step, in order (each phase timed as `timing/<phase>_s`):
   2. generate            - G samples per prompt on the rollout workers, with the current weights
   3. score               - rewards on the reward workers; failures are recorded per sample
   4. advantages          - group-normalised over each group's scored samples (a skipped sample is no sibling;
-                           a group with fewer than two scored is dropped); with dynamic sampling, zero-variance
-                           groups are dropped too and refilled from the stream (DAPO)
+                           a group with fewer than two scored carries no loss); with dynamic sampling, such
+                           groups and zero-variance ones are dropped and refilled from the stream (DAPO)
   5. train               - one learner step (loss from the learner config: grpo / gspo / ...)
   6. sync weights        - learner -> rollout workers, with a version
   7. log                 - a trace record per sample, metrics per step
@@ -303,8 +303,10 @@ def _scored(result) -> bool:
 
 class Groups:
     """The groups a step trains on, in order. A group needs two scored samples for a baseline: with fewer it is
-    dropped and counted (`rl/groups_unscored`); with `drop_constant` (DAPO's dynamic sampling) a group whose scored
-    rewards are all equal is dropped too (`rl/zero_variance_fraction`, of the groups seen)."""
+    counted (`rl/groups_unscored`) and carries no loss (advantage 0, unscored rows masked); with `drop_constant`
+    (DAPO's dynamic sampling, which refills) it is dropped, as is a group whose scored rewards are all equal
+    (`rl/zero_variance_fraction`, of the groups seen). Without it nothing is dropped: the batch keeps the size the
+    learners were sized for (a multiple of their number)."""
 
     def __init__(self, group_size: int, drop_constant: bool):
         self.g, self.drop_constant = group_size, drop_constant
@@ -319,8 +321,9 @@ class Groups:
             self.seen += 1
             if len(values) < 2:
                 self.unscored += 1
-                continue
-            if self.drop_constant and len(set(values)) < 2:
+                if self.drop_constant:
+                    continue
+            elif self.drop_constant and len(set(values)) < 2:
                 self.constant += 1
                 continue
             self.rows.append(row)

@@ -37,6 +37,11 @@ def test_same_recipe_and_placement_changes_resume(path):
                                     "stages.0.checkpoint_every=7"]))
 
 
+def test_a_run_started_with_the_old_engine_and_micro_batching_defaults_resumes(path):
+    start_all(load_recipe(path, ["rollout.engine=transformers", "learner.micro_batching=bucket"]))
+    check_resume(load_recipe(path))  # now auto / auto: how fast, not what is trained
+
+
 def test_a_learner_key_moved_between_top_level_and_stage_is_not_a_change(path):
     start_all(load_recipe(path))
     moved = path.read_text().replace("learner: {lr: 1.0e-3}", "learner: {}") + "learner: {lr: 1.0e-3}\n"

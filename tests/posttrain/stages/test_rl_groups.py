@@ -1,9 +1,11 @@
 """The RL step's group filter, its timing and its progress line (issue #32): skipped samples are no siblings, a
-group without two scored samples is dropped and counted, a refill's time counts once, reward errors show."""
+group without two scored samples is counted and carries no loss (dropped only with dynamic sampling, which refills),
+a refill's time counts once, reward errors show."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from posttrain.stages import rl
 from posttrain.stages.rl import Groups, _headline, timed
@@ -18,15 +20,28 @@ def skipped() -> RewardResult:  # a failed sample under on_error: skip
     return RewardResult(None, {}, "timeout", "slow", skipped=True)
 
 
-def test_a_group_with_one_scored_sample_is_dropped_and_counted():
+RESULTS = [scored(1.0), skipped(), scored(0.0),  # two scored: the skipped sample is no sibling
+           scored(1.0), skipped(), skipped(),  # one scored: no baseline
+           scored(0.5), scored(0.5), scored(0.5)]  # all equal
+
+
+def test_a_group_with_one_scored_sample_is_counted_and_kept_so_the_batch_keeps_its_size():
     groups = Groups(group_size=3, drop_constant=False)
-    results = [scored(1.0), skipped(), scored(0.0),  # two scored: kept, the skipped sample no sibling
-               scored(1.0), skipped(), skipped(),  # one scored: no baseline, dropped
-               scored(0.5), scored(0.5), scored(0.5)]  # all equal: kept without dynamic sampling
-    groups.add(["p0", "p1", "p2"], list(range(9)), results)
-    rows, completions, kept = groups.first(3)
-    assert rows == ["p0", "p2"] and completions == [0, 1, 2, 6, 7, 8] and kept == results[:3] + results[6:]
+    groups.add(["p0", "p1", "p2"], list(range(9)), RESULTS)
+    rows, completions, kept = groups.first(3)  # the learners split the batch by its size: nothing dropped
+    assert rows == ["p0", "p1", "p2"] and completions == list(range(9)) and kept == RESULTS
     assert groups.metrics() == {"rl/groups_unscored": 1, "rl/zero_variance_fraction": 0.0}
+    # its one scored sample gets advantage 0 (no baseline), the skipped ones are masked in `train`
+    advantages = rl.group_advantages(torch.tensor([r.total or 0.0 for r in kept]), 3,
+                                     scored=torch.tensor([rl._scored(r) for r in kept]))
+    assert advantages[3:6].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_with_dynamic_sampling_an_unscored_group_is_dropped_like_a_constant_one():
+    groups = Groups(group_size=3, drop_constant=True)
+    groups.add(["p0", "p1", "p2"], list(range(9)), RESULTS)
+    assert groups.first(3)[0] == ["p0"]
+    assert groups.metrics() == {"rl/groups_unscored": 1, "rl/zero_variance_fraction": 1 / 3}
 
 
 def test_dynamic_sampling_drops_constant_groups_by_their_scored_rewards():
