@@ -2,8 +2,10 @@
 
 `load_yaml(path)` returns the plain data and a map from key paths (tuples of keys and list indices, as in
 pydantic's error locations) to 1-based line numbers. It refuses what PyYAML would accept silently or crash on:
-a key written twice in one mapping (PyYAML keeps the last), and nesting deeper than `MAX_DEPTH` (PyYAML's
-composer recurses, so 20000 nested lists end in a RecursionError).
+a key written twice in one mapping (PyYAML keeps the last), nesting deeper than `MAX_DEPTH` (PyYAML's
+composer recurses, so 20000 nested lists end in a RecursionError), and aliases that expand past `MAX_NODES`
+values (an "alias bomb": 440 bytes of nested `&a [*b, *b, ...]` build gigabytes when loaded). The composed
+document is walked, aliases expanded, before anything is constructed, and the walk stops at the bound.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import yaml
 
 Location = tuple[str | int, ...]
 MAX_DEPTH = 64  # a recipe needs a handful of levels
+MAX_NODES = 100_000  # values once aliases are expanded; the largest shipped recipe has a few hundred
 
 
 def _too_deep(path) -> ValueError:
@@ -27,7 +30,7 @@ def load_yaml(path: str | Path) -> tuple[dict, dict[Location, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         lines: dict[Location, int] = {}
         if node is not None:
-            _walk(node, (), lines, path)
+            _walk(node, (), lines, path, [MAX_NODES])
         data = yaml.safe_load(text)
     except RecursionError:
         raise _too_deep(path) from None
@@ -41,9 +44,14 @@ def load_yaml(path: str | Path) -> tuple[dict, dict[Location, int]]:
     return data, lines
 
 
-def _walk(node, path: Location, lines: dict[Location, int], file) -> None:
+def _walk(node, path: Location, lines: dict[Location, int], file, budget: list[int]) -> None:
+    """Record each key's line; `budget` is the number of values still allowed (shared by the whole walk)."""
     if len(path) > MAX_DEPTH:
         raise _too_deep(file)
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError(f"{file}: more than {MAX_NODES:,} values once its aliases (*name) are expanded; a recipe "
+                         f"has a few hundred (look for aliases that repeat other aliases)")
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         first_line: dict[str, int] = {}
@@ -55,11 +63,11 @@ def _walk(node, path: Location, lines: dict[Location, int], file) -> None:
                                  f"{first_line[key.value]}); YAML would keep only the last one: delete one of them")
             first_line[key.value] = line
             child = path + (key.value,)
-            _walk(value, child, lines, file)
+            _walk(value, child, lines, file, budget)
             lines[child] = line
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines, file)
+            _walk(item, path + (i,), lines, file, budget)
 
 
 def line_of(lines: dict[Location, int], loc: Location) -> int | None:

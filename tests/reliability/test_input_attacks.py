@@ -37,6 +37,20 @@ def test_a_20000_deep_recipe_is_a_clear_error_not_a_recursion_traceback(tmp_path
         load_yaml(recipe)
 
 
+def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path):
+    # 9 levels of 9 aliases each: 9^9 = 387 million values from a few hundred bytes
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, 10)]
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text("\n".join(levels) + "\n")
+    assert len(recipe.read_bytes()) < 600
+    with pytest.raises(ValueError, match=rf"{recipe}: more than 100,000 values once its aliases"):
+        load_yaml(recipe)  # the walk stops at the bound: milliseconds, not gigabytes
+    anchors = tmp_path / "anchors.yaml"  # aliases as recipes use them stay fine
+    anchors.write_text("sampling: &s {temperature: 1.0}\nrollout: {sampling: *s, eval_sampling: *s}\n")
+    assert load_yaml(anchors)[0]["rollout"]["sampling"] == {"temperature": 1.0}
+
+
 def write_traces(tmp_path: Path, records: list[dict]) -> Path:
     stage = tmp_path / "run" / "01-rl"
     stage.mkdir(parents=True)
