@@ -23,7 +23,14 @@ from rollout.types import SamplingParams
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or inf in a recipe is always a mistake
+
+
+# Bounds on typos, not on runs: 10^32 steps or 10^9 epochs pass every other check and then never end.
+MAX_STEPS, MAX_EPOCHS, MAX_CPUS = 100_000_000, 100_000, 100_000
+# A run's and a stage's name become directory names (runs/<name>/<nn>-<stage name>): no path separators, no
+# "..", no control or escape characters.
+DirectoryName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
 
 
 class ModelSection(Section):
@@ -143,7 +150,7 @@ class ClusterSection(Section):
 
     address: str | None = None  # None: start a local loopback cluster; "auto" or host:port: join a running one
     nodes: int = Field(1, ge=1)
-    num_cpus: int = Field(2, ge=1)  # CPUs per node
+    num_cpus: int = Field(2, ge=1, le=MAX_CPUS)  # CPUs per node
     gpus_per_node: int = Field(0, ge=0)
     # disaggregated: rollout GPUs and learner GPUs apart; colocated: each learner rank shares its GPU with one
     # rollout engine (fractional GPUs), which sleeps while the learners train (verl/OpenRLHF's hybrid engine)
@@ -164,8 +171,8 @@ class TraceSection(Section):
 
 class SftStage(Section):
     kind: Literal["sft"] = "sft"
-    name: str | None = None
-    epochs: float = Field(1.0, gt=0)
+    name: DirectoryName | None = None
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1)
     group_by_length: bool = False  # batch rows of like length together (less padding on mixed-length data)
     learner: dict[str, Any] = {}  # overrides of the top-level learner section for this stage
@@ -174,8 +181,8 @@ class SftStage(Section):
 
 class RlStage(Section):
     kind: Literal["rl"] = "rl"
-    name: str | None = None
-    steps: int = Field(100, ge=1)
+    name: DirectoryName | None = None
+    steps: int = Field(100, ge=1, le=MAX_STEPS)
     prompts_per_step: int = Field(8, ge=1)
     group_size: int = Field(8, ge=2)
     std_normalize: bool = True  # divide advantages by the group std (False: Dr.GRPO)
@@ -195,7 +202,7 @@ class RlStage(Section):
 
 class EvalStage(Section):
     kind: Literal["eval"] = "eval"
-    name: str | None = None
+    name: DirectoryName | None = None
     modes: list[Literal["think", "no_think", "auto_think", "agentic"]] | None = None  # None: the data's modes
     reward: str | None = None  # what "correct" means here (e.g. `format`); None: reward.eval_reward
 
@@ -204,7 +211,7 @@ class ColdStartBuildStage(Section):
     """Build the five-mode mixture (cold_start_data); later stages train and evaluate on it."""
 
     kind: Literal["cold_start_build"] = "cold_start_build"
-    name: str | None = None
+    name: DirectoryName | None = None
     size: int = Field(1000, ge=1)
     config: dict[str, Any] = {}  # further cold_start_data.config.BuildConfig fields (checked when the stage runs)
     rl_prompts: int = Field(0, ge=0)  # fresh prompts per (mode, source) for RL / rejection sampling (0: none)
@@ -217,7 +224,7 @@ class RejectionSampleStage(Section):
     combination) and the accepted samples as SFT rows."""
 
     kind: Literal["rejection_sample"] = "rejection_sample"
-    name: str | None = None
+    name: DirectoryName | None = None
     samples_per_prompt: int = Field(8, ge=2)
     prompts: int | None = Field(None, ge=1)  # None: every row of prompts.jsonl from `offset` on
     offset: int = Field(0, ge=0)  # first prompt row (rounds of iterative alignment can take fresh prompts)
@@ -234,8 +241,8 @@ class PreferenceStage(Section):
     frozen copy of the stage's starting model."""
 
     kind: Literal["preference"] = "preference"
-    name: str | None = None
-    epochs: float = Field(1.0, gt=0)
+    name: DirectoryName | None = None
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(16, ge=1)  # pairs per step
     learner: dict[str, Any] = {"loss": {"name": "mpo"}}
     checkpoint_every: int = Field(50, ge=1)
@@ -247,13 +254,13 @@ class RewardModelStage(Section):
     with `options: {model: "stage:<this stage's name>"}`."""
 
     kind: Literal["reward_model"] = "reward_model"
-    name: str | None = None
+    name: DirectoryName | None = None
     base: str | None = None  # the model the reward model starts from; None: this stage's input policy
     pairs: str | None = None  # None: the newest pairs.jsonl; else a file in TRL's preference format
     columns: dict[Literal["prompt", "messages", "chosen", "rejected"], str] = {}  # your column names
     eval_fraction: float = Field(0.2, ge=0, lt=1)  # prompts held out (with their pairs) for accuracy and AUC
     eval_pairs: str | None = None  # held-out pairs of your own (a test split): then every `pairs` row trains
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(16, ge=1)  # pairs per step
     max_length: int = Field(1024, ge=8)  # tokens per conversation (longer ones are cut at the end)
     # overrides; the loss is bradley_terry (`loss: {args: {sft_weight: 1.0}}` adds its SFT term on the chosen
@@ -273,7 +280,7 @@ class PretrainDataStage(Section):
     overlapping the evaluation rows removed; the data of the pre-training stages after it."""
 
     kind: Literal["pretrain_data"] = "pretrain_data"
-    name: str | None = None
+    name: DirectoryName | None = None
     train_rows: dict[str, int] = {"caption": 2000}  # task -> training rows drawn (before hygiene)
     eval_rows: int = Field(100, ge=1)  # held-out rows per task
     user_shards: dict[str, str] = {}  # task -> your JSONL/Parquet shard (pretrain_data.shards format)
@@ -288,8 +295,8 @@ class SiglipStage(Section):
     caption shard; evaluated by zero-shot image-to-text retrieval among held-out captions."""
 
     kind: Literal["siglip"] = "siglip"
-    name: str | None = None
-    steps: int = Field(300, ge=1)
+    name: DirectoryName | None = None
+    steps: int = Field(300, ge=1, le=MAX_STEPS)
     batch_size: int = Field(32, ge=2)  # image-caption pairs per step (every rank's pairs are negatives)
     lr: float = Field(1e-3, gt=0)
     text_tower: dict[str, Any] = {}  # transformers SiglipTextConfig fields (hidden_size, num_hidden_layers, ...)
@@ -302,7 +309,7 @@ class ScoreFilterStage(Section):
     shards become the data of the stages after it."""
 
     kind: Literal["score_filter"] = "score_filter"
-    name: str | None = None
+    name: DirectoryName | None = None
     scorer: str  # name of an earlier siglip stage
     tasks: list[str] = ["caption"]
     threshold: float = Field(0.05, gt=0, lt=1)
@@ -313,9 +320,9 @@ class PretrainStage(Section):
     multi-task mixture), `anneal` (a curated mixture with a decaying LR). `mixture` weights the tasks."""
 
     kind: Literal["align", "pretrain", "anneal"]
-    name: str | None = None
+    name: DirectoryName | None = None
     mixture: dict[str, float] = {"caption": 1.0}  # task -> sampling weight
-    steps: int = Field(200, ge=1)
+    steps: int = Field(200, ge=1, le=MAX_STEPS)
     batch_size: int = Field(16, ge=1)
     learner: dict[str, Any] = {}  # overrides of the top-level learner section (align freezes all but mlp_AR)
     start_from: str | None = None  # a named earlier stage whose model to start from (several anneals, one base)
@@ -336,7 +343,7 @@ class MergeStage(Section):
     """Average the weights of earlier stages' models (Keye merges models annealed on different mixtures)."""
 
     kind: Literal["merge"] = "merge"
-    name: str | None = None
+    name: DirectoryName | None = None
     models: list[str] = Field(min_length=2)  # names of earlier stages
     weights: list[float] | None = None  # one per model; None: uniform
     group_weights: dict[Literal["visual", "mlp_AR", "model", "lm_head"], list[float]] = {}  # per module group
@@ -361,7 +368,7 @@ Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, Rejec
 
 
 class Recipe(Section):
-    name: str
+    name: DirectoryName
     description: str = ""
     seed: int = 0
     runs_dir: str = "runs"

@@ -29,7 +29,7 @@ class LossConfig(BaseModel):
 
 
 class LearnerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # model
     model: str | None = None  # Hugging Face model directory; None when the caller passes a module

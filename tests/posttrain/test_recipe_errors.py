@@ -102,3 +102,28 @@ def test_the_cli_prints_an_override_error_as_one_line_and_exits_2(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("posttrain validate: error: override stages.5.steps=5: the recipe has 3 stages (0-2)")
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("line, key, message", [
+    ("stages:\n  - {kind: rl, steps: 100000000000000000000000000000000}\n", "stages.0.steps",
+     "less than or equal to 100000000"),
+    ("stages:\n  - {kind: sft, epochs: .inf}\n", "stages.0.epochs", "finite number"),
+    ("reward: {timeout_s: .inf}\nstages:\n  - {kind: rl}\n", "reward.timeout_s", "finite number"),
+    ("reward: {components: [{spec: math, weight: .nan}]}\nstages:\n  - {kind: rl}\n",
+     "reward.components.0.weight", "finite number"),
+    ("cluster: {num_cpus: 10000000000}\nstages:\n  - {kind: rl}\n", "cluster.num_cpus", "less than or equal"),
+    ("learner: {lr: .nan}\nstages:\n  - {kind: rl}\n", "learner.lr", "finite number"),
+])
+def test_numbers_no_run_can_mean_are_refused_at_their_key(tmp_path, line, key, message):
+    error = error_of(write(tmp_path, "name: t\n" + line))
+    assert f": {key}: " in error and message in error
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", "run\x1b[2J", "", ".hidden"])
+def test_a_name_that_is_not_a_plain_directory_name_is_refused(tmp_path, name):
+    import json
+
+    message = error_of(write(tmp_path, f"name: {json.dumps(name)}\nstages:\n  - {{kind: rl}}\n"))
+    assert ": name: " in message and "pattern" in message
+    message = error_of(write(tmp_path, f"name: t\nstages:\n  - {{kind: rl, name: {json.dumps(name)}}}\n"))
+    assert ": stages.0.name: " in message
