@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import time
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
 
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.runner import StageContext
@@ -14,12 +17,40 @@ from posttrain.runner import StageContext
 
 @contextmanager
 def stage_progress(ctx: StageContext, total: int, start: int = 0):
-    """A bar with ETA and a free-text metrics column (`progress.update(task, metrics="...")`)."""
-    columns = [TextColumn(f"[bold]{ctx.label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}")]
-    with Progress(*columns, console=ctx.console, transient=False) as progress:
+    """A bar with ETA and a free-text metrics column (`progress.update(task, metrics="...")`). On a narrow terminal
+    the metrics are cut, never the counts and times; where output is not a terminal (a log file, CI) a bar shows
+    nothing until it ends, so plain lines are printed instead (`PlainProgress`)."""
+    if not ctx.console.is_terminal:
+        yield PlainProgress(ctx.console, ctx.label, total, start), None
+        return
+    whole = dict(no_wrap=True)  # these columns keep their full width
+    columns = [TextColumn(f"[bold]{ctx.label}", table_column=Column(**whole)), BarColumn(bar_width=12),
+               MofNCompleteColumn(table_column=Column(**whole)), TimeElapsedColumn(table_column=Column(**whole)),
+               TextColumn("eta"), TimeRemainingColumn(table_column=Column(**whole)),
+               TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))]
+    with Progress(*columns, console=ctx.console, transient=False, expand=True) as progress:
         task = progress.add_task(ctx.label, total=total, completed=start, metrics="")
         yield progress, task
+
+
+class PlainProgress:
+    """Progress as plain lines, for output that is not a terminal: the first step, then one line every
+    `every_s` seconds, and the last step (`update` takes rich's `Progress.update` arguments)."""
+
+    def __init__(self, console, label: str, total: int, start: int = 0, every_s: float = 30.0):
+        self.console, self.label, self.total, self.done, self.every_s = console, label, total, start, every_s
+        self.start, self.first, self.printed_at = time.monotonic(), start, None
+
+    def update(self, task=None, advance: int = 0, metrics: str = "") -> None:
+        self.done += advance
+        now = time.monotonic()
+        if self.printed_at is None or now - self.printed_at >= self.every_s or self.done >= self.total:
+            self.printed_at = now
+            elapsed = now - self.start
+            rate = (self.done - self.first) / elapsed if elapsed > 0 else 0.0
+            eta = timedelta(seconds=round((self.total - self.done) / rate)) if rate else "?"
+            self.console.print(f"{self.label} {self.done}/{self.total} {timedelta(seconds=round(elapsed))} "
+                               f"eta {eta} {metrics}".rstrip(), soft_wrap=True)
 
 
 def learner_config(ctx: StageContext, **fixed) -> LearnerConfig:
