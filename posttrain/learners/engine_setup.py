@@ -3,7 +3,8 @@ learning-rate schedule and the DeepSpeed config dict.
 
 Boundary: nothing here runs a training step; `learner.py` does. CPU facts (DESIGN.md): gloo backend, an
 optimizer with no compiled op (`torch_adam`), and the one-time shm comm-op build cached in a stable
-TORCH_EXTENSIONS_DIR so tests and CI reuse it. GPU facts: NCCL backend, one device per rank (the GPU Ray
+TORCH_EXTENSIONS_DIR so tests and CI reuse it (a build lock left there by a kill is cleared first:
+`clear_stale_build_locks`). GPU facts: NCCL backend, one device per rank (the GPU Ray
 reserved for the actor), and reductions of CPU-side values moved to that device (`all_reduce`).
 """
 
@@ -13,6 +14,8 @@ import fnmatch
 import math
 import os
 import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,44 @@ from torch import Tensor, nn
 
 from posttrain.learners.learner_config import LearnerConfig
 
+# A build lock older than this was left by a killed build: the shm comm op builds in 25-40 s on 2 cores, so ten
+# minutes leaves room for a slow or loaded machine while never letting a learner hang on a dead lock.
+BUILD_LOCK_MAX_AGE_S = 600.0
+
 
 def extension_cache() -> str:
     """Pin TORCH_EXTENSIONS_DIR (unless set) so DeepSpeed's JIT-built comm op (~25-40 s) is built once."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "keye-posttrain" / "torch_extensions"
     return os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(default))
+
+
+def clear_stale_build_locks(root: str | Path, max_age_s: float = BUILD_LOCK_MAX_AGE_S, poll_s: float = 1.0) -> None:
+    """Run before DeepSpeed JIT-builds an op: torch's FileBaton waits silently and forever on the `lock` file of a
+    build (root/<op>/lock) that a kill interrupted. A lock older than `max_age_s` is removed with a warning; a
+    younger one is waited on, saying so once, until its build ends or it grows stale."""
+    for lock in Path(root).glob("*/lock"):
+        _wait_for_build_lock(lock, max_age_s, poll_s)
+
+
+def _wait_for_build_lock(lock: Path, max_age_s: float, poll_s: float) -> None:
+    said = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:  # the build finished
+            return
+        if age > max_age_s:
+            lock.unlink(missing_ok=True)
+            print(f"warning: removed {lock}, a DeepSpeed op build lock {age / 60:.0f} min old: a build killed "
+                  f"midway left it (a build takes under a minute); the op is built again now",
+                  file=sys.stderr, flush=True)
+            return
+        if not said:
+            print(f"waiting for {lock}: another process is building DeepSpeed's {lock.parent.name} op (lock "
+                  f"{age:.0f} s old); if no build is running, delete that file (it is removed anyway once "
+                  f"{max_age_s / 60:.0f} min old)", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(poll_s)
 
 
 def free_port() -> int:
@@ -48,7 +84,7 @@ def init_process_group(device: torch.device) -> None:
 
     if dist.is_available() and dist.is_initialized():
         return
-    extension_cache()
+    clear_stale_build_locks(extension_cache())
     if "RANK" not in os.environ:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                           LOCAL_RANK="0")
@@ -103,6 +139,15 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# bf16 compute over fp32 master weights, by DeepSpeed's own mechanism: its engine wraps the forward in
+# torch.autocast itself. An autocast opened around the engine instead is switched off inside it on CUDA
+# (DeepSpeed 0.19 `runtime/torch_autocast.py`: autocast on outside, its `torch_autocast` section off -> it runs
+# `torch.autocast(enabled=False)`), so the "bf16" learner trained in fp32. No lower-precision modules: gradients
+# and ZeRO-3 gathers stay fp32, as the fp32-master-weight design says (bf16 communication would halve the traffic
+# and change the numerics; `learner.deepspeed` can ask for it).
+BF16_AUTOCAST = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
 
 
 def use_bf16_autocast(config: LearnerConfig) -> bool:
@@ -208,6 +253,8 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
     }
     if config.zero_stage == 3:
         ds["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
+    if use_bf16_autocast(config):
+        ds["torch_autocast"] = BF16_AUTOCAST
     _merge(ds, config.deepspeed)
     return ds
 

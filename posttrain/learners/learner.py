@@ -1,7 +1,8 @@
 """`Learner`: one data-parallel rank of training, a DeepSpeed engine plus the loss, as a plain class.
 
 It turns a `TrainBatch` (its rank's share) into one optimizer update: micro-batches (bucketed or packed), a
-forward under optional bf16 autocast over fp32 master weights, the registered loss with whole-batch
+forward under optional bf16 autocast over fp32 master weights (DeepSpeed's `torch_autocast`; the step's
+`matmul_bits` says what the matmuls ran in), the registered loss with whole-batch
 denominators, one backward per micro-batch, one DeepSpeed `step()`. `learner_group.py` runs N of these as Ray
 actors in one process group; used alone (tests, single-process stages) it forms a group of one.
 
@@ -33,7 +34,7 @@ from posttrain.learners.batch import TrainBatch, VisionLayout
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.micro_batches import Layout, MicroBatch, build_micro_batches
 from posttrain.losses import BatchTotals, LossInputs, build_loss
-from rollout.shared_weights import SharedWeightsLayout, write_slot
+from rollout.shared_weights import SharedWeightsLayout, private_weights_path, write_slot
 
 
 class Learner:
@@ -71,6 +72,7 @@ class Learner:
         self._grad_norm: float | None = None
         if config.zero_stage == 0:  # stage 0: clip/measure after DeepSpeed's all-reduce, before the update
             self.engine.optimizer.register_step_pre_hook(self._clip_hook)
+        self.matmul_dtype = self._watch_matmul_dtype()
 
     @property
     def module(self) -> nn.Module:
@@ -96,6 +98,15 @@ class Learner:
             reference.eval()
         return reference
 
+    def _watch_matmul_dtype(self) -> dict[str, torch.dtype]:
+        """{"dtype": what the policy's first Linear layer computed in, at its last forward}: the step metric
+        `matmul_bits` says whether "bf16" really ran in bf16 (an autocast switched off inside the engine is silent)."""
+        seen: dict[str, torch.dtype] = {}
+        linear = next((m for m in self.module.modules() if isinstance(m, nn.Linear)), None)
+        if linear is not None:
+            linear.register_forward_hook(lambda module, args, out: seen.__setitem__("dtype", out.dtype))
+        return seen
+
     def _clip_hook(self, optimizer, args, kwargs) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
@@ -120,9 +131,13 @@ class Learner:
                                    self.vision_layout, self.config.pack_length, pad)
 
     def _run_model(self, model, mb: MicroBatch):
+        """The forward of the DeepSpeed engine (which opens its own bf16 autocast: `engine_setup.BF16_AUTOCAST`) or
+        of the frozen reference model (a plain module: autocast opened here)."""
         position_ids = mb.position_ids if hasattr(self.module, "rope_positions") else mb.position_ids[0]
         vision = {k: v.to(self.device) for k, v in mb.vision.items() if v is not None}
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
+        engine_autocasts = callable(getattr(model, "torch_autocast_enabled", None)) and model.torch_autocast_enabled()
+        own_autocast = self.autocast and not engine_autocasts
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if own_autocast else nullcontext()
         with autocast:
             return model(input_ids=mb.input_ids.to(self.device), attention_mask=mb.attention_mask.to(self.device),
                          position_ids=position_ids.to(self.device), use_cache=False, **vision)
@@ -282,6 +297,8 @@ class Learner:
             norm = self._grad_norm if self.config.zero_stage == 0 else self.engine.get_global_grad_norm()
             metrics["grad_norm"] = float(norm) if norm is not None else float("nan")
         elapsed = time.perf_counter() - start
+        if "dtype" in self.matmul_dtype:
+            metrics["matmul_bits"] = float(torch.finfo(self.matmul_dtype["dtype"]).bits)
         metrics.update(step=float(self.step), lr=float(lr), time_s=elapsed,
                        tokens_per_s=metrics["tokens"] / max(elapsed, 1e-9), loss_tokens=totals.tokens,
                        skipped_steps=float(self.skipped_steps))
@@ -328,11 +345,12 @@ class Learner:
 
         return export_parameters(self, bucket_bytes, dtype, trainable_only, rank0_only)
 
-    def shared_weights_layout(self, path: str) -> SharedWeightsLayout:
-        """Rank 0: plan and create the shared-memory file the rollout engines on this host will view."""
+    def shared_weights_layout(self, root: str) -> SharedWeightsLayout:
+        """Rank 0: plan and create the shared-memory file the rollout engines on this host will view, in a new
+        private directory under root (e.g. /dev/shm): made here, on the host whose engines map it."""
         from posttrain.learners.checkpoint import full_parameter_specs
 
-        return SharedWeightsLayout.plan(path, full_parameter_specs(self)).create()
+        return SharedWeightsLayout.plan(private_weights_path(root), full_parameter_specs(self)).create()
 
     def write_shared_weights(self, layout: SharedWeightsLayout, version: int) -> int:
         """Copy the parameters into version's slot (one copy, no pickling); every rank joins ZeRO-3's gathers."""

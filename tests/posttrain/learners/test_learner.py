@@ -206,7 +206,7 @@ def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch, tmp_p
     assert all(full[k].shape == reference[k].shape for k in full)
     assert all(sum(v.numel() * 4 for v in b.values()) <= 1 << 20 or len(b) == 1 for b in buckets)
     assert not torch.equal(full["lm_head.weight"], reference["lm_head.weight"])  # the trained values
-    layout = sft.shared_weights_layout(str(tmp_path / "weights"))  # full shapes, though ZeRO-3 holds partitions
+    layout = sft.shared_weights_layout(str(tmp_path))  # full shapes, though ZeRO-3 holds partitions
     assert sft.write_shared_weights(layout, 1) == sum(v.numel() * 4 for v in full.values())
     assert all(torch.equal(view, full[name]) for name, view in slot_views(layout, 1).items())
 
@@ -221,3 +221,19 @@ def test_an_entropy_bonus_trains_entropy_up_and_a_logged_entropy_leaves_the_upda
     after = [learner.train_step(batch) for learner in (logged, bonus)]
     assert after[0]["grad_norm"] == 0.0 and after[0]["entropy"] == pytest.approx(first[0])
     assert after[1]["entropy"] > first[1] + 1e-3
+
+
+@pytest.mark.parametrize("cuda_like", [False, True])
+def test_bf16_autocast_runs_the_matmuls_in_bf16_even_where_deepspeed_sees_an_outer_autocast(qwen_dir, make_batch,
+                                                                                             monkeypatch, cuda_like):
+    """On CUDA, `torch.is_autocast_enabled()` sees an autocast opened around the engine and DeepSpeed 0.19 then
+    switches it off for the forward (fp32, silently). On the CPU that call looks at CUDA only, so `cuda_like` makes it
+    see the CPU autocast, as it would see CUDA's: the matmuls must still run in bf16."""
+    if cuda_like:
+        enabled = torch.is_autocast_enabled
+        monkeypatch.setattr(torch, "is_autocast_enabled", lambda *device: enabled("cpu"))
+    learner = Learner(LearnerConfig(model=qwen_dir, lr=1e-3, precision="bf16-autocast"))
+    assert learner.ds_config["torch_autocast"]["enabled"] is True
+    assert learner.train_step(make_batch(4, 12))["matmul_bits"] == 16
+    fp32 = Learner(LearnerConfig(model=qwen_dir, lr=1e-3, precision="fp32"))
+    assert fp32.train_step(make_batch(4, 12))["matmul_bits"] == 32 and "torch_autocast" not in fp32.ds_config
