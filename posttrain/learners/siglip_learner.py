@@ -16,7 +16,6 @@ evaluation metrics are the stage's (`posttrain/stages/siglip.py`). Collectives: 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,6 @@ class SiglipLearner:
         engine_setup.init_process_group(self.device)
         self.config = config
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self.autocast = engine_setup.use_bf16_autocast(config)
         torch.manual_seed(config.seed)  # the same towers on every rank
         self.tokenizer = load_tokenizer(config.model)
         self.image_processor = KeyeImageProcessor.from_pretrained(config.model)
@@ -84,9 +82,7 @@ class SiglipLearner:
         return vision["pixel_values"].to(self.device), vision["image_grid_thw"].to(self.device), ids.to(self.device)
 
     def _embed(self, batch: PairBatch) -> tuple[Tensor, Tensor]:
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
-        with autocast:
-            image, text = self.engine(*self._inputs(batch))
+        image, text = self.engine(*self._inputs(batch))  # bf16: DeepSpeed's torch_autocast (engine_setup)
         return image.float(), text.float()  # the loss in fp32 whatever the towers ran in
 
     def train_step(self, batch: PairBatch) -> dict[str, float]:
