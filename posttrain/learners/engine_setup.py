@@ -251,8 +251,8 @@ def deepspeed_config(config: LearnerConfig, world_size: int) -> dict[str, Any]:
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
     }
-    if config.zero_stage == 3:
-        ds["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
+    if config.zero_stage == 3:  # DeepSpeed's own prefetch and persistence defaults, gathers overlapping compute
+        ds["zero_optimization"].update(overlap_comm=True)
     if use_bf16_autocast(config):
         ds["torch_autocast"] = BF16_AUTOCAST
     _merge(ds, config.deepspeed)

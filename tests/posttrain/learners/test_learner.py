@@ -211,6 +211,17 @@ def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch, tmp_p
     assert all(torch.equal(view, full[name]) for name, view in slot_views(layout, 1).items())
 
 
+def test_zero3_with_deepspeeds_prefetch_and_overlap_trains_as_zero0_does(qwen_dir, make_batch):
+    batch = make_batch(8, 16)
+    losses = {}
+    for stage in (0, 3):
+        learner = Learner(LearnerConfig(model=qwen_dir, zero_stage=stage, lr=1e-2, precision="fp32"))
+        losses[stage] = [learner.train_step(batch)["loss"] for _ in range(3)]
+    assert learner.ds_config["zero_optimization"]["overlap_comm"] is True
+    assert "stage3_prefetch_bucket_size" not in learner.ds_config["zero_optimization"]  # DeepSpeed's default
+    assert losses[3] == pytest.approx(losses[0], abs=1e-5) and losses[3][-1] < losses[3][0]
+
+
 def test_an_entropy_bonus_trains_entropy_up_and_a_logged_entropy_leaves_the_update_alone(qwen_dir, make_batch):
     batch = make_batch(4, 12).with_fields(advantages=torch.zeros(4))  # no policy gradient: only the bonus acts
     logged = Learner(LearnerConfig(model=qwen_dir, lr=1e-2, precision="fp32", loss={"name": "grpo"}))
