@@ -212,15 +212,20 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------------------------------ colocation
     def sleep(self) -> None:
-        """Free the GPU for colocated learners: level 1 moves the weights to CPU memory and drops the KV cache;
-        `wake_up` brings them back before the next weight sync (verl's and OpenRLHF's hybrid engine)."""
+        """Free the GPU for colocated learners (verl's and OpenRLHF's hybrid engine). Level 2 discards the weights
+        and the KV cache: the next weight sync replaces every weight anyway, so level 1's copy of them to host
+        memory and back would be wasted (TRL's colocate mode does the same). Generation before that sync fails."""
         if not self.sleep_mode:
             raise RuntimeError("the vLLM engine was started without sleep mode: colocated placement needs "
                                "rollout.engine_options.enable_sleep_mode: true")
         self._close_update()
-        self.llm.sleep(level=1)
+        self.llm.sleep(level=2)
 
     def wake_up(self) -> None:
+        """Take the GPU memory back, first returning this process's cached blocks so the wake-up's allocations
+        do not meet a GPU that looks full."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         self.llm.wake_up()
 
     def probe_logprobs(self, token_ids: list[int]) -> torch.Tensor:

@@ -50,6 +50,7 @@ class LearnerActor:
         torch.set_num_threads(self.num_threads)
         os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
         self.learner = None
+        self.shared_weights = None  # the layout this rank created, removed at shutdown
 
     def address(self) -> tuple[str, int]:
         import ray
@@ -94,11 +95,18 @@ class LearnerActor:
     def export_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> list[dict[str, Tensor]]:
         return self.learner.export_weights(bucket_bytes, dtype, rank0_only=True)
 
-    def shared_weights_layout(self, path: str):
-        return self.learner.shared_weights_layout(path)
+    def shared_weights_layout(self, root: str):
+        self.shared_weights = self.learner.shared_weights_layout(root)
+        return self.shared_weights
 
     def write_shared_weights(self, layout, version: int) -> int:
         return self.learner.write_shared_weights(layout, version)
+
+    def release_cached_memory(self) -> None:
+        """Hand the GPU blocks torch's allocator keeps cached back to the device, so a vLLM engine colocated on it
+        can wake up (a no-op on the CPU)."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def local_parameters(self) -> dict[str, Tensor]:
         """This rank's own copy of each parameter (full under ZeRO 0-2, its partition under ZeRO-3)."""
@@ -107,6 +115,8 @@ class LearnerActor:
     def shutdown(self) -> None:
         import torch.distributed as dist
 
+        if self.shared_weights:  # removed here, on its host (the driver may be elsewhere)
+            self.shared_weights.remove()
         if dist.is_initialized():
             dist.barrier()  # without it, a rank that exits first can abort the others' last collective
             dist.destroy_process_group()
@@ -222,13 +232,17 @@ class LearnerGroup:
         ray.get(refs[1:])  # the other ranks return [] after taking part in ZeRO-3 gathers; raise their errors
         return refs[0]
 
-    def shared_weights_layout(self, path: str):
-        """Rank 0 creates the shared-memory file for `rollout.shared_weights` and returns its layout."""
-        return self._all([self.actors[0].shared_weights_layout.remote(path)])[0]
+    def shared_weights_layout(self, root: str):
+        """Rank 0 creates the shared-memory file for `rollout.shared_weights` in a private directory under root
+        (e.g. /dev/shm) and returns its layout."""
+        return self._all([self.actors[0].shared_weights_layout.remote(root)])[0]
 
     def write_shared_weights(self, layout, version: int) -> int:
         """Every rank joins (ZeRO-3 gathers); rank 0 writes version's slot. Returns the bytes written."""
         return self._all([a.write_shared_weights.remote(layout, version) for a in self.actors])[0]
+
+    def release_cached_memory(self) -> None:
+        self._all([a.release_cached_memory.remote() for a in self.actors])
 
     def local_parameters(self) -> list[dict[str, Tensor]]:
         return self._all([a.local_parameters.remote() for a in self.actors])

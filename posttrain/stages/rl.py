@@ -23,7 +23,6 @@ always fail (`posttrain.curriculum`).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from contextlib import contextmanager
 
@@ -209,7 +208,7 @@ class RlLoop:
     @contextmanager
     def engines_asleep(self):
         """Colocated placement: the engines free their GPU memory while the learners beside them train, and
-        take it back before the weight sync that follows."""
+        take it back (once the learners returned their cached blocks) before the weight sync that follows."""
         if self.ctx.recipe.cluster.placement != "colocated":
             yield
             return
@@ -217,6 +216,7 @@ class RlLoop:
         try:
             yield
         finally:
+            self.learners.release_cached_memory()
             self.rollout.wake_up()
 
     def shared_weights_layout(self):
@@ -226,9 +226,8 @@ class RlLoop:
                                      nodes)
         layout, why = None, ""
         if transport == "shared_memory":
-            name = hashlib.sha1(str(self.ctx.dir.resolve()).encode()).hexdigest()[:12]
             try:
-                layout = self.learners.shared_weights_layout(str(SHM_DIR / f"keye-posttrain-{name}.weights"))
+                layout = self.learners.shared_weights_layout(str(SHM_DIR))
             except OSError as error:  # e.g. a small /dev/shm: asked for by name, an error; by auto, said here
                 if self.ctx.recipe.rollout.weight_sync == "shared_memory":
                     raise

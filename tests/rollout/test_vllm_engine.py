@@ -102,6 +102,7 @@ class FakeLLM:
     def _posttrain_finish_update(self):
         assert self.session
         self.session, self.stale_prefix, self.stale_mm, self.stale_encoder = False, True, True, True
+        self.discarded = False
 
     def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
         self.stale_prefix = False
@@ -115,6 +116,7 @@ class FakeLLM:
         assert self.kwargs["enable_sleep_mode"], "vLLM raises: sleep mode is not enabled"
         assert level in (1, 2) and not self.session
         self.asleep = True
+        self.discarded = level == 2  # level 2 frees the weights; they are garbage after wake_up until reloaded
 
     def wake_up(self, tags=None):
         self.asleep = False
@@ -123,6 +125,8 @@ class FakeLLM:
     def generate(self, prompts, params, use_tqdm=True):
         if getattr(self, "asleep", False):
             raise RuntimeError("generate while asleep: the weights are off the GPU")
+        if getattr(self, "discarded", False):
+            raise RuntimeError("generate after sleep(level=2) without loading weights: they are garbage")
         if self.session:
             raise RuntimeError("generate while a weight update is open: half the layers are on the meta device")
         if self.stale_prefix or self.stale_mm or self.stale_encoder:
@@ -318,5 +322,8 @@ def test_sleep_needs_sleep_mode_and_generation_waits_for_wake_up(text_dir, fake_
     assert llm.asleep and not llm.session and llm.calls[-1] == "posttrain_finish_update"
     with pytest.raises(RuntimeError, match="asleep"):
         llm.generate([], [])
-    engine.wake_up()
+    engine.wake_up()  # level 2: the weights were discarded, the weight sync that follows every wake-up reloads them
+    with pytest.raises(RuntimeError, match="sleep\\(level=2\\) without loading weights"):
+        engine.generate(requests(1), RL)
+    engine.load_weights(2, STATE)
     assert len(engine.generate(requests(1), RL)) == 2

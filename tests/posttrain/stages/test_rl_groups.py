@@ -78,3 +78,17 @@ def test_the_recipe_bounds_are_validated(bad):
     with pytest.raises(ValidationError, match=next(iter(bad))):
         RewardSection(**bad)
     assert (RewardSection().max_error_rate, RewardSection().error_window) == (0.5, 3)
+
+
+def test_colocated_engines_wake_only_after_the_learners_returned_their_cached_gpu_memory():
+    import types
+
+    calls = []
+    record = lambda name: (lambda: calls.append(name))  # noqa: E731
+    loop = types.SimpleNamespace(
+        ctx=types.SimpleNamespace(recipe=types.SimpleNamespace(cluster=types.SimpleNamespace(placement="colocated"))),
+        rollout=types.SimpleNamespace(sleep=record("engines sleep"), wake_up=record("engines wake")),
+        learners=types.SimpleNamespace(release_cached_memory=record("learners release cache")))
+    with rl.RlLoop.engines_asleep(loop):
+        calls.append("train")
+    assert calls == ["engines sleep", "train", "learners release cache", "engines wake"]
