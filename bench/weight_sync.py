@@ -16,7 +16,6 @@ import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -48,7 +47,7 @@ def measure(size_name: str, rounds: int) -> dict:
                           cpus_per_rank=1) as learners:
             rollout = RolloutGroup(str(model_dir), num_workers=1, cpus_per_worker=0.5, engine="compact")
             try:
-                layout = learners.shared_weights_layout(str(Path(shm) / "weights"))
+                layout = learners.shared_weights_layout(shm)
                 version = 1
                 for _ in range(rounds):
                     for transport in TRANSPORTS:

@@ -2,12 +2,16 @@
 
 import errno
 import os
+import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from rollout.hf_engine import TransformersEngine
-from rollout.shared_weights import ALIGN, SharedWeightsLayout, slot_views, write_slot
+from rollout.shared_weights import (ALIGN, PREFIX, SharedWeightsLayout, _pid_namespace, private_weights_path,
+                                    slot_views, write_slot)
 from rollout.types import GenerationRequest, SamplingParams
 
 PROBE = [GenerationRequest("q", [{"role": "user", "content": "What is 3 + 4?"}], "think")]
@@ -95,6 +99,7 @@ def test_recreating_the_file_never_truncates_a_mapped_one(layout, tiny_model):
     old = slot_views(layout, 0)
     name = next(iter(old))
     expected = old[name].clone()
+    layout.remove()  # a path is only ever created new (O_EXCL)
     layout.create()
     assert torch.equal(old[name], expected)
     assert not slot_views(layout, 0)[name].any()  # the new file starts empty
@@ -110,3 +115,54 @@ def test_a_full_shared_memory_is_an_error_naming_the_size_and_the_fix(tmp_path, 
                                       r"\(docker: --shm-size\) or use rollout.weight_sync: object_store"):
         layout.create()
     assert not (tmp_path / "w").exists()
+
+
+TINY = [("a", (4,), torch.float32)]
+
+
+def test_the_file_is_private_in_a_new_directory_of_its_own(tmp_path):
+    first, second = private_weights_path(tmp_path), private_weights_path(tmp_path)
+    assert first.parent != second.parent and first.parent.parent == tmp_path
+    assert first.parent.name.startswith(f"{PREFIX}{os.getpid()}-{_pid_namespace()}-")
+    layout = SharedWeightsLayout.plan(first, TINY).create()
+    assert stat.S_IMODE(first.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+    layout.remove()
+    assert not first.parent.exists() and second.parent.exists()
+
+
+def test_a_file_or_symlink_already_at_the_path_is_refused_never_reused(tmp_path):
+    """Someone else's file there must not become the weights file, nor a symlink's target be truncated."""
+    planted, target = tmp_path / "planted", tmp_path / "target"
+    planted.write_bytes(b"x" * 64)
+    target.write_bytes(b"keep")
+    (tmp_path / "link").symlink_to(target)
+    for path in (planted, tmp_path / "link"):
+        with pytest.raises(FileExistsError, match="already exists; the weights file is only ever created new"):
+            SharedWeightsLayout.plan(path, TINY).create()
+    assert planted.read_bytes() == b"x" * 64 and target.read_bytes() == b"keep"
+
+
+def test_a_reader_refuses_a_symlink_or_another_users_file(tmp_path, monkeypatch):
+    real = SharedWeightsLayout.plan(tmp_path / "real", TINY).create()  # not mapped yet: no cached mapping
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(OSError) as refused:  # O_NOFOLLOW: ELOOP
+        slot_views(SharedWeightsLayout.plan(tmp_path / "link", TINY), 0)
+    assert refused.value.errno == errno.ELOOP
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(real.path).st_uid + 1)
+    with pytest.raises(PermissionError, match=r"real is not a regular file of uid .*refusing to map it"):
+        slot_views(real, 0)
+
+
+def test_a_dead_process_directory_is_removed_at_the_next_start_a_live_one_kept(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    namespace = _pid_namespace()
+    left = tmp_path / f"{PREFIX}{int(dead.stdout)}-{namespace}-abc"
+    live = tmp_path / f"{PREFIX}{os.getpid()}-{namespace}-def"
+    elsewhere = tmp_path / f"{PREFIX}{int(dead.stdout)}-1-ghi"  # another pid namespace: its pids are not ours
+    for directory in (left, live, elsewhere):
+        directory.mkdir(mode=0o700)
+        (directory / "weights").write_bytes(b"w")
+    private_weights_path(tmp_path)
+    assert not left.exists() and live.exists() and elsewhere.exists()
+    assert f"removed {left}, left by process {int(dead.stdout)} (gone)" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """Two Ray actors in one gloo process group: ranks stay identical and match one rank with doubled accumulation,
 with the rows balanced across ranks by FLOPs."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -46,3 +48,14 @@ def test_shards_keep_groups_whole(make_batch):
     with pytest.raises(ValueError, match="straddles learner shards"):
         batch.with_fields(group_ids=torch.tensor([0, 1, 1, 2])).shard(0, 2)
     assert isinstance(TrainBatch.concat([batch.shard(0, 2), batch.shard(1, 2)]), TrainBatch)
+
+
+@pytest.mark.slow
+def test_rank0_removes_its_shared_weights_directory_at_shutdown(qwen_dir, tmp_path):
+    """Removed by the rank that made it, on its own host: the driver may run on another node."""
+    with local_ray(num_cpus=2):
+        with LearnerGroup(LearnerConfig(model=qwen_dir, precision="fp32"), world_size=1, cpus_per_rank=1) as group:
+            layout = group.shared_weights_layout(str(tmp_path))
+            private = Path(layout.path).parent
+            assert private.parent == tmp_path and private.is_dir() and group.write_shared_weights(layout, 1) > 0
+    assert not private.exists()
