@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo smollm2 test test-vllm bench clean
+.PHONY: run demo smollm2 test test-vllm bench gpu-install-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -62,6 +62,18 @@ bench: $(STAMP)
 	$(PY) -m bench.rl_vs_trl --size tiny --runs 2
 	$(PY) -m bench.rl_vs_trl --size mixed --runs 2
 	$(PY) -m bench.rl_vs_trl --size large --runs 1
+
+# The README's GPU install, resolved by pip without installing anything (an empty venv, --dry-run): torch first,
+# then the project with vLLM. flash-attn compiles against the installed torch, so it comes last, outside pip's
+# build isolation (which has no torch), and is not part of this check.
+GPU_CHECK_VENV := /tmp/keye-gpu-install-check
+gpu-install-check:
+	rm -rf $(GPU_CHECK_VENV) && python3 -m venv $(GPU_CHECK_VENV)
+	$(GPU_CHECK_VENV)/bin/pip install -q --upgrade pip
+	$(GPU_CHECK_VENV)/bin/pip install -q --dry-run --report $(GPU_CHECK_VENV)/report.json "torch==2.13.0" -e ".[vllm]"
+	$(GPU_CHECK_VENV)/bin/python -c "import json; r = json.load(open('$(GPU_CHECK_VENV)/report.json')); \
+	  v = {i['metadata']['name']: i['metadata']['version'] for i in r['install']}; \
+	  print('resolves:', ', '.join(f'{n} {v[n]}' for n in ('torch', 'vllm', 'transformers', 'deepspeed', 'ray')))"
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -16,6 +16,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from keye_protocol.chat import parse_mode
+
 # what a row needs, per data file of the recipe
 REQUIRED = {"sft": ("messages",), "prompts": ("prompt|messages",), "eval": ("prompt|messages",)}
 
@@ -23,19 +25,56 @@ REQUIRED = {"sft": ("messages",), "prompts": ("prompt|messages",), "eval": ("pro
 def read_rows(path: str | Path, columns: dict[str, str] | None = None, split: str = "train") -> list[dict]:
     """The rows of `path` with `columns` (toolkit name -> your column) renamed to the toolkit's names."""
     path = Path(path)
-    rows = _read_any(path, split)
+    return renamed(_read_any(path, split), columns, path)
+
+
+def peek_rows(path: str | Path, columns: dict[str, str] | None = None, split: str = "train",
+              limit: int = 1000) -> list[dict]:
+    """The first `limit` rows of `path`, renamed as `read_rows` renames them, without reading the rest: what
+    `validate` checks (a file of millions of rows stays quick to validate; the run's copy checks every row)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} not found")
+    if path.is_dir():
+        dataset = _saved_split(path, split)
+        return renamed([dict(row) for row in dataset.select(range(min(limit, len(dataset))))], columns, path)
+    if path.suffix == ".parquet":
+        first = next(_parquet(path).iter_batches(batch_size=limit), None)
+        return renamed(first.to_pylist() if first is not None else [], columns, path)
+    if path.suffix in (".jsonl", ".json"):
+        from posttrain.sft_data import read_jsonl
+
+        return renamed(read_jsonl(path, limit=limit), columns, path)
+    return read_rows(path, columns, split)  # not a format: read_rows says which ones are
+
+
+def count_rows(path: str | Path, split: str = "train") -> int:
+    """How many rows `read_rows` would return, from the file's metadata or its lines (an SFT stage's length)."""
+    path = Path(path)
+    if path.is_dir():
+        return len(_saved_split(path, split))
+    if path.suffix == ".parquet":
+        return _parquet(path).metadata.num_rows
+    with open(path, "rb") as lines:
+        return sum(1 for line in lines if line.strip())
+
+
+def renamed(rows: list[dict], columns: dict[str, str] | None, path: Path) -> list[dict]:
+    """`rows` with each of your columns renamed to the toolkit's name `columns` maps it to; a mapped column the
+    first row lacks is an error naming the columns the file has."""
     mapping = columns or {}
     if rows and mapping:
         missing = [yours for yours in mapping.values() if yours not in rows[0]]
         if missing:
             raise ValueError(f"{path}: column(s) {missing} named in data.columns not found; the file has "
                              f"{sorted(rows[0])}")
-    renamed = {yours: ours for ours, yours in mapping.items()}
-    return [{renamed.get(key, key): value for key, value in row.items()} for row in rows]
+    to_ours = {yours: ours for ours, yours in mapping.items()}
+    return [{to_ours.get(key, key): value for key, value in row.items()} for row in rows]
 
 
 def check_rows(rows: list[dict], path: Path, role: str) -> None:
-    """Every row has what the stage reading `role` needs; the error names the first row that does not."""
+    """Every row has what the stage reading `role` needs and a valid `mode` (or none); the error names the first
+    row that does not, here rather than in a rollout worker or a learner after the cluster started."""
     for index, row in enumerate(rows, start=1):
         for need in REQUIRED[role]:
             options = need.split("|")
@@ -43,6 +82,12 @@ def check_rows(rows: list[dict], path: Path, role: str) -> None:
                 wanted = " or ".join(repr(o) for o in options)
                 raise ValueError(f"{path} row {index}: a {role} row needs {wanted} (has {sorted(row)}); map your "
                                  f"column with data.columns, e.g. columns: {{{options[0]}: your_column}}")
+        if row.get("mode") is not None:
+            try:
+                parse_mode(row["mode"])
+            except ValueError as error:
+                raise ValueError(f"{path} row {index}: {error}; fix the row's 'mode' or leave it out "
+                                 f"(auto_think)") from None
 
 
 def save_images(rows: list[dict], out: Path, stem: str) -> int:
@@ -90,6 +135,11 @@ def _read_any(path: Path, split: str) -> list[dict]:
 
 
 def _read_saved_dataset(path: Path, split: str) -> list[dict]:
+    return [dict(row) for row in _saved_split(path, split)]
+
+
+def _saved_split(path: Path, split: str):
+    """The `datasets.Dataset` saved in `path` (memory-mapped: nothing is read until a row is)."""
     import datasets
 
     try:
@@ -101,7 +151,16 @@ def _read_saved_dataset(path: Path, split: str) -> list[dict]:
         if split not in loaded:
             raise ValueError(f"{path}: no split {split!r} (has {sorted(loaded)}); set data.split")
         loaded = loaded[split]
-    return [dict(row) for row in loaded]
+    return loaded
+
+
+def _parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as error:  # pyarrow's errors do not name the file
+        raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
 
 
 def _as_pil(image: Any, where: str):

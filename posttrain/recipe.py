@@ -6,19 +6,31 @@ error names the file, the line, the key, the bad value and the valid choices (wi
 `posttrain.recipe_errors` words them from the schema). A validator that checks several keys raises `KeyedError`
 naming the key at fault. Command-line overrides (`key.sub=value`) are parsed as YAML scalars and validated like the
 file; an error in a key an override set names the override instead of a line.
+
+Paths: a relative path is read from where it is written. One in the recipe file (model.path, model.tokenizer,
+model.import_from, data.sft/prompts/eval, a reward's `path/to/file.py:func`, reward.eval_reward, a pretrain_data
+stage's user_shards, a reward_model stage's pairs/eval_pairs) is relative to the recipe's folder, so a recipe and
+the files beside it work from any working directory (`posttrain cp` a recipe next to your data); one an override
+sets is relative to the working directory, where it was typed. `load_recipe` makes them absolute, so every
+process, on any node, reads the same file. `runs_dir` says where the run writes and stays relative to the
+working directory; reward `options` and a cold_start_build stage's `config` go to their code as written.
+`validate` (and `run`, before the cluster starts) then checks what the recipe names (`posttrain.recipe_checks`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from posttrain.learners.learner_config import LearnerConfig
+from posttrain.model_import import PACKAGE_PREFIX  # model.import_from: a file an installed package ships
 from posttrain.recipe_errors import KeyedError, NestedErrors, format_errors
 from posttrain.yaml_lines import Location, load_yaml
+from rewards.registry import spec_file
 from rollout.types import SamplingParams
 
 
@@ -167,6 +179,16 @@ class TraceSection(Section):
     enabled: bool = True
     save_images: bool = True
     tensorboard: bool = True
+
+
+def supervised_steps(rows: int, epochs: float, batch_size: int) -> int:
+    """A supervised stage's length (sft, preference, reward_model): `epochs` passes of whole batches, at least one
+    step. Counted here once, for the stage and for `validate`'s warmup check.
+
+    >>> supervised_steps(100, 2, 32), supervised_steps(10, 1, 32)
+    (6, 1)
+    """
+    return max(1, round(epochs * max(1, rows // batch_size)))
 
 
 class SftStage(Section):
@@ -481,11 +503,58 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: 
         recipe = Recipe.model_validate(data, context={"stage_sets_total_steps": True})
     except ValidationError as error:
         raise RecipeError(format_errors(path, error, Recipe, lines, overridden)) from None
+    absolute_paths(recipe, Path(os.path.abspath(path)).parent, overridden)
     if check_environment:
+        from posttrain.recipe_checks import check_recipe
         from posttrain.rollout_engine import check_engine
 
         check_engine(recipe, path, lines)
+        check_recipe(recipe, path, lines, overridden)
     return recipe
+
+
+def absolute_paths(recipe: Recipe, folder: Path, overridden: dict[Location, str]) -> None:
+    """Every input path made absolute (the module docstring's rule): against `folder`, the recipe's own, or
+    against the working directory where an override set it."""
+    for key, holder, slot, is_spec in input_paths(recipe):
+        value = holder[slot] if isinstance(holder, dict) else getattr(holder, slot)
+        if not isinstance(value, str) or value.startswith(PACKAGE_PREFIX):
+            continue
+        by_override = any(key[:len(at)] == at for at in overridden)
+        base = Path.cwd() if by_override else folder
+        if is_spec:
+            file = spec_file(value)
+            value = f"{_absolute(file[0], base)}:{file[1]}" if file else value
+        else:
+            value = _absolute(value, base)
+        if isinstance(holder, dict):
+            holder[slot] = value
+        else:
+            setattr(holder, slot, value)
+
+
+def _absolute(path: str, base: Path) -> str:
+    return os.path.normpath(base / Path(path).expanduser())
+
+
+def input_paths(recipe: Recipe) -> Iterator[tuple[Location, Any, str, bool]]:
+    """(key, the model or dict holding it, its field or dict key, whether it is a reward spec) of every file the
+    recipe names for the run to read."""
+    for field in ("path", "tokenizer", "import_from"):
+        yield ("model", field), recipe.model, field, False
+    if isinstance(recipe.data, FileData):
+        for field in ("sft", "prompts", "eval"):
+            yield ("data", field), recipe.data, field, False
+    yield ("reward", "eval_reward"), recipe.reward, "eval_reward", True
+    for at, component in recipe._reward_components():
+        yield at + ("spec",), component, "spec", True
+    for i, stage in enumerate(recipe.stages):
+        if isinstance(getattr(stage, "reward", None), str):  # an eval stage's reward is one spec
+            yield ("stages", i, "reward"), stage, "reward", True
+        if stage.kind == "reward_model":  # a rejection_sample stage's `pairs` is a choice, not a file
+            yield from ((("stages", i, field), stage, field, False) for field in ("pairs", "eval_pairs"))
+        for task in getattr(stage, "user_shards", {}):
+            yield ("stages", i, "user_shards", task), stage.user_shards, task, False
 
 
 def apply_override(data: dict, override: str) -> Location:

@@ -43,8 +43,14 @@ def format_errors(path: Path, error: ValidationError, root: type[BaseModel], lin
                   overridden: dict[Location, str]) -> str:
     """Every error of `error` (validating `root`) as `where: key: message`; `where` is the file and the key's
     line, or the command-line override that set the key (`overridden`: key path -> `key=value`)."""
+    return format_problems(path, list(problems(error, root)), lines, overridden)
+
+
+def format_problems(path: Path, found: list[tuple[Location, str]], lines: dict[Location, int],
+                    overridden: dict[Location, str]) -> str:
+    """(key path, message) pairs, from the schema or from `posttrain.recipe_checks`, as one error's text."""
     shown = []
-    for key, message in problems(error, root):
+    for key, message in found:
         dotted = ".".join(map(str, key))
         shown.append(f"{where(path, lines, overridden, key)}: {dotted + ': ' if dotted else ''}{message}")
     return "invalid recipe\n  " + "\n  ".join(shown)

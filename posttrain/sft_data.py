@@ -34,29 +34,36 @@ class SftExample:
         return self.prompt_len + len(self.completion_ids)
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a JSONL file; errors name the file, the line and the missing key."""
+def read_jsonl(path: str | Path, required: tuple[str, ...] = (), limit: int | None = None) -> list[dict]:
+    """Rows of a JSONL file (the first `limit` of them: `validate` peeks at a large file); errors name the file,
+    the line and the missing key."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file {path} not found")
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
-        except RecursionError:
-            raise ValueError(f"{path}:{line_no}: nested too deeply to read as JSON") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{line_no}: a row must be a JSON object ({{\"prompt\": ...}}), got "
-                             f"{type(row).__name__}")
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise ValueError(f"{path}:{line_no}: row lacks {missing} (has {sorted(row)})")
-        rows.append(row)
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if line.strip():
+                rows.append(_row(line, path, line_no, required))
     return rows
+
+
+def _row(line: str, path: Path, line_no: int, required: tuple[str, ...]) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}:{line_no}: nested too deeply to read as JSON") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{line_no}: a row must be a JSON object ({{\"prompt\": ...}}), got "
+                         f"{type(row).__name__}")
+    missing = [k for k in required if k not in row]
+    if missing:
+        raise ValueError(f"{path}:{line_no}: row lacks {missing} (has {sorted(row)})")
+    return row
 
 
 def encode_sft_row(row: dict, encoder: PromptEncoder, where: str = "") -> SftExample:

@@ -5,7 +5,9 @@ A stage depends on the seed, the model and data sections, its own entry in `stag
 reads (an sft stage the learner, an eval stage the rollout and reward sections...). Knobs that only place or
 size the work (worker counts, CPU shares, threads, batch sizes for generation) and bounds that only stop a run
 (`reward.max_error_rate`) are left out: changing them is a fine reason to resume. Earlier stages are checked
-first, so a change upstream stops the run at the first stage it affects.
+first, so a change upstream stops the run at the first stage it affects. The settings bind once the stage has
+produced something (`produced`: a checkpoint, a logged step, done.json, built data): a stage that stopped before
+that has nothing to reuse, so its rerun takes the recipe as it now is (a fixed warmup, say) and records it again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SPEED_KEYS = {"engine", "micro_batching"}
 # stopped run is what its error message suggests, so it is no change.
 GUARD_KEYS = {"max_error_rate", "error_window"}
 FILE = "settings.json"
+TEMP = "settings.tmp"  # `_write` writes FILE through it
 
 
 def stage_settings(recipe: Recipe, index: int) -> dict[str, Any]:
@@ -49,7 +52,7 @@ def check_resume(recipe: Recipe) -> None:
     first one that will run may have started (it was built on that stage's earlier output)."""
     dirs = recipe.stage_dirs()
     for index, stage_dir in enumerate(dirs):
-        recorded = _read(stage_dir / FILE)
+        recorded = _read(stage_dir / FILE) if produced(stage_dir) else None
         if recorded is not None:
             changes = differences(recorded, stage_settings(recipe, index))
             if changes:
@@ -60,7 +63,7 @@ def check_resume(recipe: Recipe) -> None:
                     f"{stage_dir} and the stage directories after it.")
     pending = [i for i, d in enumerate(dirs) if not (d / "done.json").exists()]
     later = dirs[pending[0] + 1:] if pending else []
-    started = [d for d in later if (d / "done.json").exists() or (d / FILE).exists()]
+    started = [d for d in later if produced(d)]
     if started:
         raise StageSettingsChanged(
             f"{dirs[pending[0]].name} will run, but {', '.join(d.name for d in started)} started on an earlier "
@@ -69,11 +72,25 @@ def check_resume(recipe: Recipe) -> None:
 
 
 def record(recipe: Recipe, index: int, stage_dir: Path) -> None:
-    """Written when a stage first starts (kept on resume: it says what the stage was started with)."""
+    """Written when a stage starts, and kept once it has produced something (`produced`): it says what that
+    was produced with. A stage stopped before (a crash while its learners started) is recorded again, so the
+    rerun of a fixed recipe is not refused for a stage that never trained."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     path = stage_dir / FILE
-    if _read(path) is None:  # absent, or torn by a crash while it was written
+    if _read(path) is None or not produced(stage_dir):  # absent, torn by a crash while written, or nothing made
         _write(path, stage_settings(recipe, index))
+
+
+def produced(stage_dir: Path) -> bool:
+    """Whether a stage wrote anything a resume or a later stage could use: done.json, a checkpoint, a logged
+    step, built data, a model. That is any non-empty file but its settings and TensorBoard's event files (they
+    get a header when the log opens, before the first step); a log opened empty before a crash is nothing."""
+    for file in stage_dir.rglob("*"):
+        if file.name in (FILE, TEMP) or "tensorboard" in file.relative_to(stage_dir).parts:
+            continue
+        if file.is_file() and file.stat().st_size > 0:
+            return True
+    return False
 
 
 def record_choice(stage_dir: Path, key: str, value: Any, why: str) -> None:
@@ -91,7 +108,7 @@ def record_choice(stage_dir: Path, key: str, value: Any, why: str) -> None:
 
 def _write(path: Path, settings: dict) -> None:
     """Whole or not at all: a crash mid-write leaves the old file (or none), never a torn one."""
-    temp = path.with_suffix(".tmp")
+    temp = path.with_name(TEMP)
     temp.write_text(json.dumps(settings, indent=2) + "\n")
     os.replace(temp, path)
 

@@ -188,6 +188,28 @@ def trl_arguments(samples: list[Sample], completions_as: str | None = None) -> d
     return kwargs
 
 
+# What a TRL call supplies besides the row's columns (`trl_arguments`, `_call_trl`), and what a verl call passes.
+_TRL_SUPPLIED = {"prompts", "completions", "completion_ids", "solution", "trainer_state"}
+_VERL_SUPPLIED = {"data_source", "solution_str", "ground_truth", "extra_info"}
+
+
+def missing_arguments(reward: LoadedReward, columns: set[str]) -> list[str]:
+    """The required parameters of `reward` that a call on rows with `columns` would not supply: a TRL function's
+    named columns the rows lack (checked at `validate`, before a run fails on its first batch), a verl function's
+    parameters beyond the four it is called with. Native rewards take the whole sample: nothing to check.
+
+    >>> def f(prompts, completions, ground_truth, **kwargs): ...
+    >>> missing_arguments(LoadedReward("f", "f", "trl", f), {"prompt", "answer"})
+    ['ground_truth']
+    """
+    if reward.form not in ("trl", "verl"):
+        return []
+    params = inspect.signature(reward.fn).parameters.values()
+    required = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    supplied = _VERL_SUPPLIED if reward.form == "verl" else _TRL_SUPPLIED | (set(columns) - set(_TRL_OWN))
+    return [name for name in required if name not in supplied]
+
+
 def _call_trl(fn, samples: list[Sample]) -> list:
     kwargs = trl_arguments(samples, completions_annotation(fn))
     params = inspect.signature(fn).parameters

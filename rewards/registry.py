@@ -95,13 +95,24 @@ def resolve(spec: str) -> Callable:
         if spec.endswith(".py"):
             raise RewardSpecError(f"reward spec {spec!r} names a file but no function; write '{spec}:func'")
         raise RewardSpecError(f"reward spec {spec!r} is not a registered reward; expected {_help()}")
-    module = _load_file(spec, path) if path.endswith(".py") or "/" in path else _import(spec, path)
+    module = _load_file(spec, path) if spec_file(spec) else _import(spec, path)
     if not hasattr(module, attr):
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         shown = ", ".join(available[:20]) + (", ..." if len(available) > 20 else "")
         raise RewardSpecError(f"reward spec {spec!r}: {path} has no attribute {attr!r}; its functions are "
                               f"[{shown}]")
     return getattr(module, attr)
+
+
+def spec_file(spec: str) -> tuple[str, str] | None:
+    """(file, function) of a ``path/to/file.py:func`` spec; None for a registered name or ``module.path:func``.
+    A recipe resolves the file against its own folder (`posttrain.recipe`), so it needs the same rule as `resolve`.
+
+    >>> spec_file("rewards/mine.py:score"), spec_file("mine.py:score"), spec_file("rewards.math_answer:math")
+    (('rewards/mine.py', 'score'), ('mine.py', 'score'), None)
+    """
+    path, sep, attr = spec.rpartition(":")
+    return (path, attr) if sep and (path.endswith(".py") or "/" in path) else None
 
 
 def _import(spec: str, module_name: str):

@@ -1,7 +1,9 @@
 """`posttrain run|validate|ls|cp`: run a recipe, check one, list the shipped ones, copy one to edit.
 
-`validate` checks the schema, that this machine can run the recipe's rollout engine, and that the actors fit the
-declared cluster (`posttrain plan` shows the layout).
+`validate` checks the schema, that this machine can run the recipe's rollout engine, what the recipe names (its
+rewards, data files and columns, an SFT stage's warmup against its rows: `posttrain.recipe_checks`), and that the
+actors fit the declared cluster (`posttrain plan` shows the layout). `run` makes the same checks before the
+cluster starts.
 
 A recipe argument is a path or the name of a shipped recipe (`tiny/rl_math`). Overrides follow the recipe as
 `key.sub=value` (e.g. `stages.1.steps=50 rollout.sampling.temperature=0.8`).
@@ -55,7 +57,8 @@ def shipped_names() -> list[str]:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    """Schema, the rollout engine on this machine, and the placement on the declared cluster."""
+    """Schema, the rollout engine on this machine, what the recipe names, and the placement on the declared
+    cluster."""
     from posttrain.placement import make_plan
     from posttrain.recipe import load_recipe
 

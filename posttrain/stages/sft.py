@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from posttrain.recipe import supervised_steps
 from posttrain.runner import StageContext, stage_kind
 from posttrain.sft_data import encode_sft_row, read_jsonl, sft_batch
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, save_checkpoint,
@@ -55,7 +56,7 @@ def run_sft(ctx: StageContext) -> dict:
     examples, stage = load_examples(ctx, encoder), ctx.stage
     order = None
     if stage.group_by_length:
-        steps = max(1, round(stage.epochs * max(1, len(examples) // stage.batch_size)))
+        steps = supervised_steps(len(examples), stage.epochs, stage.batch_size)
         order = step_order(len(examples), stage.batch_size, steps, ctx.recipe.seed, [len(e) for e in examples])
 
     def batch_of(rows):
@@ -91,7 +92,7 @@ def train_in_batches(ctx: StageContext, n: int, batch_of, order: list[np.ndarray
     `publish_to`). Shared by the supervised stage kinds (sft, preference, reward_model, pre-training)."""
     stage = ctx.stage
     if order is None:
-        steps = max(1, round(stage.epochs * max(1, n // stage.batch_size)))
+        steps = supervised_steps(n, stage.epochs, stage.batch_size)
         order = step_order(n, stage.batch_size, steps, ctx.recipe.seed)
     steps = len(order)
     config = learner_config(ctx, total_steps=steps, **config_overrides)

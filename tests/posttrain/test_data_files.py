@@ -117,3 +117,26 @@ def test_a_rerun_whose_data_file_changed_stops_instead_of_training_on_the_old_co
                                                    rf"{out}.*override `name=...`.*delete {out}"):
         prepare_data(recipe, console)
     assert [json.loads(line) for line in (out / "prompts.jsonl").read_text().splitlines()] == EXPECTED  # kept
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "saved"])
+def test_validate_peeks_at_the_first_rows_and_counts_them_without_reading_the_rest(tmp_path, fmt):
+    from posttrain.data_files import count_rows, peek_rows
+
+    rows = ROWS * 3
+    path = tmp_path / {"jsonl": "rows.jsonl", "parquet": "rows.parquet", "saved": "saved"}[fmt]
+    if fmt == "jsonl":
+        _jsonl(path, rows)
+    elif fmt == "parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    else:
+        datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    assert peek_rows(path, MAPPING, limit=3) == (EXPECTED * 2)[:3]
+    assert count_rows(path) == 6
+
+
+def test_a_row_with_an_unknown_mode_is_refused_when_the_data_is_copied(tmp_path):
+    rows = read_rows(_jsonl(tmp_path / "rows.jsonl", [{**ROWS[0], "mode": "/think"}, {**ROWS[1], "mode": "deep"}]),
+                     MAPPING)
+    with pytest.raises(ValueError, match=r"rows.jsonl row 2: unknown chat mode 'deep'; valid modes are"):
+        check_rows(rows, tmp_path / "rows.jsonl", "prompts")

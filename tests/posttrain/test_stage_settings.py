@@ -81,5 +81,29 @@ def test_a_change_stops_at_the_first_stage_that_reads_it(path):
 def test_a_started_stage_after_one_that_will_run_is_refused(path):
     recipe = load_recipe(path)
     start_all(recipe, finished=())  # 00-sft stopped; 01-eval's directory exists with its settings
+    check_resume(recipe)  # 01-eval produced nothing: nothing of it rests on 00-sft's earlier output
+    (recipe.stage_dirs()[1] / "eval.jsonl").write_text('{"step": 0, "accuracy": 0.5}\n')
     with pytest.raises(StageSettingsChanged, match="01-eval started on an earlier output"):
         check_resume(recipe)
+
+
+def test_a_stage_that_stopped_before_producing_anything_takes_the_edited_recipe(path):
+    """A crash before the first step (a warmup the learner refused) leaves only settings.json, an empty log and
+    TensorBoard's header: the rerun with the fixed recipe records it again instead of refusing it."""
+    stage_dir = load_recipe(path).stage_dirs()[0]
+    record(load_recipe(path), 0, stage_dir)
+    (stage_dir / "metrics.jsonl").write_text("")
+    (stage_dir / "tensorboard").mkdir()
+    (stage_dir / "tensorboard" / "events.out.tfevents.1").write_bytes(b"header")
+    edited = load_recipe(path, ["stages.0.epochs=3"])
+    check_resume(edited)
+    record(edited, 0, stage_dir)
+    assert json.loads((stage_dir / "settings.json").read_text())["stage"]["epochs"] == 3.0
+    (stage_dir / "metrics.jsonl").write_text('{"step": 0, "loss": 2.3}\n')  # one step trained: now it is locked
+    with pytest.raises(StageSettingsChanged, match="stage.epochs: 3.0 -> 1.0"):
+        check_resume(load_recipe(path))
+    (stage_dir / "metrics.jsonl").write_text("")
+    (stage_dir / "checkpoints" / "step-000001").mkdir(parents=True)
+    (stage_dir / "checkpoints" / "step-000001" / "state.json").write_text('{"step": 1}')
+    with pytest.raises(StageSettingsChanged, match="stage.epochs: 3.0 -> 1.0"):
+        check_resume(load_recipe(path))
