@@ -71,8 +71,11 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def run_recipe_command(args: argparse.Namespace) -> int:
+    from posttrain.quiet import quiet_libraries
     from posttrain.recipe import load_recipe
     from posttrain.runner import run_recipe
+
+    quiet_libraries()
 
     recipe = load_recipe(resolve(args.recipe), args.overrides)
     console = Console()
