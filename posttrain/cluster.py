@@ -12,9 +12,12 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from posttrain.recipe import Recipe
 
@@ -44,6 +47,7 @@ def ray_cluster(recipe: Recipe):
                  **quiet)
     previous = _stop_on_sigterm()
     try:
+        check_shared_run_dir(recipe.run_dir)
         yield
     finally:
         ray.shutdown()
@@ -62,3 +66,34 @@ def _stop_on_sigterm():
         raise KeyboardInterrupt("SIGTERM")
 
     return signal.signal(signal.SIGTERM, interrupt)
+
+
+def check_shared_run_dir(run_dir: Path) -> None:
+    """On a cluster of several nodes, every node must see the run directory: learners on any node write the
+    checkpoints the driver publishes, and each stage reads what the one before wrote. A file the driver writes is
+    looked for by a task on each other node; where it is missing the run stops before any actor starts."""
+    others = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != ray.get_runtime_context().get_node_id()]
+    if not others:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe, token = run_dir / f".shared-check-{os.getpid()}", uuid.uuid4().hex
+    probe.write_text(token)
+    try:
+        seen = ray.get([_reads.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                        .remote(str(probe), token) for node in others])
+    finally:
+        probe.unlink(missing_ok=True)
+    unseen = [node for node, ok in zip(others, seen) if not ok]
+    if unseen:
+        raise RuntimeError(f"{len(unseen)} of {len(others) + 1} nodes cannot see the run directory {run_dir} "
+                           f"(nodes {', '.join(n[:12] for n in unseen)}): learners there would write checkpoints "
+                           f"the driver never reads. Put runs_dir on a filesystem every node mounts at the same "
+                           f"path (NFS, a shared volume), e.g. `runs_dir=/shared/runs`")
+
+
+@ray.remote(num_cpus=0)
+def _reads(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False

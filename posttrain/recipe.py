@@ -12,8 +12,10 @@ model.import_from, data.sft/prompts/eval, a reward's `path/to/file.py:func`, rew
 stage's user_shards, a reward_model stage's pairs/eval_pairs) is relative to the recipe's folder, so a recipe and
 the files beside it work from any working directory (`posttrain cp` a recipe next to your data); one an override
 sets is relative to the working directory, where it was typed. `load_recipe` makes them absolute, so every
-process, on any node, reads the same file. `runs_dir` says where the run writes and stays relative to the
-working directory; reward `options` and a cold_start_build stage's `config` go to their code as written.
+process, on any node, reads the same file. `runs_dir` says where the run writes, relative to the working
+directory, and is made absolute too (`run_dir`): an actor on another node writes where the driver means, and a
+multi-node run checks at start that the directory is shared (`posttrain.cluster`). Reward `options` and a
+cold_start_build stage's `config` go to their code as written.
 `validate` (and `run`, before the cluster starts) then checks what the recipe names (`posttrain.recipe_checks`).
 """
 
@@ -114,10 +116,13 @@ class RolloutSection(Section):
     sampling: SamplingParams = SamplingParams()
     eval_sampling: SamplingParams = SamplingParams(temperature=0.0)
     max_tool_turns: int = Field(3, ge=0)
-    # how RL moves the learner's weights to the engines: object_store (buckets through Ray, any node);
-    # shared_memory (the CPU engines on learner rank 0's host view a file in /dev/shm: one copy, no pickling);
-    # auto: shared_memory where every worker shares that host and the engine is a CPU one, else object_store
-    weight_sync: Literal["auto", "object_store", "shared_memory"] = "auto"
+    # how RL moves the learner's weights to the engines: object_store (buckets through Ray, one object each, any
+    # node); shared_memory (the CPU engines on learner rank 0's host view a file in /dev/shm: one copy, no
+    # pickling); broadcast (learner rank 0 streams buckets in the engine's dtype to every worker over a process
+    # group of their own: NCCL when all hold GPUs, else gloo; any node); auto: broadcast for GPU workers (object_store
+    # where one shares learner rank 0's GPU, colocated), shared_memory where CPU engines share that host, else
+    # object_store
+    weight_sync: Literal["auto", "object_store", "shared_memory", "broadcast"] = "auto"
 
 
 STAGE_PREFIX = "stage:"  # reward options can name a model this recipe trains: `model: stage:rm`
@@ -474,7 +479,7 @@ class Recipe(Section):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+        return Path(self.runs_dir).absolute() / self.name
 
     def stage_dirs(self) -> list[Path]:
         return [self.run_dir / f"{i:02d}-{stage.name or stage.kind}" for i, stage in enumerate(self.stages)]
