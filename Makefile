@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo smollm2 test test-vllm bench gpu-install-check clean
+.PHONY: run demo smollm2 test test-vllm bench gpu-install-check gpu-check-wheels clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -74,6 +74,22 @@ gpu-install-check:
 	$(GPU_CHECK_VENV)/bin/python -c "import json; r = json.load(open('$(GPU_CHECK_VENV)/report.json')); \
 	  v = {i['metadata']['name']: i['metadata']['version'] for i in r['install']}; \
 	  print('resolves:', ', '.join(f'{n} {v[n]}' for n in ('torch', 'vllm', 'transformers', 'deepspeed', 'ray')))"
+
+# What the lent GPU machine lacks for bench/gpu_check.py (its image: Python 3.12, torch 2.11, transformers 5.17; no
+# DeepSpeed, Ray, vLLM), as wheels in .whl/ (ignored) to carry there: the pinned transformers and its hub client,
+# pydantic, rich, and DeepSpeed (PyPI has only its sdist: built here, pure Python, its ops compile on first use).
+# On the device: pip install --no-index --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site
+GPU_WHEELS := transformers==5.24.0 huggingface_hub==2.5.0 hf-xet==1.8.0 tokenizers==0.23.3 safetensors==0.8.0 \
+	pydantic==2.14.4 pydantic_core==2.50.5 typing-inspection==0.4.5 annotated-types==0.8.0 rich==15.0.0 \
+	markdown-it-py==4.3.0 mdurl==0.1.2 Pygments==2.21.0 hjson==3.1.0 ninja==1.13.2 py-cpuinfo==9.0.0 \
+	msgpack==1.2.4 einops==0.8.2
+gpu-check-wheels: $(STAMP)
+	rm -rf .whl && mkdir .whl
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+	$(PIP) wheel -q --no-deps --no-build-isolation -w .whl deepspeed==0.19.8
+	du -sh .whl  # the device carries at most 64 MiB
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

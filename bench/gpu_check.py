@@ -3,13 +3,19 @@
     python -m bench.gpu_check --out gpu_check.json      (repo root; under 12 minutes on one H200)
     python -m bench.gpu_check --device cpu              (the same checks on the CPU: a dry run of the script)
 
+On the lent machine (Python 3.12, torch and an older transformers only), `make gpu-check-wheels` here first puts
+what it lacks in .whl/ (about 29 MB); the command there installs them with `pip install --no-index --no-deps
+--target /tmp/site .whl/*.whl` and runs with PYTHONPATH=/tmp/site.
+
 Each check runs on its own and reports `ok`, `fail` (with the error's last lines) or `skip` (with the reason:
 no CUDA, or a package the machine lacks), so a machine with torch and transformers only (the lent H200 has no
 vLLM, Ray, DeepSpeed or flash-attn) still runs what it can:
 - `keye_bf16`: Keye forward + backward in bf16 on CUDA with images (a mid-size config), finite loss and grads,
   tokens/s; vision attention through flash-attn's varlen kernel against per-segment SDPA when flash-attn is there;
 - `generation_logprobs`: sampled generation on CUDA, the sampler's logprobs against a forward recompute;
-- `learner_nccl`: the DeepSpeed learner on CUDA with NCCL, ZeRO-0 and ZeRO-3, bf16, bucket and pack;
+- `learner_nccl`: the DeepSpeed learner on CUDA with NCCL, ZeRO-0 and ZeRO-3, bucket and pack, bf16 against fp32:
+  the step's `matmul_bits` must say the matmuls ran in what was asked (bf16 inside DeepSpeed's forward);
+- `learner_8b_vocab`: one packed 16,384-token step with Qwen3-8B's vocabulary and hidden size, peak memory;
 - `vllm`: vLLM generate, weight update and logprob agreement with transformers, and the tiny Keye on vLLM.
 """
 
@@ -146,14 +152,47 @@ def check_learner_nccl() -> dict:
 
     batch = TrainBatch(input_ids=ids, attention_mask=torch.ones_like(ids), loss_mask=torch.ones_like(ids))
     results = {}
-    for zero in (0, 3):
-        for mode in ("bucket", "pack"):
-            learner = Learner(LearnerConfig(model=str(model_dir), zero_stage=zero, micro_batching=mode,
-                                            precision="bf16-autocast", lr=1e-3))
-            losses = [learner.train_step(batch)["loss"] for _ in range(3)]
-            results[f"zero{zero}_{mode}"] = {"losses": losses, "falls": losses[-1] < losses[0]}
-    ok = all(r["falls"] for r in results.values())
+    for zero, mode, precision in [(0, "bucket", "fp32"), (0, "bucket", "bf16-autocast"), (0, "pack", "bf16-autocast"),
+                                  (3, "bucket", "bf16-autocast"), (3, "pack", "bf16-autocast")]:
+        learner = Learner(LearnerConfig(model=str(model_dir), zero_stage=zero, micro_batching=mode,
+                                        precision=precision, lr=1e-3))
+        steps = [learner.train_step(batch) for _ in range(3)]
+        losses = [s["loss"] for s in steps]
+        results[f"zero{zero}_{mode}_{precision}"] = {
+            "losses": losses, "falls": losses[-1] < losses[0], "seconds_per_step": steps[-1]["time_s"],
+            # bf16 inside DeepSpeed's forward, not an autocast it switched off (issue 31)
+            "matmul_bits": steps[-1]["matmul_bits"], "bits_as_asked": steps[-1]["matmul_bits"] == (
+                32 if precision == "fp32" else 16)}
+    ok = all(r["falls"] and r["bits_as_asked"] for r in results.values())
     return {"status": "ok" if ok else "fail", **results}
+
+
+def check_learner_8b_vocab() -> dict:
+    """One `train_step` of a packed 16,384-token row with Qwen3-8B's vocabulary and hidden size but two layers:
+    the logits alone are 16,384 x 151,936 (the learner's peak-memory case), bf16 inside DeepSpeed."""
+    if reason := needs("deepspeed"):
+        return skip(reason)
+    if DEVICE.type != "cuda":
+        return skip("a 2-layer model with an 8B's vocabulary and a 16k packed row needs a GPU's memory")
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from posttrain.learners.batch import TrainBatch
+    from posttrain.learners.learner import Learner
+    from posttrain.learners.learner_config import LearnerConfig
+
+    model_dir = Path(tempfile.mkdtemp()) / "qwen3-8b-2layers"
+    config = Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=2,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128)
+    Qwen3ForCausalLM(config).save_pretrained(model_dir)
+    ids = torch.randint(0, 151936, (8, 2048))
+    batch = TrainBatch(input_ids=ids, attention_mask=torch.ones_like(ids), loss_mask=torch.ones_like(ids))
+    learner = Learner(LearnerConfig(model=str(model_dir), micro_batching="pack", pack_length=16384,
+                                    precision="bf16-autocast", lr=1e-5))
+    torch.cuda.reset_peak_memory_stats()
+    step = learner.train_step(batch)
+    return {"status": "ok" if step["matmul_bits"] == 16 and step["loss"] == step["loss"] else "fail",
+            "loss": step["loss"], "seconds": step["time_s"], "matmul_bits": step["matmul_bits"],
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
 
 
 def check_vllm() -> dict:
@@ -183,7 +222,7 @@ def check_vllm() -> dict:
 
 
 CHECKS = {"keye_bf16": check_keye_bf16, "generation_logprobs": check_generation_logprobs,
-          "learner_nccl": check_learner_nccl, "vllm": check_vllm}
+          "learner_nccl": check_learner_nccl, "learner_8b_vocab": check_learner_8b_vocab, "vllm": check_vllm}
 
 
 def run_check(check) -> dict:
@@ -202,6 +241,9 @@ def main() -> None:
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
+    from posttrain.quiet import quiet_libraries
+
+    quiet_libraries()
     report = {"machine": {"checked_on": args.device, "python": platform.python_version(), "torch": torch.__version__,
                           "cuda": torch.version.cuda, "device": torch.cuda.get_device_name(0)
                           if torch.cuda.is_available() else None,
