@@ -75,7 +75,7 @@ def read_log(path: str | Path) -> list[dict]:
     """All intact records (a torn last line is skipped)."""
     records = []
     if Path(path).exists():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
+        for line in Path(path).read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 in a completion
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:

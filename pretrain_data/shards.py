@@ -61,7 +61,7 @@ def read_shard(path: str | Path) -> list[dict]:
 
 
 def _jsonl_rows(path: Path):
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(path.read_text().split("\n"), start=1):  # not splitlines: U+2028 in strings
         if line.strip():
             try:
                 yield line_no, json.loads(line)

@@ -75,7 +75,7 @@ def read_samples(path: Path) -> list:
     if not path.exists():
         raise FileNotFoundError(f"--data {path} does not exist")
     samples = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text().split("\n"), 1):  # not splitlines: U+2028/U+0085 in strings
         if not line.strip():
             continue
         try:

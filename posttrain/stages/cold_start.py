@@ -40,7 +40,9 @@ def prompt_rows(mixture: Path, name: str = "eval.jsonl", min_steps: int = 3) -> 
     """Rows of a prompt file of the mixture (`cold_start_data.evalset.eval_rows`) as the stages read them; a
     task is `hard` when its solver needs `min_steps` steps (the complexity judge's rule), else `easy`."""
     rows = []
-    for line in (mixture / name).read_text().splitlines():
+    for line in (mixture / name).read_text().split("\n"):  # not splitlines: U+2028 may sit inside a string
+        if not line.strip():
+            continue
         row = json.loads(line)
         content = [{"type": "image", "image": str(mixture.resolve() / p)} for p in row.get("images", [])]
         if row.get("video"):

@@ -147,3 +147,18 @@ def test_reward_check_names_the_row_that_is_not_an_object(tmp_path, capsys):
     rows.write_text('{"prompt": "q", "completion": "c", "ground_truth": "1"}\n"a bare string"\n')
     assert main(["reward", "check", "--reward", "math", "--data", str(rows)]) == 2
     assert f"{rows}:2: a row must be a JSON object" in capsys.readouterr().err
+
+
+def test_line_and_paragraph_separators_inside_json_strings_do_not_split_a_row(tmp_path):
+    """U+2028, U+2029 and U+0085 are whitespace to `str.splitlines` but ordinary characters inside a JSON string."""
+    from posttrain.sft_data import read_jsonl
+    from posttrain.traces import read_log
+    from pretrain_data.shards import _jsonl_rows
+
+    text = "a\u2028b\u2029c\u0085d"
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"prompt": text, "i": i}, ensure_ascii=False) + "\n" for i in range(2)),
+                    encoding="utf-8")
+    assert [r["prompt"] for r in read_jsonl(path)] == [text, text]
+    assert [r["i"] for r in read_log(path)] == [0, 1]  # a trace with such a completion is not "torn"
+    assert [row["prompt"] for _, row in _jsonl_rows(path)] == [text, text]
