@@ -42,9 +42,11 @@ def ray_cluster(recipe: Recipe):
     if recipe.cluster.address:
         ray.init(address=recipe.cluster.address, **quiet)
     else:
-        ray.init(num_cpus=recipe.cluster.num_cpus, num_gpus=recipe.cluster.gpus_per_node, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", object_store_memory=recipe.cluster.object_store_mb * 1024 * 1024,
-                 **quiet)
+        # address="local": a cluster of its own, even where `ray start` (or a test's cluster) left one running,
+        # which ray.init() would otherwise join and then refuse these sizes for
+        ray.init(address="local", num_cpus=recipe.cluster.num_cpus, num_gpus=recipe.cluster.gpus_per_node,
+                 include_dashboard=False, _node_ip_address="127.0.0.1",
+                 object_store_memory=recipe.cluster.object_store_mb * 1024 * 1024, **quiet)
     previous = _stop_on_sigterm()
     try:
         check_shared_run_dir(recipe.run_dir)

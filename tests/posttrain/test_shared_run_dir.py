@@ -40,3 +40,16 @@ def test_the_run_directory_is_absolute_whatever_the_working_directory(tmp_path, 
     monkeypatch.chdir(tmp_path)
     recipe = Recipe.model_validate({"name": "r", "stages": [{"kind": "rl"}]})  # runs_dir: runs (relative)
     assert recipe.run_dir == tmp_path / "runs" / "r" and recipe.stage_dirs()[0].is_absolute()
+
+
+def test_a_local_run_starts_its_own_cluster_even_where_another_is_running(tmp_path):
+    from posttrain.cluster import ray_cluster
+
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # as `ray start` leaves one
+    try:
+        recipe = Recipe.model_validate({"name": "r", "runs_dir": str(tmp_path), "cluster": {"num_cpus": 3},
+                                        "stages": [{"kind": "rl"}]})
+        with ray_cluster(recipe):  # ray.init() alone would join `other` and refuse num_cpus
+            assert ray.cluster_resources()["CPU"] == 3
+    finally:
+        other.shutdown()
