@@ -32,7 +32,7 @@ def sync_once(transport: str, version: int, learners: LearnerGroup, rollout: Rol
               layout: SharedWeightsLayout) -> float:
     start = time.perf_counter()
     if transport == "object_store":
-        rollout.update_weights(version, [learners.export_weights_ref(bucket_bytes=64 << 20)])
+        rollout.update_weights(version, learners.export_weight_refs(bucket_bytes=64 << 20))
     else:
         learners.write_shared_weights(layout, version)
         rollout.share_weights(version, layout)

@@ -96,7 +96,7 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
     if engine == "vllm":
         if r.weight_sync == "shared_memory":
             raise RecipeError(f"{where('weight_sync')}: shared_memory works with the CPU engines "
-                              f"({', '.join(CPU_ENGINES)}) only; vllm takes object_store (or auto)")
+                              f"({', '.join(CPU_ENGINES)}) only; vllm takes object_store or broadcast (or auto)")
         try:
             importlib.import_module("vllm")
         except Exception as error:  # ImportError, or a vLLM build that fails on this torch/CUDA
@@ -114,18 +114,49 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
         raise RecipeError(f"{where('engine_options')}: {error}") from None
 
 
-def weight_transport(rollout: RolloutSection, engine: str, learner_node: str | None,
-                     worker_nodes: list[str | None]) -> str:
-    """The transport `rollout.weight_sync` names, `auto` resolved: shared memory needs every rollout worker on
-    learner rank 0's host and an engine (the one the workers run) that holds its model in its own process."""
-    same_host = set(worker_nodes) == {learner_node}
-    if rollout.weight_sync == "shared_memory" and not same_host:
+def weight_transport(rollout: RolloutSection, engine: str, learner: dict, workers: list[dict]) -> str:
+    """The transport `rollout.weight_sync` names, `auto` resolved. `learner` and `workers` are where learner rank 0
+    and each rollout worker run (`rollout.devices.visible_devices`: node, reserved GPU ids).
+
+    auto: GPU workers take the broadcast (bf16 buckets over NCCL, as OpenRLHF, verl and TRL send them), wherever
+    they run, unless one shares learner rank 0's GPU (colocated: NCCL cannot put two ranks on one device, so the
+    object store); CPU workers keep shared memory on learner rank 0's host with a CPU engine, else the object
+    store. A transport named that cannot run here is an error saying why."""
+    choice = rollout.weight_sync
+    if choice == "shared_memory":
+        _check_shared_memory(engine, learner, workers)
+    if choice == "broadcast":
+        _check_broadcast(learner, workers)
+    if choice != "auto":
+        return choice
+    if any(w["gpu_ids"] for w in workers):
+        return "object_store" if _sharing_gpu(learner, workers) else "broadcast"
+    same_host = {w["node"] for w in workers} == {learner["node"]}
+    return "shared_memory" if same_host and engine in CPU_ENGINES else "object_store"
+
+
+def broadcast_backend(learner: dict, workers: list[dict]) -> str:
+    """NCCL when learner rank 0 and every worker hold a GPU, else gloo (tensors cross through host memory)."""
+    return "nccl" if learner["gpu_ids"] and all(w["gpu_ids"] for w in workers) else "gloo"
+
+
+def _check_shared_memory(engine: str, learner: dict, workers: list[dict]) -> None:
+    nodes = {w["node"] for w in workers}
+    if nodes != {learner["node"]}:
         raise RecipeError(f"rollout.weight_sync: shared_memory needs every rollout worker on learner rank 0's node "
-                          f"({learner_node}); they run on {sorted(set(map(str, worker_nodes)))}. Use object_store "
+                          f"({learner['node']}); they run on {sorted(map(str, nodes))}. Use object_store, broadcast "
                           f"or auto")
-    if rollout.weight_sync == "shared_memory" and engine not in CPU_ENGINES:
+    if engine not in CPU_ENGINES:
         raise RecipeError(f"rollout.weight_sync: shared_memory works with the CPU engines ({', '.join(CPU_ENGINES)}) "
-                          f"only; the workers run {engine!r}. Use object_store or auto")
-    if rollout.weight_sync == "auto":
-        return "shared_memory" if same_host and engine in CPU_ENGINES else "object_store"
-    return rollout.weight_sync
+                          f"only; the workers run {engine!r}. Use object_store, broadcast or auto")
+
+
+def _check_broadcast(learner: dict, workers: list[dict]) -> None:
+    if broadcast_backend(learner, workers) == "nccl" and _sharing_gpu(learner, workers):
+        raise RecipeError("rollout.weight_sync: broadcast runs over NCCL here, which cannot put learner rank 0 and a "
+                          "rollout worker on one GPU (cluster.placement: colocated); use object_store or auto")
+
+
+def _sharing_gpu(learner: dict, workers: list[dict]) -> bool:
+    """A worker on learner rank 0's node holds one of its GPUs (Ray's GPU ids are per node)."""
+    return any(w["node"] == learner["node"] and set(w["gpu_ids"]) & set(learner["gpu_ids"]) for w in workers)

@@ -3,8 +3,10 @@
 Actors are started with `max_restarts=-1`. When one dies mid-batch its shard fails with `RayActorError`; the
 group waits until Ray has restarted it, gives it the latest weights again (a restarted actor starts from the
 model directory) and dispatches the same shard once more. One that dies during a weight update gets the same
-weights once it is back. Weights travel as bucket ObjectRefs (one `ray.put` per bucket, shared by every
-worker) or, on the learner's host, as a slot of a shared-memory file the engines point at (`share_weights`).
+weights once it is back. Weights travel as bucket ObjectRefs (one object per bucket, shared by every worker,
+each fetched and loaded in turn), on the learner's host as a slot of a shared-memory file the engines point at
+(`share_weights`), or through a broadcast group of the workers and learner rank 0 (`rollout.weight_sync`), whose
+fixed membership a restarted worker has left: it is an error then, not a worker generating with stale weights.
 
 Ray itself (cluster start, placement groups) belongs to the caller; this module only creates actors on it,
 each reserving its CPUs and GPUs (`num_gpus`: an actor that reserves none would see every GPU of its node), in
@@ -18,10 +20,12 @@ import time
 from typing import Any
 
 import ray
+import torch
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from rollout.shared_weights import SharedWeightsLayout
 from rollout.types import Completion, GenerationRequest, SamplingParams
+from rollout.weight_sync import Plan
 from rollout.worker import RolloutWorker
 
 RECOVERABLE = (RayActorError, ActorDiedError, ActorUnavailableError)
@@ -91,12 +95,39 @@ class RolloutGroup:
                 time.sleep(0.5)
         if self.last_update:
             method, args = self.last_update
+            if method == "receive_broadcast":  # its group had a fixed membership; it would generate stale weights
+                raise RuntimeError(f"rollout worker {i} was restarted and has left the weight broadcast group, so it "
+                                   f"cannot get version {args[0]}; set rollout.weight_sync: object_store to survive "
+                                   f"rollout worker restarts")
             ray.get(getattr(self.workers[i], method).remote(*args))
 
     def update_weights(self, version: int, buckets: list[dict] | list[ray.ObjectRef]) -> None:
-        """Send new weights (buckets or their ObjectRefs) to every worker and wait until all have them."""
+        """Send new weights to every worker and wait until all have them: one ObjectRef per bucket (a dict is put
+        first), which each worker fetches and loads one at a time."""
         refs = [b if isinstance(b, ray.ObjectRef) else ray.put(b) for b in buckets]
         self._send("update_weights", (version, refs))
+
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype the engines hold their weights in (every worker runs the same engine and options)."""
+        dtypes = set(ray.get([w.weight_dtype.remote() for w in self.workers]))
+        if len(dtypes) != 1:
+            raise RuntimeError(f"the rollout engines hold their weights in different dtypes: "
+                               f"{sorted(map(str, dtypes))}")
+        return dtypes.pop()
+
+    def join_broadcast_group(self, host: str, port: int, backend: str) -> list[ray.ObjectRef]:
+        """Every worker joins the weight broadcast group as ranks 1..N (rank 0 is learner rank 0, at host:port);
+        returns the ObjectRefs, since the group forms only once its rank 0 joins too."""
+        world_size = len(self.workers) + 1
+        return [w.join_broadcast_group.remote(host, port, i + 1, world_size, backend)
+                for i, w in enumerate(self.workers)]
+
+    def receive_broadcast(self, version: int, plan: Plan) -> list[ray.ObjectRef]:
+        """Every worker receives version bucket by bucket as `plan` lays them out (learner rank 0 sends meanwhile);
+        returns the ObjectRefs. A worker restarted later is outside the group and cannot get these weights
+        again: see `_wait_restarted`."""
+        self.version, self.last_update = version, ("receive_broadcast", (version, plan))
+        return [w.receive_broadcast.remote(version, plan) for w in self.workers]
 
     def share_weights(self, version: int, layout: SharedWeightsLayout) -> None:
         """Every worker points its engine at version's slot of the shared-memory file (`rollout.shared_weights`);

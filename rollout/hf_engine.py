@@ -115,6 +115,10 @@ class TransformersEngine:
                 "top_k": sampling.top_k or None}
 
     # ------------------------------------------------------------------------------------------ weights
+    def weight_dtype(self) -> torch.dtype:
+        """The parameters' dtype (fp32 also under bf16 autocast, which casts per matmul)."""
+        return next(self.model.parameters()).dtype
+
     def load_weights(self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]] | dict) -> int:
         """Copy new weights in place (any subset, e.g. one bucket) and record their version."""
         loaded = 0

@@ -168,6 +168,10 @@ class VLLMEngine:
         self._close_update()
 
     # ------------------------------------------------------------------------------------------ weights
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype vLLM resolved `dtype` to (for "auto", from the checkpoint and the device)."""
+        return self.llm.llm_engine.model_config.dtype
+
     def load_weights(self, version: int, named_tensors: Iterable[tuple[str, torch.Tensor]] | dict) -> int:
         """Stream new weights (any subset, e.g. one bucket of a version; bf16 or fp32) into every worker.
 

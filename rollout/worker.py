@@ -20,7 +20,7 @@ from rollout.devices import hide_unreserved_gpus, visible_devices
 from rollout.engines import build_engine
 from rollout.shared_weights import SharedWeightsLayout, slot_views
 from rollout.types import Completion, GenerationRequest, SamplingParams
-from rollout.weight_sync import BroadcastGroup, TensorMeta
+from rollout.weight_sync import BroadcastGroup, Plan
 
 
 class RolloutWorker:
@@ -75,16 +75,14 @@ class RolloutWorker:
 
     # ------------------------------------------------------------------------------------------ weights
     def update_weights(self, version: int, buckets: list[Any]) -> int:
-        """Load buckets of {name: tensor}; an element may be a Ray ObjectRef (the CPU object-store path) of one
-        bucket or of a list of them (what a learner's `export_weights` call returned)."""
-        loaded = 0
-        for item in buckets:
-            if type(item).__name__ == "ObjectRef":
-                import ray
+        """Load a version bucket by bucket; a bucket is {name: tensor} or the ObjectRef of one (the object store
+        path), fetched only when its turn comes, so the worker never holds more than one."""
+        import ray
 
-                item = ray.get(item)
-            for bucket in item if isinstance(item, list) else [item]:
-                loaded += self.engine.load_weights(version, bucket)
+        loaded = 0
+        for bucket in buckets:
+            loaded += self.engine.load_weights(version, ray.get(bucket) if isinstance(bucket, ray.ObjectRef)
+                                               else bucket)
         return loaded
 
     def share_weights(self, version: int, layout: SharedWeightsLayout) -> int:
@@ -94,13 +92,19 @@ class RolloutWorker:
                             f"set rollout.weight_sync: object_store")
         return self.engine.share_weights(version, slot_views(layout, version))
 
-    def join_broadcast_group(self, port: int, rank: int, world_size: int, backend: str = "gloo") -> None:
-        self.broadcast_group = BroadcastGroup(port, rank, world_size, backend)
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype the engine holds its weights in: what the learner sends, so nothing crosses wider."""
+        return self.engine.weight_dtype()
 
-    def receive_broadcast(self, version: int, metas: list[TensorMeta]) -> int:
+    def join_broadcast_group(self, host: str, port: int, rank: int, world_size: int, backend: str) -> None:
+        """Become `rank` of the weight broadcast group whose rank 0 (learner rank 0) listens at host:port."""
+        self.broadcast_group = BroadcastGroup(host, port, rank, world_size, backend)
+
+    def receive_broadcast(self, version: int, plan: Plan) -> int:
+        """Receive one version, bucket by bucket as `plan` lays them out, each loaded before the next arrives."""
         if self.broadcast_group is None:
             raise RuntimeError("receive_broadcast before join_broadcast_group")
-        return self.engine.load_weights(version, self.broadcast_group.receive(metas))
+        return sum(self.engine.load_weights(version, self.broadcast_group.receive_bucket(bucket)) for bucket in plan)
 
     def probe_logprobs(self, token_ids: list[int]) -> torch.Tensor:
         return self.engine.probe_logprobs(token_ids)

@@ -39,11 +39,19 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 def export_parameters(learner: Learner, bucket_bytes: int, dtype: torch.dtype | None = None,
                       trainable_only: bool = False, rank0_only: bool = False) -> list[dict[str, Tensor]]:
     """Full CPU copies of the parameters, bucketed; gathered bucket by bucket under ZeRO-3 (collective)."""
+    return list(iter_parameters(learner, bucket_bytes, dtype, trainable_only, rank0_only))
+
+
+def iter_parameters(learner: Learner, bucket_bytes: int, dtype: torch.dtype | None = None,
+                    trainable_only: bool = False, rank0_only: bool = False) -> Iterator[dict[str, Tensor]]:
+    """`export_parameters` one bucket at a time, so a caller that hands each on (into Ray's object store) never
+    holds a second copy of the whole model."""
     keep = not rank0_only or learner.rank == 0
     if learner.config.zero_stage != 3 and not keep:
-        return []
-    return [{n: p.detach().to("cpu", dtype or p.dtype).clone() for n, p in chunk}
-            for chunk in gathered_chunks(learner, bucket_bytes, trainable_only) if keep]
+        return
+    for chunk in gathered_chunks(learner, bucket_bytes, trainable_only):
+        if keep:
+            yield {n: p.detach().to("cpu", dtype or p.dtype).clone() for n, p in chunk}
 
 
 def gathered_chunks(learner: Learner, bucket_bytes: int, trainable_only: bool = False) -> Iterator[list]:
@@ -63,6 +71,14 @@ def gathered_chunks(learner: Learner, bucket_bytes: int, trainable_only: bool = 
 def full_parameter_specs(learner: Learner) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """(name, full shape, dtype) of every parameter, also where ZeRO-3 holds only a partition."""
     return [(n, tuple(getattr(p, "ds_shape", p.shape)), p.dtype) for n, p in learner.module.named_parameters()]
+
+
+def chunk_specs(learner: Learner, bucket_bytes: int, dtype: torch.dtype | None = None) -> list[list[tuple]]:
+    """[(name, full shape, dtype)] per chunk of `gathered_chunks` (same split, nothing gathered): what a receiver
+    must expect, bucket by bucket, when each chunk is sent in `dtype` (None: the parameters' own)."""
+    named = list(learner.module.named_parameters())
+    return [[(n, tuple(getattr(p, "ds_shape", p.shape)), dtype or p.dtype) for n, p in chunk]
+            for chunk in _chunks(named, bucket_bytes, learner.config.zero_stage == 3)]
 
 
 def _chunks(named: list, bucket_bytes: int, zero3: bool) -> list[list]:

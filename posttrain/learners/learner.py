@@ -7,7 +7,8 @@ denominators, one backward per micro-batch, one DeepSpeed `step()`. `learner_gro
 actors in one process group; used alone (tests, single-process stages) it forms a group of one.
 
 Boundary: the learner knows nothing of prompts, rewards or advantages' origin; it trains on token tensors.
-Collectives: `train_step`, `forward_logprobs`, `save`, `load` and (under ZeRO-3) `export_weights` must be
+Collectives: `train_step`, `forward_logprobs`, `save`, `load` and (under ZeRO-3) the weight exports
+(`export_weights`, `stream_weights`, `broadcast_weights`, `write_shared_weights`) must be
 called on every rank together. The learner's own reductions (batch totals, stats) run on its device
 (`engine_setup.all_reduce`), so they work under NCCL as under gloo.
 
@@ -24,6 +25,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -35,6 +37,7 @@ from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.micro_batches import Layout, MicroBatch, build_micro_batches
 from posttrain.losses import BatchTotals, LossInputs, build_loss
 from rollout.shared_weights import SharedWeightsLayout, private_weights_path, write_slot
+from rollout.weight_sync import BroadcastGroup, Plan, TensorMeta
 
 
 class Learner:
@@ -99,10 +102,13 @@ class Learner:
         return reference
 
     def _watch_matmul_dtype(self) -> dict[str, torch.dtype]:
-        """{"dtype": what the policy's first Linear layer computed in, at its last forward}: the step metric
-        `matmul_bits` says whether "bf16" really ran in bf16 (an autocast switched off inside the engine is silent)."""
+        """{"dtype": what the policy's output layer (every forward runs it; a vision tower may not run) computed in,
+        at its last forward}: the step metric `matmul_bits` says whether "bf16" really ran in bf16 (an autocast
+        switched off inside the engine is silent). A model without one (a score head) uses its first Linear."""
         seen: dict[str, torch.dtype] = {}
-        linear = next((m for m in self.module.modules() if isinstance(m, nn.Linear)), None)
+        output = getattr(self.module, "get_output_embeddings", lambda: None)()
+        linear = output if isinstance(output, nn.Linear) else next(
+            (m for m in self.module.modules() if isinstance(m, nn.Linear)), None)
         if linear is not None:
             linear.register_forward_hook(lambda module, args, out: seen.__setitem__("dtype", out.dtype))
         return seen
@@ -344,6 +350,34 @@ class Learner:
         from posttrain.learners.checkpoint import export_parameters
 
         return export_parameters(self, bucket_bytes, dtype, trainable_only, rank0_only)
+
+    def stream_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> Iterator[dict[str, Tensor]]:
+        """`export_weights(rank0_only=True)` one bucket at a time (rank 0 yields; under ZeRO-3 every rank must
+        run it to the end, joining the gathers)."""
+        from posttrain.learners.checkpoint import iter_parameters
+
+        return iter_parameters(self, bucket_bytes, dtype, rank0_only=True)
+
+    def weight_plan(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> Plan:
+        """What `broadcast_weights` will send, bucket by bucket: the receivers need it before the first bucket."""
+        from posttrain.learners.checkpoint import chunk_specs
+
+        return [[TensorMeta(*spec) for spec in chunk] for chunk in chunk_specs(self, bucket_bytes, dtype)]
+
+    def broadcast_weights(self, group: BroadcastGroup | None, bucket_bytes: int,
+                          dtype: torch.dtype | None = None) -> int:
+        """Rank 0 sends each chunk of `weight_plan` through `group` (the rollout workers' broadcast group), cast to
+        `dtype` on its own device; under ZeRO-3 the other ranks (group None) join each chunk's gather. Returns
+        the bytes sent."""
+        from posttrain.learners.checkpoint import gathered_chunks
+
+        if self.config.zero_stage != 3 and self.rank != 0:
+            return 0
+        sent = 0
+        for chunk in gathered_chunks(self, bucket_bytes):
+            if self.rank == 0:
+                sent += group.send_bucket([(n, p.detach().to(dtype or p.dtype)) for n, p in chunk])
+        return sent
 
     def shared_weights_layout(self, root: str) -> SharedWeightsLayout:
         """Rank 0: plan and create the shared-memory file the rollout engines on this host will view, in a new

@@ -51,6 +51,7 @@ class LearnerActor:
         os.environ["OMP_NUM_THREADS"] = str(self.num_threads)
         self.learner = None
         self.shared_weights = None  # the layout this rank created, removed at shutdown
+        self.broadcast = None  # rank 0, with rollout.weight_sync: broadcast: its group with the rollout workers
 
     def address(self) -> tuple[str, int]:
         import ray
@@ -94,6 +95,25 @@ class LearnerActor:
 
     def export_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> list[dict[str, Tensor]]:
         return self.learner.export_weights(bucket_bytes, dtype, rank0_only=True)
+
+    def export_weight_refs(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> list:
+        """Rank 0: each bucket put into Ray's object store as its own object, as it is made (the other ranks
+        join ZeRO-3's gathers and return []), so a rollout worker can fetch and load one bucket at a time."""
+        import ray
+
+        return [ray.put(bucket) for bucket in self.learner.stream_weights(bucket_bytes, dtype)]
+
+    def join_weight_broadcast(self, host: str, port: int, world_size: int, backend: str) -> None:
+        """Rank 0: become rank 0 of the rollout workers' broadcast group (its TCP store listens at host:port)."""
+        from rollout.weight_sync import BroadcastGroup
+
+        self.broadcast = BroadcastGroup(host, port, 0, world_size, backend)
+
+    def weight_plan(self, bucket_bytes: int, dtype: torch.dtype | None = None):
+        return self.learner.weight_plan(bucket_bytes, dtype)
+
+    def broadcast_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> int:
+        return self.learner.broadcast_weights(self.broadcast, bucket_bytes, dtype)
 
     def shared_weights_layout(self, root: str):
         self.shared_weights = self.learner.shared_weights_layout(root)
@@ -223,14 +243,27 @@ class LearnerGroup:
         """Rank 0's buckets. Every rank is called at once: under ZeRO-3 each bucket is a gather needing all."""
         return self._all([a.export_weights.remote(bucket_bytes, dtype) for a in self.actors])[0]
 
-    def export_weights_ref(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None):
-        """The ObjectRef of rank 0's buckets, for rollout workers to fetch straight from the object store: the
-        weights never pass through the driver (one serialisation, not three)."""
-        import ray
+    def export_weight_refs(self, bucket_bytes: int = 256 << 20, dtype: torch.dtype | None = None) -> list:
+        """One ObjectRef per bucket of rank 0's weights, for rollout workers to fetch straight from the object
+        store one at a time: the weights never pass through the driver, nor sit in one object."""
+        return self._all([a.export_weight_refs.remote(bucket_bytes, dtype) for a in self.actors])[0]
 
-        refs = [a.export_weights.remote(bucket_bytes, dtype) for a in self.actors]
-        ray.get(refs[1:])  # the other ranks return [] after taking part in ZeRO-3 gathers; raise their errors
-        return refs[0]
+    def broadcast_address(self) -> tuple[str, int]:
+        """Rank 0's node IP (as Ray knows it: 127.0.0.1 on a loopback cluster) and a port free there."""
+        return self._all([self.actors[0].address.remote()])[0]
+
+    def join_weight_broadcast(self, host: str, port: int, world_size: int, backend: str):
+        """Rank 0 joins the broadcast group as its rank 0; returns the ObjectRef, since the group forms only once
+        every rollout worker joins too."""
+        return self.actors[0].join_weight_broadcast.remote(host, port, world_size, backend)
+
+    def weight_plan(self, bucket_bytes: int, dtype: torch.dtype | None = None):
+        return self._all([self.actors[0].weight_plan.remote(bucket_bytes, dtype)])[0]
+
+    def broadcast_weights(self, bucket_bytes: int, dtype: torch.dtype | None = None) -> list:
+        """Start rank 0's broadcast (every rank is called: under ZeRO-3 each bucket is a gather needing all);
+        returns the ObjectRefs, to be awaited with the rollout workers' receiving side."""
+        return [a.broadcast_weights.remote(bucket_bytes, dtype) for a in self.actors]
 
     def shared_weights_layout(self, root: str):
         """Rank 0 creates the shared-memory file for `rollout.shared_weights` in a private directory under root

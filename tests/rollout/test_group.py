@@ -8,6 +8,7 @@ from rollout.group import RolloutGroup, shard
 from rollout.shared_weights import SharedWeightsLayout, write_slot
 from rollout.types import GenerationRequest, SamplingParams
 from rollout.weight_sync import bucket_tensors
+from rollout.worker import RolloutWorker
 
 pytestmark = pytest.mark.slow
 
@@ -57,18 +58,41 @@ def test_weight_update_reaches_every_worker_and_is_recorded(group, tiny_model, e
     assert [c.token_ids for c in completions] == [c.token_ids for c in engine.generate(REQUESTS, GREEDY)]
 
 
-def test_one_ref_to_a_list_of_buckets_loads_every_bucket(group, tiny_model, engine):
-    """What `LearnerGroup.export_weights_ref` hands over: the learner's return value, never fetched by the driver."""
+def test_one_ref_per_bucket_reaches_every_worker(group, tiny_model, engine):
+    """What `LearnerGroup.export_weight_refs` hands over: the learner's objects, never fetched by the driver."""
     with torch.no_grad():
         for p in tiny_model.parameters():
             p.mul_(0.9)
-    ref = ray.put(bucket_tensors(tiny_model.named_parameters(), bucket_bytes=1 << 16))
-    assert len(ray.get(ref)) > 1
-    group.update_weights(5, [ref])
+    refs = [ray.put(b) for b in bucket_tensors(tiny_model.named_parameters(), bucket_bytes=1 << 16)]
+    assert len(refs) > 1
+    group.update_weights(5, refs)
     assert group.weight_versions() == [5, 5]
     engine.load_weights(5, dict(tiny_model.named_parameters()))
     assert [c.token_ids for c in group.generate(REQUESTS, GREEDY)] == \
         [c.token_ids for c in engine.generate(REQUESTS, GREEDY)]
+
+
+def test_a_worker_fetches_each_bucket_only_once_it_loaded_the_one_before(cluster, tiny_model_dir, tiny_model,
+                                                                        monkeypatch):
+    """The object store path streams: a worker holds one bucket at a time, never the whole model."""
+    worker = RolloutWorker(tiny_model_dir, engine="transformers")
+    buckets = bucket_tensors(tiny_model.named_parameters(), bucket_bytes=1 << 16)
+    refs = [ray.put(b) for b in buckets]
+    events, real_get, real_load = [], ray.get, worker.engine.load_weights
+
+    def get(ref, **kwargs):
+        events.append(("get", refs.index(ref)))
+        return real_get(ref, **kwargs)
+
+    def load(version, bucket):
+        events.append(("load", sorted(bucket)))
+        return real_load(version, bucket)
+
+    monkeypatch.setattr(ray, "get", get)
+    monkeypatch.setattr(worker.engine, "load_weights", load)
+    assert worker.update_weights(4, refs) == len(list(tiny_model.parameters()))
+    assert events == [e for i, b in enumerate(buckets) for e in (("get", i), ("load", sorted(b)))]
+    assert worker.weight_version() == 4
 
 
 def test_shared_weights_reach_every_worker_as_views_of_one_file(group, tiny_model, engine, tmp_path):

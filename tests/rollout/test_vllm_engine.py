@@ -7,6 +7,7 @@ counts that do not match the placeholders. The real engine runs in `test_vllm_en
 """
 
 import sys
+import threading
 import types
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from rollout.types import GenerationRequest, SamplingParams
+from rollout.weight_sync import BroadcastGroup, tensor_metas
 
 FENCE = "```"
 
@@ -68,7 +70,9 @@ class FakeLLM:
         self.script: list[tuple[list[int], str, object]] = []  # (ids, finish_reason, stop_reason) per sample
         self.pads_per_image = 4
         self.llm_engine = types.SimpleNamespace(
-            model_config=types.SimpleNamespace(max_model_len=kwargs["max_model_len"] or 256),
+            model_config=types.SimpleNamespace(  # vLLM resolves dtype to a torch.dtype ("auto": the checkpoint's)
+                max_model_len=kwargs["max_model_len"] or 256,
+                dtype=torch.float32 if kwargs["dtype"] == "auto" else getattr(torch, kwargs["dtype"])),
             reset_encoder_cache=lambda: setattr(self, "stale_encoder", False))
         FakeLLM.last = self
 
@@ -238,6 +242,31 @@ def test_buckets_of_one_version_share_one_session_closed_before_generating(text_
     assert llm.calls[-1] == "posttrain_finish_update" and not (llm.stale_prefix or llm.stale_mm or llm.stale_encoder)
     assert {c.weight_version for c in completions} == {3}
     assert all(torch.equal(llm.weights[n], t) for n, t in STATE.items())
+
+
+def test_broadcast_buckets_stream_into_one_session_in_the_dtype_vllm_resolved(text_dir, fake_vllm):
+    """A worker of `rollout.weight_sync: broadcast` hands the engine each received bucket (views of its buffer) in
+    the dtype the engine reports, which the learner casts to before sending (gloo, the sender in a thread)."""
+    from posttrain.learners.engine_setup import free_port
+
+    engine, llm = make_engine(text_dir, dtype="bfloat16")
+    assert engine.weight_dtype() == torch.bfloat16
+    sent = [[(n, STATE[n].to(engine.weight_dtype())) for n in bucket] for bucket in buckets_of(STATE)]
+    port = free_port()
+
+    def send():
+        group = BroadcastGroup("127.0.0.1", port, 0, 2)
+        for bucket in sent:
+            group.send_bucket(bucket)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    group = BroadcastGroup("127.0.0.1", port, 1, 2)
+    assert sum(engine.load_weights(5, group.receive_bucket(tensor_metas(b))) for b in sent) == 4
+    sender.join(timeout=60)
+    assert llm.calls == ["posttrain_begin_update", "posttrain_load_chunk", "posttrain_load_chunk"]
+    assert all(llm.weights[n].dtype == torch.bfloat16 and torch.equal(llm.weights[n].float(), t)
+               for n, t in STATE.items())
 
 
 def test_a_new_version_closes_the_previous_update(text_dir, fake_vllm):

@@ -1,6 +1,7 @@
 """A Learner (DeepSpeed engine, group of one) on tiny models: real numbers for SFT, RL and preference steps."""
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -8,9 +9,11 @@ import torch
 from PIL import Image
 
 from posttrain.learners.batch import VISION, TrainBatch
+from posttrain.learners.engine_setup import free_port
 from posttrain.learners.learner import Learner
 from posttrain.learners.learner_config import LearnerConfig
 from rollout.shared_weights import slot_views
+from rollout.weight_sync import BroadcastGroup
 
 
 def keye_batch(processor, rows=4):
@@ -209,6 +212,30 @@ def test_zero3_trains_and_exports_full_weights(tiny_model_dir, make_batch, tmp_p
     layout = sft.shared_weights_layout(str(tmp_path))  # full shapes, though ZeRO-3 holds partitions
     assert sft.write_shared_weights(layout, 1) == sum(v.numel() * 4 for v in full.values())
     assert all(torch.equal(view, full[name]) for name, view in slot_views(layout, 1).items())
+
+
+def test_zero3_broadcast_sends_the_plan_it_announced_in_the_engines_dtype(qwen_dir, make_batch):
+    """Rank 0's half of `rollout.weight_sync: broadcast` under ZeRO-3: each gathered chunk crosses as one bucket,
+    cast to the engine's dtype, laid out as the plan the receivers get first (full shapes, not partitions)."""
+    learner = Learner(LearnerConfig(model=qwen_dir, zero_stage=3, lr=1e-2, precision="fp32"))
+    learner.train_step(make_batch(4, 12))
+    plan = learner.weight_plan(8 << 10, torch.bfloat16)
+    expected = {k: v for b in learner.export_weights(8 << 10, torch.bfloat16) for k, v in b.items()}
+    port, received = free_port(), {}
+
+    def engine_side():
+        group = BroadcastGroup("127.0.0.1", port, 1, 2)
+        for bucket in plan:
+            received.update((name, tensor.clone()) for name, tensor in group.receive_bucket(bucket))
+
+    thread = threading.Thread(target=engine_side, daemon=True)
+    thread.start()
+    sent = learner.broadcast_weights(BroadcastGroup("127.0.0.1", port, 0, 2), 8 << 10, torch.bfloat16)
+    thread.join(timeout=60)
+    assert len(plan) > 1 and [m.name for bucket in plan for m in bucket] == list(expected)
+    assert received.keys() == expected.keys() and all(received[k].dtype == torch.bfloat16 for k in received)
+    assert all(torch.equal(received[k], v) for k, v in expected.items())
+    assert sent == sum(v.numel() * 2 for v in expected.values())
 
 
 def test_zero3_with_deepspeeds_prefetch_and_overlap_trains_as_zero0_does(qwen_dir, make_batch):
