@@ -156,9 +156,14 @@ class RewardPool:
             self._replace(refs[ref])
 
     def close(self) -> None:
+        """Close each worker's reward process first (it kills everything the reward started, ``setsid`` ones
+        included), waiting at most `grace_s`; then kill the actors. ``ray.kill`` alone would leave those
+        descendants running: the reward process dies with its actor, but what it started does not."""
         import ray
 
-        for actor in self.actors + ([self._spare] if self._spare else []):
+        actors = self.actors + ([self._spare] if self._spare else [])
+        ray.wait([a.close.remote() for a in actors], num_returns=len(actors), timeout=self.config.grace_s)
+        for actor in actors:
             ray.kill(actor, no_restart=True)
         self.actors, self._spare = [], None
 

@@ -16,8 +16,9 @@ import numbers
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-# memory/output: the reward's process went over `memory_mb` / printed more than `output_mb` (rewards.reward_process)
-ERROR_KINDS = ("exception", "timeout", "invalid", "crash", "memory", "output")
+# memory/output: the reward's process went over `memory_mb` / printed more than `output_mb` (rewards.reward_process);
+# channel: the reward wrote into its own reply channel, so the bytes read were not its reply (rewards.channel)
+ERROR_KINDS = ("exception", "timeout", "invalid", "crash", "memory", "output", "channel")
 
 
 class InvalidReward(ValueError):

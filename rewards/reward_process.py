@@ -8,11 +8,16 @@ socket: one call at a time, one reply per call. While a call runs the parent pol
 - the deadline             -> the child's process group is SIGKILLed, the call is marked ``timeout``;
 - the child's RSS          -> over ``memory_mb``: killed, marked ``memory`` (a reward that leaks);
 - what the child printed   -> over ``output_mb``: killed, marked ``output`` (a reward that prints gigabytes);
-- the child dying          -> marked ``crash`` (os._exit, a segfault, the kernel's OOM killer).
+- the child dying          -> marked ``crash`` (os._exit, a segfault, the kernel's OOM killer);
+- a reply that is not one  -> killed, marked ``channel`` (the reward wrote into its own socket; replies echo
+                              a random request id: `rewards.channel`); stray bytes that arrive between calls
+                              replace the child before the next one, so no later sample gets a forged reply.
 
 A killed child is replaced by a fresh one before the next call, so the samples after a bad one are scored
-normally. Values are checked in the child (`rewards.result.normalize`), so only `RewardResult`s cross back and
-an unpicklable or absurd return value (``10**400``) is that sample's ``invalid``. What the reward prints goes to
+normally. The child is a subreaper: whatever the reward starts, ``setsid`` and double-forked processes
+included, stays below it and is killed with it (`end_descendants`). Values are checked in the child
+(`rewards.result.normalize`), so only `RewardResult`s cross back and an unpicklable or absurd return value
+(``10**400``) is that sample's ``invalid``. What the reward prints goes to
 a file, not to the parent's stdout (which `posttrain reward check` uses for its JSON lines); the parent copies
 the first 64 KiB of each call's output to its own stderr. This module knows nothing about Ray or the pool.
 """
@@ -30,8 +35,8 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 
+from rewards import channel
 from rewards.adapters import user_line
 from rewards.result import InvalidReward, RewardResult, normalize
 
@@ -79,41 +84,54 @@ class RewardProcess:
         self.spec, self.options, self.threads = spec, options or {}, threads
         self.limits = limits or ProcessLimits()
         self.replaced = 0  # children killed and replaced so far
-        self._proc = self._conn = self._out = None
+        self._proc = self._sock = self._out = None
         self.batched, self.label = self._start()
 
     def call(self, samples: list, timeout: float) -> list[RewardResult]:
         if self._proc is None:
             self._start()
+        elif channel.readable(self._sock):  # bytes since the last reply (a reward's thread) or a dead child
+            self._restart()
         start = time.perf_counter()
+        request_id = channel.new_id()
         try:
-            self._conn.send(("call", samples))
+            channel.send(self._sock, request_id, ("call", samples))
         except (BrokenPipeError, ConnectionError, EOFError):
             return self._fail(samples, "crash", "reward process died before the call", start)
         except (pickle.PicklingError, TypeError, AttributeError) as error:  # pickled before any byte is sent
             return [RewardResult.failed("exception", f"sample cannot be sent to the reward process: "
                                                      f"{describe(error)}") for _ in samples]
         failure = self._wait(timeout, start)
-        if failure is not None:
-            self._show_output()
-            return self._fail(samples, *failure, start)
-        try:
-            reply = self._conn.recv()
-        except (EOFError, ConnectionError):  # poll() also wakes for a closed socket: the child died
-            self._proc.wait()
-            self._show_output()
-            return self._fail(samples, "crash", f"reward process died while scoring "
-                                                f"({_exit_text(self._proc.returncode)})", start)
+        if failure is None:
+            failure, reply = self._reply(request_id, len(samples), start + timeout)
         self._show_output()
+        if failure is not None:
+            return self._fail(samples, *failure, start)
         rss = self._rss_mb()
         if rss > self.limits.memory_mb:  # it finished, but this call took the child over the limit
             return self._fail(samples, "memory", self._memory_message(rss), start)
         return reply
 
+    def _reply(self, request_id: bytes, count: int, end: float) -> tuple[tuple[str, str] | None, list]:
+        """(None, results) for the reply to `request_id`, or ((kind, message), []) when the child died or the
+        bytes were not that reply (the reward wrote into its channel: see `rewards.channel`)."""
+        try:
+            reply = channel.receive_reply(self._sock, request_id, max(end, time.monotonic() + 1.0))
+            if not (isinstance(reply, list) and len(reply) == count
+                    and all(isinstance(r, RewardResult) for r in reply)):
+                raise channel.ChannelError("a reply that is not one RewardResult per sample")
+        except (EOFError, ConnectionError):  # select() also wakes for a closed socket: the child died
+            self._proc.wait()
+            return ("crash", f"reward process died while scoring ({_exit_text(self._proc.returncode)})"), []
+        except channel.ChannelError as error:
+            return ("channel", f"reward {self.label!r} wrote into its reply channel: the parent read {error}; "
+                               f"its process was killed and replaced"), []
+        return None, reply
+
     def _wait(self, timeout: float, start: float) -> tuple[str, str] | None:
         """Poll until the reply is in; (kind, message) when the child had to be killed or died."""
         end = start + timeout
-        while not self._conn.poll(POLL_S):
+        while not channel.readable(self._sock, POLL_S):
             if self._proc.poll() is not None:
                 return "crash", f"reward process died while scoring ({_exit_text(self._proc.returncode)})"
             if time.perf_counter() >= end:
@@ -137,7 +155,7 @@ class RewardProcess:
         return [RewardResult.failed(kind, message, seconds) for _ in samples]
 
     def _start(self) -> tuple[bool, str]:
-        parent_sock, child_sock = socket.socketpair()
+        self._sock, child_sock = socket.socketpair()
         self._out = tempfile.TemporaryFile(prefix="keye-reward-out-")
         out_fd = os.open(f"/proc/self/fd/{self._out.fileno()}", os.O_WRONLY | os.O_APPEND)
         try:
@@ -148,17 +166,19 @@ class RewardProcess:
         finally:
             os.close(out_fd)
             child_sock.close()
-        self._conn = Connection(os.dup(parent_sock.fileno()))
-        parent_sock.close()
-        self._conn.send(("load", sys.path, self.spec, self.options, self.threads))
-        if not self._conn.poll(self.limits.startup_s):
+        request_id = channel.new_id()
+        channel.send(self._sock, request_id, ("load", sys.path, self.spec, self.options, self.threads))
+        if not channel.readable(self._sock, self.limits.startup_s):
             self.close()
             raise RewardLoadError(f"reward {self.spec!r} did not load within startup_s={self.limits.startup_s:g}s")
         try:
-            kind, *payload = self._conn.recv()
-        except EOFError:
+            kind, *payload = channel.receive_reply(self._sock, request_id, time.monotonic() + 5.0)
+        except (EOFError, ConnectionError):
             kind, payload = "error", [f"the process exited ({_exit_text(self._proc.wait())}): "
                                       f"{self._read_output()[-2000:]}"]
+        except channel.ChannelError as error:
+            kind, payload = "error", [f"reward {self.spec!r} wrote into its reply channel while loading: the "
+                                      f"parent read {error}"]
         if kind != "ready":
             self.close()
             raise RewardLoadError(payload[0])
@@ -170,17 +190,21 @@ class RewardProcess:
         self._start()
 
     def close(self) -> None:
-        """Kill the child and everything it started."""
+        """Kill the child and everything it started: stopped first, so it starts nothing more, then its
+        descendants (a subreaper, it keeps even ``setsid`` and double-forked ones under it), then itself."""
         if self._proc is not None:
+            if self._proc.poll() is None:  # not reaped yet, so its pid cannot belong to another process
+                os.kill(self._proc.pid, signal.SIGSTOP)
+                end_descendants(self._proc.pid)
             try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
+                os.killpg(self._proc.pid, signal.SIGKILL)  # the group, reaped leader or not
             except (ProcessLookupError, PermissionError):
                 pass
             self._proc.wait()
-        for handle in (self._conn, self._out):
+        for handle in (self._sock, self._out):
             if handle is not None:
                 handle.close()
-        self._proc = self._conn = self._out = None
+        self._proc = self._sock = self._out = None
 
     def __del__(self):
         try:
@@ -211,6 +235,41 @@ class RewardProcess:
             sys.stderr.write(self._read_output())
             sys.stderr.flush()
             self._out.truncate(0)
+
+
+def end_descendants(root: int, wait_s: float = 2.0) -> None:
+    """SIGKILL every live descendant of `root` (found through /proc's parent links) until none is left: killing
+    a parent hands its children to `root`, a subreaper, where the next round finds them."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        live = _descendants(root)
+        if not live:
+            return
+        for pid in live:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.005)
+
+
+def _descendants(root: int) -> list[int]:
+    """The pids below `root` that are not zombies (a zombie is already dead: init reaps it once `root` dies)."""
+    children: dict[int, list[int]] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # the name in parentheses may hold anything
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 def _exit_text(code: int | None) -> str:
@@ -247,8 +306,8 @@ def _result(value, spec: str, seconds: float) -> RewardResult:
     return RewardResult(total=total, components=components, seconds=seconds, skipped=total is None)
 
 
-def _load(conn: Connection):
-    _, path, spec, options, threads = conn.recv()
+def _load(sock: socket.socket):
+    request_id, (_, path, spec, options, threads) = channel.receive(sock)
     sys.path[:] = path  # the parent's path: `module:func` specs resolve as they would there
     try:
         from rewards.registry import load_reward
@@ -257,37 +316,43 @@ def _load(conn: Connection):
         if threads and "torch" in sys.modules:  # a model-based reward: only the CPUs its worker was given
             sys.modules["torch"].set_num_threads(max(1, int(math.ceil(threads))))
     except BaseException as error:  # noqa: BLE001
-        conn.send(("error", str(error) if type(error).__name__ == "RewardSpecError" else describe(error)))
+        message = str(error) if type(error).__name__ == "RewardSpecError" else describe(error)
+        channel.send(sock, request_id, ("error", message))
         raise SystemExit(1)
-    conn.send(("ready", reward.batched, reward.spec))
+    channel.send(sock, request_id, ("ready", reward.batched, reward.spec))
     return reward
 
 
 def _die_with_parent() -> None:
-    """Linux: SIGKILL this child when the parent dies, so a reward stuck in C never outlives its worker."""
+    """Linux: SIGKILL this child when the parent dies, so a reward stuck in C never outlives its worker; and be
+    a subreaper, so whatever the reward starts (``setsid`` or double-forked) stays below this process, where
+    `RewardProcess.close` finds and kills it. (Orphans that exit stay zombies until this process ends: reaping
+    them here would steal exit statuses from the reward's own ``subprocess`` calls.)"""
     import ctypes
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or libc.prctl(PR_SET_CHILD_SUBREAPER, 1) != 0:
+        raise OSError(ctypes.get_errno(), "reward process: prctl failed")
 
 
 def child_main(fd: int) -> None:
     _die_with_parent()
-    conn = Connection(fd)
-    reward = _load(conn)
+    sock = socket.socket(fileno=fd)
+    reward = _load(sock)
     while True:
         try:
-            _, samples = conn.recv()
+            request_id, (_, samples) = channel.receive(sock)
         except EOFError:  # the parent closed: nothing more to score
             return
         results = score_call(reward, samples)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            conn.send(results)
-        except Exception as error:  # noqa: BLE001 (a component value that cannot pickle)
-            conn.send([RewardResult.failed("invalid", f"result cannot be returned: {describe(error)}")
-                       for _ in samples])
+            channel.send(sock, request_id, results)
+        except Exception as error:  # noqa: BLE001 (a component value that cannot pickle: nothing was sent)
+            channel.send(sock, request_id, [RewardResult.failed("invalid", f"result cannot be returned: "
+                                                                           f"{describe(error)}") for _ in samples])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ wrote. What the sandbox promises, each checked by an attack in ``tests/reliabili
 - **no network**: a new network namespace holding only its own loopback (the host's is not reachable);
 - **no privilege**: the code runs as uid/gid 65534 (nobody) in a user namespace where only that id exists
   (started by root, it is 65534 outside too), with no capabilities and ``no_new_privs``;
+- **no namespace of its own**: a user namespace made by the code would make it root there, free to mount a
+  tmpfs past ``disk_mb`` and the memory limit. A seccomp filter (`sandbox_child.forbid_namespaces`) makes
+  ``unshare``/``clone`` with CLONE_NEWUSER, ``setns`` and the mount calls fail with EPERM (``clone3`` with
+  ENOSYS, so libc falls back to ``clone``); started by a normal user, bubblewrap's ``--disable-userns`` also
+  sets the namespace's user-namespace count to its limit. Only x86_64 is filtered: elsewhere nothing runs;
 - **bounded**: CPU time, address space, file size and open files are rlimits; wall time is enforced by
   killing the sandbox; stdout/stderr are cut at ``output_bytes``. Total disk is ``disk_mb``: ``/sandbox``
   is a tmpfs of that size (memory, not the host's disk; a write past it fails with ENOSPC and the run's
@@ -37,7 +42,9 @@ the run (30 ``setsid`` children are gone on return); no processes (``_posixsubpr
 ``spawn`` get EAGAIN; a fork bomb with forks allowed is capped: ``tests/rewards/test_reward_sandbox.py``); no
 view (a shell with processes allowed cannot read a project file or write to ``/tmp``/``/usr``; ``dir_fd``,
 ``chdir`` and relative-symlink tricks, ``mkfifo``/``mknod`` outside are refused); no network (a socket cannot
-reach a host listener: test_reward_sandbox); no privilege (``id -u`` is 65534); bounded (CPU, wall, memory,
+reach a host listener: test_reward_sandbox); no privilege (``id -u`` is 65534); no namespace of its own
+(``unshare(CLONE_NEWUSER)`` by ctypes, ``os.unshare`` and raw ``clone`` get EPERM, a tmpfs mount is refused,
+threads and subprocesses still start; as a normal user too); bounded (CPU, wall, memory,
 file size: test_reward_sandbox; total disk: many files under the file-size limit stop at ``disk_mb`` and the
 host's disk stays untouched; FIFO images, 13000x13000 PNG headers and the byte budget). Missing bubblewrap:
 ``tests/rewards/test_reward_sandbox.py`` checks the message.
@@ -72,9 +79,9 @@ WORK_INSIDE = "/sandbox"
 NOBODY = 65534
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")  # not passwd/group: no account data inside
 INPUTS_INSIDE = "/opt/keye/inputs"
-INSTALL_HINT = ("install the bubblewrap package, 0.7 or newer for --size (Debian/Ubuntu: apt-get install -y "
-                "bubblewrap; Fedora: dnf install bubblewrap; Arch: pacman -S bubblewrap), so that `bwrap` is "
-                "on PATH; there is no weaker fallback")
+INSTALL_HINT = ("install the bubblewrap package, 0.8 or newer for --size and --disable-userns (Debian/Ubuntu: "
+                "apt-get install -y bubblewrap; Fedora: dnf install bubblewrap; Arch: pacman -S bubblewrap), so "
+                "that `bwrap` is on PATH; there is no weaker fallback")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -139,7 +146,7 @@ def run_python(code: str, images: list | None = None, **limits) -> SandboxResult
 
 
 def isolation_layers(limits: SandboxLimits) -> list[str]:
-    layers = ["userns", "mountns", "pidns", "netns", "uid-nobody", "rlimits"]
+    layers = ["userns", "mountns", "pidns", "netns", "uid-nobody", "no-new-userns", "rlimits"]
     return layers + (["no-fork"] if limits.max_processes <= 1 else []) + (["policy"] if limits.policy else [])
 
 
@@ -237,8 +244,8 @@ def _bwrap_args(inputs_dir: Path, disk_bytes: int) -> list[str]:
     if os.geteuid() == 0:
         args.remove("--unshare-all")  # root: the user namespace is made by the child, mapping nobody to nobody
         args[:0] = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    else:
-        args += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
+    else:  # no nested user namespace (bubblewrap 0.8's --disable-userns needs an explicit --unshare-user)
+        args += ["--unshare-user", "--disable-userns", "--uid", str(NOBODY), "--gid", str(NOBODY)]
     for name in ("bin", "lib", "lib64", "sbin"):
         target = Path("/") / name
         if target.is_symlink():
@@ -279,8 +286,9 @@ def bwrap_path() -> str:
     if path is None:
         raise SandboxUnavailable(f"the code sandbox needs bubblewrap (bwrap), which is not installed: "
                                  f"{INSTALL_HINT}")
-    tmpfs = ["--size", "65536", "--tmpfs", "/tmp"]  # --size: bubblewrap 0.7 or newer
-    probe = [path, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", *tmpfs, "true"]
+    tmpfs = ["--size", "65536", "--tmpfs", "/tmp"]  # --size: bubblewrap 0.7 or newer (root needs no 0.8)
+    probe = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/",
+             *tmpfs, "true"]  # --disable-userns: 0.8 or newer
     if os.geteuid() == 0:
         probe = [path, "--unshare-pid", "--unshare-net", "--die-with-parent", "--ro-bind", "/", "/", *tmpfs, "true"]
     done = subprocess.run(probe, capture_output=True, text=True)

@@ -10,7 +10,8 @@ pid, network, IPC and UTS namespaces with a read-only view of the system and onl
   and sends the exit status and the image files the code wrote (regular files only, within the byte budget)
   over the status pipe, a channel the code has no handle on; it is not dumpable, so the code cannot ptrace it;
 - the code's process, which enters a new user namespace where only uid/gid 65534 exist (mapped to 65534
-  outside: nobody, not root), becomes that user with no capabilities and ``no_new_privs``, sets its rlimits
+  outside: nobody, not root), becomes that user with no capabilities and ``no_new_privs``, installs a seccomp
+  filter so that it can make no user namespace (nor mount anything) of its own, sets its rlimits
   (CPU, address space, file size, open files, processes), loads the input images, installs the audit-hook
   policy (defence in depth only: the kernel is the boundary) and runs the code.
 Started by a normal user, bubblewrap made the user namespace itself and there is nothing to drop (the code
@@ -20,18 +21,30 @@ imports only the standard library (and PIL for images): the project is not visib
 
 import builtins
 import ctypes
+import errno
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
 import stat
+import struct
 import sys
 import time
 import traceback
 
 MEMORY_EXIT = 3  # exit status for MemoryError, so the parent can say "memory limit" rather than "error"
 CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 0x10000000, 38, 4
+# seccomp (linux/seccomp.h, linux/filter.h, linux/audit.h); syscall numbers are x86_64's
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
+SECCOMP_DATA_NR, SECCOMP_DATA_ARCH, SECCOMP_DATA_ARG0 = 0, 4, 16  # offsets; ARG0: args[0]'s low 32 bits
+AUDIT_ARCH_X86_64, X32_SYSCALL_BIT = 0xC000003E, 0x40000000
+BPF_LD_ABS, BPF_JEQ, BPF_JGE, BPF_JSET, BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06  # (word, absolute; jump K; ret K)
+NR_CLONE, NR_UNSHARE, NR_CLONE3 = 56, 272, 435
+# mount, umount2, pivot_root, setns, open_tree, move_mount, fsopen, fsconfig, fsmount, fspick, mount_setattr
+DENIED_SYSCALLS = (165, 166, 155, 308, 428, 429, 430, 431, 432, 433, 442)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_EVENTS = {"os.listdir": 0, "os.scandir": 0, "os.remove": 0, "os.rmdir": 0, "os.mkdir": 0, "os.chmod": 0,
@@ -44,6 +57,10 @@ _BLOCKED = {"socket.__new__", "socket.bind", "socket.connect", "socket.getaddrin
 
 
 # ------------------------------------------------------------------------------------------ privileges
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 def drop_to_user(uid, status_fd: int, collect: dict) -> None:
     """Fork; the child returns as `uid` in its own user namespace (uid None: as it is, bwrap made the
     namespace), the parent supervises, reports the child's exit and images on `status_fd` and never returns."""
@@ -65,6 +82,7 @@ def drop_to_user(uid, status_fd: int, collect: dict) -> None:
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
         drop_capabilities(libc)
+        forbid_namespaces(libc)
         return
     os.close(ready_w)
     os.close(go_r)
@@ -94,6 +112,42 @@ def drop_capabilities(libc) -> None:
         raise OSError(ctypes.get_errno(), "sandbox: capset failed")
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "sandbox: prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+def seccomp_program() -> bytes:
+    """The classic-BPF filter `forbid_namespaces` installs (x86_64 numbering), as packed ``sock_filter``s.
+
+    A foreign syscall ABI (i386's ``int 0x80``, x32's numbers) would see other numbers: it kills the process.
+    ``unshare`` and ``clone`` fail with EPERM when their flags ask for a new user namespace; ``clone3`` passes
+    its flags in memory the filter cannot read, so it fails with ENOSYS and libc falls back to ``clone``, whose
+    flags are checked. ``setns`` and the mount calls fail with EPERM: the code has no business with them."""
+    deny = {nr: SECCOMP_RET_ERRNO | errno.EPERM for nr in DENIED_SYSCALLS}
+    deny[NR_CLONE3] = SECCOMP_RET_ERRNO | errno.ENOSYS
+    program = [(BPF_LD_ABS, 0, 0, SECCOMP_DATA_ARCH), (BPF_JEQ, 1, 0, AUDIT_ARCH_X86_64),
+               (BPF_RET, 0, 0, SECCOMP_RET_KILL_PROCESS),
+               (BPF_LD_ABS, 0, 0, SECCOMP_DATA_NR), (BPF_JGE, 0, 1, X32_SYSCALL_BIT),
+               (BPF_RET, 0, 0, SECCOMP_RET_KILL_PROCESS)]
+    for nr, action in deny.items():
+        program += [(BPF_JEQ, 0, 1, nr), (BPF_RET, 0, 0, action)]
+    program += [(BPF_JEQ, 1, 0, NR_UNSHARE), (BPF_JEQ, 0, 3, NR_CLONE),  # else: to the final ALLOW
+                (BPF_LD_ABS, 0, 0, SECCOMP_DATA_ARG0), (BPF_JSET, 0, 1, CLONE_NEWUSER),
+                (BPF_RET, 0, 0, SECCOMP_RET_ERRNO | errno.EPERM), (BPF_RET, 0, 0, SECCOMP_RET_ALLOW)]
+    return b"".join(struct.pack("=HBBI", code, jt, jf, k) for code, jt, jf, k in program)
+
+
+def forbid_namespaces(libc) -> None:
+    """Install `seccomp_program` on this (single-threaded, just forked) process: without it the code could make
+    its own user namespace, be root there and mount a tmpfs past ``disk_mb`` and the memory limit. Needs
+    ``no_new_privs`` (set by `drop_capabilities`); inherited by every thread and process the code starts.
+    Only x86_64 numbers are known: on another machine the code is not run at all rather than run unfiltered."""
+    if platform.machine() != "x86_64":
+        raise OSError(errno.ENOSYS, f"sandbox: the seccomp filter knows x86_64 only, not {platform.machine()}; "
+                                    f"refusing to run the code without it")
+    code = seccomp_program()
+    filters = ctypes.create_string_buffer(code, len(code))
+    program = SockFprog(len(code) // 8, ctypes.cast(filters, ctypes.c_void_p))
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "sandbox: prctl(PR_SET_SECCOMP) failed")
 
 
 def end_the_rest(wait_s: float = 2.0) -> None:

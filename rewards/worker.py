@@ -10,6 +10,7 @@ the chunk, and the samples after it are scored normally. What each failure becom
 - it returns NaN/inf/10**400/a wrong type/count -> ``error="invalid"``;
 - it misses the deadline                       -> ``error="timeout"``;
 - it exceeds ``memory_mb`` / ``output_mb``     -> ``error="memory"`` / ``"output"``;
+- it writes into its reply channel             -> ``error="channel"`` (its process is replaced);
 - it kills its process (os._exit, segfault)    -> retried once in a fresh process, then ``error="crash"``
   (a process can also die for reasons that are not the sample's).
 A reward returning None ("not applicable") gets no error but ``skipped=True``: it never trains as 0.0.

@@ -4,6 +4,7 @@ per-sample deadline plus a process restart (issue 20, item 1). Real math-verify,
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -123,3 +124,76 @@ def test_a_deadline_that_never_or_always_expires_is_refused(tmp_path, capsys, de
     assert exit_.value.code == 2 and "finite number of seconds > 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="finite"):
         PoolConfig(deadline_s=float(deadline))
+
+
+# Issue 33, item 3: a reward that writes into its own reply channel, and one whose processes try to outlive it.
+def _sleepers(tag: str) -> list[int]:
+    """Host pids whose command line is `sleep <tag>`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == f"sleep\x00{tag}\x00".encode():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _await_sleepers(tag: str, count: int) -> None:
+    """The orphan is started by a shell that does not wait for it: give it a moment to exec."""
+    deadline = time.monotonic() + 5
+    while len(_sleepers(tag)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_sleepers(tag)) == count
+
+
+def _tag() -> str:
+    return f"{3000 + os.getpid() % 1000}.{random.randrange(10**6)}"  # a sleep length no one else uses
+
+
+def test_a_forged_reply_is_marked_and_later_scores_do_not_shift():
+    """`forge` writes a 99.0 reply before its real one, `forge_later` from a thread after it: the first is that
+    sample's ``channel`` error, the second replaces the process before the next call; every other sample keeps
+    its own score (before the fix: 99.0, then each score one sample late)."""
+    worker = RewardWorker(BOMBS)
+    try:
+        results = []
+        for attack, value in [("ok", 1.0), ("forge", 0.0), ("ok", 2.0), ("ok", 3.0), ("forge_later", 1.0),
+                              ("ok", 5.0), ("ok", 6.0)]:
+            results.append(worker.score([sample(attack, value)], deadline_s=5).results[0])
+            time.sleep(0.4 if attack == "forge_later" else 0)  # its thread writes 0.2 s after the reply
+    finally:
+        worker.close()
+    assert [r.total for r in results] == [1.0, None, 2.0, 3.0, 1.0, 5.0, 6.0], results
+    assert results[1].error == "channel" and "wrong request id" in results[1].message
+    assert all(r.error is None for i, r in enumerate(results) if i != 1)
+    assert worker.replaced == 2
+
+
+def test_a_setsid_grandchild_ends_with_the_worker():
+    """A `setsid` child and an orphan whose parent exited both escape a process-group kill; the reward process
+    is their subreaper, so closing the worker ends them."""
+    tag = _tag()
+    worker = RewardWorker(BOMBS)
+    try:
+        result = worker.score([Sample.from_row({"prompt": "q", "completion": "c", "attack": "setsid",
+                                                "tag": tag})], deadline_s=5).results[0]
+        assert result.error is None, result.message
+        _await_sleepers(tag, 2)
+    finally:
+        worker.close()
+    assert _sleepers(tag) == []
+
+
+def test_the_pool_scores_past_a_forged_reply_and_leaves_no_process_behind():
+    tag = _tag()
+    with local_cluster(num_cpus=2):
+        config = PoolConfig(num_workers=1, deadline_s=5, chunk_size=8, grace_s=2)
+        with RewardPool(BOMBS, config=config) as pool:
+            batch = pool.score([sample("ok", 1.0), sample("forge"), sample("ok", 2.0), sample("ok", 3.0),
+                                Sample.from_row({"prompt": "q", "completion": "c", "attack": "setsid", "tag": tag})])
+            assert [r.error for r in batch.results] == [None, "channel", None, None, None]
+            assert [batch.results[i].total for i in (0, 2, 3)] == [1.0, 2.0, 3.0]
+            _await_sleepers(tag, 2)
+    assert _sleepers(tag) == []

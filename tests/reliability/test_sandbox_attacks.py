@@ -4,7 +4,9 @@ audit-hook policy off (`policy=False`): the kernel alone must hold; the policy i
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -163,3 +165,86 @@ def test_many_files_under_the_file_size_limit_stop_at_the_disk_bound():
     written, in_dir, filesystem = (int(n) for n in result.stdout.split()[1::2])
     assert 3 * 2**20 <= written <= 4 * 2**20 and in_dir <= 4 * 2**20, result.stdout
     assert filesystem <= 4 * 2**20 + 2**16  # the work dir is its own 4 MiB filesystem, not the host's disk
+
+
+# Issue 33: a user namespace of its own would make the code root there, free to mount a tmpfs past disk_mb.
+NAMESPACE_ATTACKS = (
+    "import ctypes, os\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def errno_of(result):\n"
+    "    return 0 if result == 0 else ctypes.get_errno()\n"
+    "print('unshare', errno_of(libc.unshare(0x10000000 | 0x20000)))  # CLONE_NEWUSER | CLONE_NEWNS\n"
+    "if hasattr(os, 'unshare'):  # Python 3.12+\n"
+    "    try:\n"
+    "        os.unshare(os.CLONE_NEWUSER); print('os.unshare 0')\n"
+    "    except OSError as error:\n"
+    "        print('os.unshare', error.errno)\n"
+    "pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # raw clone(CLONE_NEWUSER | SIGCHLD)\n"
+    "if pid == 0:\n"
+    "    os._exit(0)\n"
+    "print('clone', 0 if pid > 0 else ctypes.get_errno())\n"
+    "print('clone3', errno_of(libc.syscall(435, 0, 0)))\n"
+    "print('setns', errno_of(libc.setns(os.open('/proc/self/ns/user', os.O_RDONLY), 0)))\n"
+    "os.mkdir('big')\n"
+    "print('mount', errno_of(libc.mount(b'none', b'big', b'tmpfs', 0, b'size=1g')))\n"
+    "try:\n"
+    "    with open('big/fill', 'wb') as f:\n"
+    "        for _ in range(8):\n"
+    "            f.write(os.urandom(2**20))\n"
+    "except OSError as error:\n"
+    "    print('fill', error.errno)\n")
+
+
+def _assert_namespaces_refused(stdout: str, stderr: str) -> None:
+    lines = dict(line.split() for line in stdout.splitlines() if len(line.split()) == 2)
+    stdout += stderr[-2000:]
+    assert lines["unshare"] == "1" and lines.get("os.unshare", "1") == "1", stdout  # EPERM
+    assert lines["clone"] == "1" and lines["clone3"] == "38", stdout  # EPERM; ENOSYS: libc falls back to clone
+    assert lines["setns"] == "1" and lines["mount"] == "1", stdout
+    assert lines["fill"] == "28", stdout  # ENOSPC: 'big' is a directory of the 4 MiB work tmpfs, nothing more
+
+
+def test_code_cannot_make_a_user_namespace_nor_mount_past_the_disk_bound():
+    """The escape of issue 33: unshare(CLONE_NEWUSER | CLONE_NEWNS), then a 1 GiB tmpfs. Every way into a new
+    user namespace is refused (max_processes=4, so a refused clone is the filter, not RLIMIT_NPROC)."""
+    result = run_code(NAMESPACE_ATTACKS, limits=SandboxLimits(policy=False, max_processes=4, disk_mb=4,
+                                                              file_size_mb=16))
+    assert result.status == "ok", result.stderr
+    _assert_namespaces_refused(result.stdout, result.stderr)
+    assert "no-new-userns" in result.isolation
+
+
+def test_threads_and_subprocesses_still_start_under_the_filter():
+    """Threads (clone3 refused, libc's clone fallback allowed) and a child interpreter work as before."""
+    code = ("import os, subprocess, sys, threading\n"
+            "out = []\n"
+            "t = threading.Thread(target=out.append, args=(5,)); t.start(); t.join()\n"
+            "child = subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True, text=True)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os._exit(3)\n"
+            "print('thread', out[0], 'child', child.stdout.strip(), 'fork', os.waitstatus_to_exitcode("
+            "os.waitpid(pid, 0)[1]))\n")
+    result = run_code(code, limits=SandboxLimits(policy=False, max_processes=8))
+    assert result.status == "ok" and result.stdout.split() == ["thread", "5", "child", "7", "fork", "3"], \
+        result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="runs the sandbox as nobody: needs root, setpriv and /usr/bin/python3")
+def test_started_by_a_normal_user_the_code_cannot_make_a_user_namespace():
+    """The non-root path (bubblewrap makes the user namespace; --disable-userns): run_code as nobody, under the
+    system interpreter (the test's own may sit in a directory nobody cannot enter), with this PIL on its path."""
+    import PIL
+
+    repo, site = Path(__file__).resolve().parents[2], Path(PIL.__file__).resolve().parents[1]
+    script = (f"import sys\nsys.path[:0] = [{str(repo)!r}, {str(site)!r}]\n"
+              "from rewards.sandbox import SandboxLimits, run_code\n"
+              f"result = run_code({NAMESPACE_ATTACKS!r}, limits=SandboxLimits(policy=False, max_processes=4, "
+              "disk_mb=4, file_size_mb=16))\n"
+              "print(result.stdout, end=''); print(result.stderr, file=sys.stderr)\n")
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I",
+                           "-"], input=script, capture_output=True, text=True, cwd="/", timeout=60)
+    if "No module named" in done.stderr:
+        pytest.skip(f"/usr/bin/python3 cannot import this environment's packages: {done.stderr[-300:]}")
+    _assert_namespaces_refused(done.stdout, done.stderr)

@@ -176,6 +176,6 @@ def test_without_bubblewrap_the_error_says_what_to_install(monkeypatch):
     try:
         with pytest.raises(sandbox.SandboxUnavailable, match=r"apt-get install -y bubblewrap") as error:
             run_code("print(1)")
-        assert "no weaker fallback" in str(error.value) and "0.7 or newer" in str(error.value)
+        assert "no weaker fallback" in str(error.value) and "0.8 or newer" in str(error.value)
     finally:
         sandbox.bwrap_path.cache_clear()

@@ -1,7 +1,13 @@
 """Rewards that attack the worker: each sample's `attack` column picks how (tests/reliability)."""
 
 import math
+import os
+import stat
+import subprocess
 import sys
+import threading
+import time
+from multiprocessing.connection import Connection
 
 _HOARD = []  # what the leaking reward keeps between calls
 
@@ -29,4 +35,28 @@ def attack(sample):
     if kind == "chatty":
         print("a line the reward printed")
         return 2.0
+    if kind == "forge":  # a reply of its own, written before the real one
+        _forge()
+        return 1.0
+    if kind == "forge_later":  # a reply of its own, written by a thread after the real one
+        threading.Thread(target=lambda: (time.sleep(0.2), _forge())).start()
+        return 1.0
+    if kind == "setsid":  # a sleeper in a session of its own, and one orphaned by its exiting parent
+        tag = sample.columns["tag"]
+        subprocess.Popen(["sleep", tag], start_new_session=True)
+        subprocess.run(["sh", "-c", f"setsid sleep {tag} > /dev/null 2>&1 &"], check=True)
+        return 1.0
     raise AssertionError(f"unknown attack {kind}")
+
+
+def _forge() -> None:
+    """Write a 99.0 reply, framed as multiprocessing.connection frames it, into every socket this process holds
+    (the reward's reply channel is one of them: it is found by type, not by name)."""
+    from rewards.result import RewardResult
+
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if stat.S_ISSOCK(os.fstat(int(name)).st_mode):
+                Connection(os.dup(int(name))).send([RewardResult(total=99.0)])
+        except OSError:
+            continue
