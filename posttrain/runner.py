@@ -110,7 +110,7 @@ def run_stage(ctx: StageContext, console: Console) -> dict[str, Any]:
 
     checkpoint = latest_checkpoint(ctx)
     if checkpoint is not None:
-        console.print(f"{ctx.label}: resuming from {checkpoint}")
+        console.print(f"{ctx.label}: resuming from {checkpoint}", soft_wrap=True)  # a path is not wrapped
     start = time.perf_counter()
     try:
         summary = STAGES[ctx.stage.kind](ctx)
