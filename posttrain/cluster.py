@@ -19,6 +19,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from posttrain import actor_logs
 from posttrain.recipe import Recipe
 
 
@@ -38,7 +39,8 @@ def ray_cluster(recipe: Recipe):
         yield
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    quiet = dict(log_to_driver=False, logging_level=logging.WARNING)  # no "Started a local Ray instance"
+    # no "Started a local Ray instance"; what actors log goes to the run directory instead (posttrain.actor_logs)
+    quiet = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env=actor_logs.runtime_env(recipe.run_dir))
     if recipe.cluster.address:
         ray.init(address=recipe.cluster.address, **quiet)
     else:

@@ -68,6 +68,7 @@ class StageContext:
 
 def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every stage; returns each stage's summary."""
+    from posttrain.actor_logs import ActorLogWatch
     from posttrain.cluster import check_fits, ray_cluster
     from posttrain.placement import reserved
     from posttrain.data import prepare_data, prepare_model
@@ -83,6 +84,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
     model = prepare_model(recipe, console)
     data_dirs = [prepare_data(recipe, console)]
     summaries = []
+    actor_logs = ActorLogWatch(recipe.run_dir)
     with ray_cluster(recipe), reserved(recipe) as placement:  # the bundles stay reserved for the whole run
         for index, (stage, stage_dir) in enumerate(zip(recipe.stages, recipe.stage_dirs())):
             ctx = StageContext(recipe, index, stage, stage_dir, model, data_dirs[0], console, placement,
@@ -94,7 +96,10 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
             else:
                 record(recipe, index, stage_dir)
                 console.rule(f"{ctx.label}")
-                summary = run_stage(ctx, console)
+                try:
+                    summary = run_stage(ctx, console)
+                finally:  # a failed stage's warnings may say why
+                    actor_logs.announce(console, ctx.label)
                 write_json_atomic(done, summary)
             if (ctx.model_out / "config.json").exists():
                 model = ctx.model_out
