@@ -58,12 +58,12 @@ def _filter(args: argparse.Namespace):
 
 def run_show(args: argparse.Namespace) -> int:
     from posttrain.viewer import terminal
-    from posttrain.viewer.records import view_record
+    from posttrain.viewer.records import view_records
     from posttrain.viewer.run import RunTraces
 
-    run = RunTraces(args.run_dir)
-    total, rows = run.query(_filter(args), args.offset, args.limit)
-    terminal.show([view_record(record, stage, i, lambda _, path: path) for stage, i, record in rows], total)
+    run, flt = RunTraces(args.run_dir), _filter(args)
+    total, rows = run.query(flt, args.offset, args.limit)
+    terminal.show(view_records(rows, lambda _, path: path), total, notes=run.notes(flt))
     return 0
 
 

@@ -61,6 +61,13 @@ def content_security_policy(html: str, live: bool) -> str:
             f"connect-src {connect}; base-uri 'none'; form-action 'none'")
 
 
+def live_page(title: str) -> tuple[str, str]:
+    """The live page and its policy for the server to send as a header too: a header also covers what a <meta>
+    policy cannot (frame-ancestors: no other site may frame the viewer)."""
+    html = render(title=title)
+    return html, content_security_policy(html, live=True) + "; frame-ancestors 'none'"
+
+
 def render(data=None, title: str = "traces") -> str:
     """The page; `data` (run overview and view records) makes it an offline page, None a live one."""
     html = template()

@@ -36,6 +36,16 @@ def stage_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.iterdir() if p.is_dir() and _STAGE_NAME.match(p.name))
 
 
+def stage_note(index: TraceIndex) -> str | None:
+    """What a view of this trace file leaves out, in words (None: nothing), shown by the page and `traces show`."""
+    parts = ["last line truncated (crash mid-write?)"] if index.torn else []
+    if index.bad_lines:
+        line, reason = index.first_bad
+        plural = "s" if index.bad_lines > 1 else ""
+        parts.append(f"{index.bad_lines} unreadable line{plural} skipped (first: line {line}, {reason})")
+    return "; ".join(parts) or None
+
+
 class RunTraces:
     def __init__(self, run: str | Path):
         self.dir = resolve_run(run)
@@ -67,14 +77,21 @@ class RunTraces:
             index = self.index(name)
             stages.append({"name": name, "samples": len(index), "steps": index.step_range(),
                            "modes": index.distinct_modes(), "errors": sum(index.errors),
-                           "torn": index.torn, "bad_lines": index.bad_lines})
+                           "torn": index.torn, "bad_lines": index.bad_lines, "note": stage_note(index)})
         return {"run": self.name, "stages": stages}
+
+    def stages(self, flt: TraceFilter) -> list[str]:
+        # held-out answers (`<stage>:eval`) only when asked for: their steps would interleave with training's
+        return [flt.stage] if flt.stage else [s for s in self.stage_paths if not s.endswith(":eval")]
+
+    def notes(self, flt: TraceFilter) -> list[str]:
+        """`stage: note` for each stage the filter reads whose file had lines left out."""
+        notes = ((stage, stage_note(self.index(stage))) for stage in self.stages(flt))
+        return [f"{stage}: {note}" for stage, note in notes if note]
 
     def matches(self, flt: TraceFilter) -> Iterator[tuple[str, int, dict | None]]:
         """(stage, position, record) in run order; the record is read only when the text filter needs it."""
-        # held-out answers (`<stage>:eval`) only when asked for: their steps would interleave with training's
-        stages = [flt.stage] if flt.stage else [s for s in self.stage_paths if not s.endswith(":eval")]
-        for stage in stages:
+        for stage in self.stages(flt):
             index = self.index(stage)
             positions = flt.positions(index)
             if not flt.text:

@@ -3,14 +3,18 @@
 Bound to 127.0.0.1 only (traces hold prompts and model output; they are not for the network), read-only, and
 stdlib-only (`http.server`). Requests whose ``Host`` header is not a loopback name (localhost, 127.0.0.1, [::1],
 with any port) are refused with 421, so a web page that rebinds its own DNS name to 127.0.0.1 cannot read
-the traces through the visitor's browser. JSON replies are strict (a trace's Infinity/NaN become strings). Endpoints, all GET:
+the traces through the visitor's browser. JSON replies are strict (a trace's Infinity/NaN become strings) and
+bounded (text clipped by `records.view_records`; a bad trace line is skipped with a note in /api/run). Every reply
+carries a Content-Security-Policy: the page's own (its inline script by hash), `STRICT_POLICY` for the rest, so a
+file under /files that a browser renders can run nothing. Endpoints, all GET:
 
     /                   the page (static/index.html, live mode)
-    /api/run            stages with sample counts, step ranges, modes, torn/bad lines
+    /api/run            stages with sample counts, step ranges, modes, torn/bad lines and a note on lines left out
     /api/samples        a filtered page: TraceFilter fields as query parameters, plus offset and limit
     /api/group          stage, step, group: the G samples of one prompt at one step
     /api/prompt         prompt_id (and stage): one prompt's samples across steps
-    /files/STAGE/PATH   a trace image from inside that stage's directory
+    /files/STAGE/PATH   a trace image from inside that stage's directory (anything but an image or plain text
+                        comes as a download, never rendered as a page)
 
 Knows nothing about rendering: the page draws whatever the API returns.
 """
@@ -18,18 +22,25 @@ Knows nothing about rendering: the page draws whatever the API returns.
 from __future__ import annotations
 
 import mimetypes
+import os
+import shutil
+import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from posttrain.viewer import page
 from posttrain.viewer.filters import TraceFilter
-from posttrain.viewer.records import view_record
+from posttrain.viewer.records import view_records
 from posttrain.viewer.run import RunTraces
 
 HOST = "127.0.0.1"
 MAX_LIMIT = 500
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# replies other than the page load nothing, run nothing, and cannot be framed or reach this origin's storage
+STRICT_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
+# what /files lets a browser show inline; anything else (.html, .svg, .js) is sent as an attachment
+INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "text/plain")
 
 
 def loopback_host(header: str | None) -> bool:
@@ -53,7 +64,7 @@ def image_url(stage: str, relative: str) -> str:
 
 
 def views(rows) -> list[dict]:
-    return [view_record(record, stage, i, image_url) for stage, i, record in rows]
+    return view_records(rows, image_url)
 
 
 class ViewerHandler(BaseHTTPRequestHandler):
@@ -69,7 +80,8 @@ class ViewerHandler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             if url.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page.render(title=f"traces · {self.run.name}").encode(), "text/html")
+                html, policy = page.live_page(title=f"traces · {self.run.name}")
+                self._send(HTTPStatus.OK, html.encode(), "text/html", policy=policy)
             elif url.path.startswith("/api/"):
                 self._json(HTTPStatus.OK, self._api(url.path[len("/api/"):], params))
             elif url.path.startswith("/files/"):
@@ -78,6 +90,10 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page {url.path}"})
         except ValueError as error:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except Exception as error:  # noqa: BLE001  a bug answers 500 with its name, never a dropped connection
+            if not self.quiet:
+                traceback.print_exc()
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(error).__name__}: {error}"})
 
     def _api(self, endpoint: str, params: dict) -> dict:
         if endpoint == "run":
@@ -101,21 +117,32 @@ class ViewerHandler(BaseHTTPRequestHandler):
         if found is None:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no image {path}"})
             return
-        kind = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
-        self._send(HTTPStatus.OK, found.read_bytes(), kind)
+        kind = mimetypes.guess_type(found.name)[0]
+        download = kind not in INLINE_TYPES
+        with open(found, "rb") as source:  # streamed: a large file is never held whole
+            self._head(HTTPStatus.OK, "application/octet-stream" if download else kind,
+                       os.fstat(source.fileno()).st_size, attachment=found.name if download else None)
+            shutil.copyfileobj(source, self.wfile)
 
     def _json(self, status: HTTPStatus, body: dict) -> None:
         self._send(status, page.browser_json(body).encode(), "application/json")
 
-    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
+    def _send(self, status: HTTPStatus, body: bytes, kind: str, policy: str = STRICT_POLICY) -> None:
+        self._head(status, kind, len(body), policy=policy)
+        self.wfile.write(body)
+
+    def _head(self, status: HTTPStatus, kind: str, length: int, policy: str = STRICT_POLICY,
+              attachment: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", f"{kind}; charset=utf-8" if kind.startswith(("text/", "application/json"))
                          else kind)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
+        self.send_header("Content-Security-Policy", policy)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-store")
+        if attachment is not None:
+            self.send_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(attachment)}")
         self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
         if not self.quiet:

@@ -2,7 +2,8 @@
 the think-rate of auto_think rollouts, and reward errors by kind.
 
 Streams the file a line at a time (a torn last line is skipped), so memory grows with steps x modes, not with
-samples. Knows nothing about plotting.
+samples. A record the viewer would refuse (`records.trace_record`) is left out and counted in `skipped`. Knows
+nothing about plotting.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from keye_protocol.chat import parse_response
+from posttrain.viewer.records import BadRecord, trace_record
 
 AUTO_MODE = "auto_think"
 
@@ -24,7 +26,7 @@ def stream_records(path: Path) -> Iterator[dict]:
         for line in source:
             try:
                 record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's recursion limit
                 continue  # a torn last line (crash mid-write) or a damaged one
             if isinstance(record, dict):
                 yield record
@@ -52,11 +54,17 @@ class TraceStats:
     auto_reasoned: dict[int, _Mean] = field(default_factory=lambda: defaultdict(_Mean))
     errors: dict[str, dict[int, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
     steps: set[int] = field(default_factory=set)
+    skipped: int = 0  # records with fields of the wrong type, left out as the viewer leaves them out
 
     @classmethod
     def read(cls, path: Path) -> TraceStats:
         stats = cls()
         for record in stream_records(path):
+            try:
+                trace_record(record)
+            except BadRecord:
+                stats.skipped += 1
+                continue
             stats.add(record)
         return stats
 

@@ -2,30 +2,33 @@
 completion with its parts coloured, the reward components and errors, the advantage and the weight version.
 
 Model text is appended as `rich.text.Text` pieces, never as console markup, so a completion containing
-`[bold]` or escape-like text prints as written; control characters (ESC sequences) are shown as `\x1b`.
+`[bold]` or escape-like text prints as written; control characters (ESC sequences) are shown as `\x1b`, and
+bidirectional-text controls as `\u202e`, so text cannot reorder what the reader sees (Trojan Source).
 Knows nothing about where the samples came from.
 """
 
 from __future__ import annotations
-
-import re
 
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from rewards.reward_process import printable as escape_controls
+
 STYLES = {"text": "", "tag": "dim", "special": "dim italic", "analysis": "magenta", "think": "cyan",
           "answer": "bold green", "boxed": "bold black on yellow", "code": "blue", "sandbox": "yellow"}
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def printable(value) -> str:
-    """`value` as text with control characters (ESC above all) written out as ``\\x1b``: a completion must
-    not clear the screen, retitle the terminal or recolour what follows."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    """`value` as text with control characters written out (``\\x1b``, ``\\u202e``): the rule for what a reward
+    prints (`rewards.reward_process.printable`), so a completion cannot clear the screen, recolour what follows or
+    show text in another order than it has (Trojan Source).
+
+    >>> printable("ok\\x1b[2J \\u202eevil\\u202c")
+    'ok\\\\x1b[2J \\\\u202eevil\\\\u202c'
+    """
+    return escape_controls(str(value))
 
 
 def completion_text(view: dict) -> Text:
@@ -63,9 +66,9 @@ def error_line(view: dict) -> Text | None:
 def parsed_line(view: dict) -> Text:
     parsed = view["parsed"]
     line = Text("parsed: ", style="dim")
-    line.append(f"boxed={parsed['boxed']!r}" if parsed["boxed"] is not None else "no boxed answer")
+    line.append(printable(f"boxed={parsed['boxed']!r}") if parsed["boxed"] is not None else "no boxed answer")
     if view.get("answer") is not None:
-        line.append(f"   reference={view['answer']!r}", style="dim")
+        line.append(printable(f"   reference={view['answer']!r}"), style="dim")
     if parsed["problems"]:
         line.append(printable("   " + "; ".join(parsed["problems"])), style="yellow")
     return line
@@ -91,8 +94,11 @@ def legend() -> Table:
     return table
 
 
-def show(views: list[dict], total: int, console: Console | None = None) -> None:
+def show(views: list[dict], total: int, console: Console | None = None, notes: list[str] = ()) -> None:
+    """`notes`: what the trace files left out (`RunTraces.notes`), printed first so no skipped line goes unseen."""
     console = console or Console()
+    for note in notes:
+        console.print(Text(printable(note), style="yellow"), soft_wrap=True)  # one line, to grep and copy
     console.print(legend())
     for view in views:
         console.print(sample_panel(view))

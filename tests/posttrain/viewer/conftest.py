@@ -64,6 +64,17 @@ def run_dir(make_run, rows) -> Path:
     return make_run(rows)
 
 
+@pytest.fixture()
+def with_line(run_dir):
+    """`with_line(line, at=2)` puts `line` into the run's traces after its first `at` lines (as line at + 1)."""
+    def insert(line: str, at: int = 2) -> None:
+        path = run_dir / "01-rl" / "traces.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:at]) + line + "\n" + "".join(lines[at:]))
+
+    return insert
+
+
 def chromium_binary() -> str | None:
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from posttrain.cli import main
+from posttrain.viewer import index as index_module
 from posttrain.viewer.filters import TraceFilter
 from posttrain.viewer.index import TraceIndex
 from posttrain.viewer.run import RunTraces
@@ -88,3 +91,70 @@ def test_held_out_answers_are_their_own_stage_and_only_shown_when_asked_for(run_
     assert main(["traces", "show", str(run_dir), "--stage", "01-rl:eval"]) == 0
     out = capsys.readouterr().out
     assert "held-out-7" in out and "1 of 1 matching samples shown" in out
+
+
+BAD_LINES = {  # what a damaged or hostile trace line holds -> the reason the note gives
+    "deep JSON": ("[" * 200_000 + "]" * 200_000, "JSON nested too deeply to parse"),
+    "huge step": ('{"step": 1e23}', "step: Input should be a valid integer"),
+    "step past the index's arrays": ('{"step": 100000000000000000000000}', "step: Input should be less than or "
+                                                                           "equal to 2147483647"),
+    "5000-digit number": ('{"step": ' + "9" * 5000 + "}", "not JSON (Exceeds the limit (4300 digits) for integer "
+                                                          "string conversion: value has 5000 digits; use "
+                                                          "sys.set_int_max_str_digits() to increase the limit)"),
+    "completion a list": ('{"completion": ["a"]}', "completion: Input should be a valid string"),
+    "reward a word": ('{"reward": "lots"}', "reward: Input should be a valid number, unable to parse string as a "
+                                            "number"),
+    "prompt a number": ('{"prompt": 5}', "prompt: Input should be a valid string"),
+    "deep but parseable": ('{"answer": ' + "[" * 40 + "]" * 40 + "}", "answer: Value error, nested deeper than "
+                                                                      "32 levels"),
+    "not an object": ("[1, 2]", "Input should be a valid dictionary or instance of TraceRecord"),
+    "a component not a number": ('{"reward_components": {"math": "x"}}', "reward_components.math: Input should be "
+                                 "a valid number, unable to parse string as a number"),
+    "an image path not text": ('{"images": ["a.png", 7]}', "images.1: Input should be a valid string"),
+    "a prompt id of no type": ('{"prompt_id": 1.5}', "prompt_id: Input should be a valid string"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_LINES)
+def test_a_bad_record_is_skipped_with_its_line_number_and_reason(run_dir, with_line, name):
+    line, reason = BAD_LINES[name]
+    with_line(line)
+    index = TraceIndex(run_dir / "01-rl" / "traces.jsonl")
+    assert len(index) == 12 and index.bad_lines == 1 and not index.torn
+    assert index.first_bad == (3, reason)
+    assert list(index.steps) == [0] * 4 + [1] * 4 + [2] * 4  # the records after it are all there
+
+
+def test_show_skips_a_bad_record_with_a_note(run_dir, with_line, capsys):
+    with_line('{"step": 1e23}')
+    with_line('{"completion": ["a"]}', at=6)
+    assert main(["traces", "show", str(run_dir), "--step", "0", "--group", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "01-rl: 2 unreadable lines skipped (first: line 3, step: Input should be a valid integer)" in out
+    assert "2 of 2 matching samples shown" in out
+
+
+def test_show_survives_a_reward_given_as_text(make_run, rows, capsys):
+    rows[0]["reward"] = "0.25"  # a numeric string (how a non-finite value may be logged) reads as a number
+    rows[0]["prompt_id"] = 2**63 - 1  # a 64-bit hashed id is an id, not a counter
+    assert main(["traces", "show", str(make_run(rows)), "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "reward 0.250" in out and "9223372036854775807" in out
+
+
+def test_an_over_long_line_is_skipped_without_being_read_whole(run_dir, with_line, monkeypatch):
+    monkeypatch.setattr(index_module, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(index_module, "_SKIP_CHUNK", 1000)  # skipped 1000 bytes at a time
+    line = json.dumps({"step": 0, "completion": "x" * 10_000})  # 10,029 bytes and its newline
+    with_line(line, at=1)
+    path = run_dir / "01-rl" / "traces.jsonl"
+    with open(path, "a") as f:  # and a live writer midway through another one
+        f.write(line[:6000])
+    index = TraceIndex(path)
+    assert len(index) == 12 and index.bad_lines == 1 and index.torn
+    assert index.first_bad == (2, "longer than 4,096 bytes (10,030)")
+    assert [r["step"] for _, r in index.read([0, 1, 11])] == [0, 0, 2]
+    with open(path, "a") as f:
+        f.write(line[6000:] + "\n")
+    index.refresh()
+    assert len(index) == 12 and index.bad_lines == 2 and not index.torn
