@@ -33,6 +33,7 @@ INPUT_ERRORS = {
     "posttrain.placement.PlacementError",  # actors that do not fit the cluster
     "rewards.registry.RewardSpecError", "rewards.reward_process.RewardLoadError",  # a reward that does not load
     "cold_start_data.user_data.UserDataError",  # rows of the user's cold-start data
+    "posttrain.model_import.ModelImportError",  # a model file `model import` cannot read
 }
 
 

@@ -144,7 +144,7 @@ def user_files(data: FileData, out: Path) -> dict[str, list[dict]]:
         if path is not None:
             rows = read_rows(path, data.columns, data.split)
             check_rows(rows, Path(path), name)
-            save_images(rows, out / "images", name)
+            save_images(rows, out / "images", name, Path(path))
             files[name] = rows
     return files
 

@@ -6,13 +6,18 @@ names to yours (`{prompt: question, answer: solution}`): each of yours is rename
 unchanged (a reward can read any column of its row). Images a `datasets` `Image` column holds as bytes are
 written out as PNG files beside the run's data, since every row on disk names its images by path.
 
-Errors name the file, the row and the column, and say what a row needs. Nothing here knows about stages: the
-run copies these rows once into `runs/<name>/data/*.jsonl`, which every stage then reads.
+Errors name the file, the row and the column, and say what a row needs: `messages` a list of message objects,
+`images` a list, each image it names by path a regular file PIL can read (stat first: a FIFO would stall the
+run's start), each image held as bytes decodable. Nothing here knows about stages: the run copies these rows
+once into `runs/<name>/data/*.jsonl`, which every stage then reads.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +78,9 @@ def renamed(rows: list[dict], columns: dict[str, str] | None, path: Path) -> lis
 
 
 def check_rows(rows: list[dict], path: Path, role: str) -> None:
-    """Every row has what the stage reading `role` needs and a valid `mode` (or none); the error names the first
-    row that does not, here rather than in a rollout worker or a learner after the cluster started."""
+    """Every row has what the stage reading `role` needs, well-formed `messages` and `images` and a valid `mode`
+    (or none); the error names the first row that does not, here rather than in a rollout worker or a learner
+    after the cluster started."""
     for index, row in enumerate(rows, start=1):
         for need in REQUIRED[role]:
             options = need.split("|")
@@ -82,6 +88,9 @@ def check_rows(rows: list[dict], path: Path, role: str) -> None:
                 wanted = " or ".join(repr(o) for o in options)
                 raise ValueError(f"{path} row {index}: a {role} row needs {wanted} (has {sorted(row)}); map your "
                                  f"column with data.columns, e.g. columns: {{{options[0]}: your_column}}")
+        if row.get("messages") is not None:  # else a prompt row with a `prompt`
+            check_messages(row["messages"], f"{path} row {index}", role)
+        check_images(row, f"{path} row {index}")
         if row.get("mode") is not None:
             try:
                 parse_mode(row["mode"])
@@ -90,9 +99,78 @@ def check_rows(rows: list[dict], path: Path, role: str) -> None:
                                  f"(auto_think)") from None
 
 
-def save_images(rows: list[dict], out: Path, stem: str) -> int:
+def check_messages(messages: Any, where: str, role: str) -> None:
+    """`messages` is a non-empty list of {"role", "content"} objects, and an SFT row's last one is the
+    assistant's answer: a string would otherwise be read one character per message, deep in a stage."""
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m
+                                                                  for m in messages):
+        raise ValueError(f"{where}: 'messages' must be a non-empty list of {{\"role\": ..., \"content\": ...}} "
+                         f"objects, got {type(messages).__name__} {messages!r:.60}; write it as "
+                         f"[{{\"role\": \"user\", \"content\": \"...\"}}, {{\"role\": \"assistant\", "
+                         f"\"content\": \"...\"}}]")
+    if role == "sft" and messages[-1]["role"] != "assistant":
+        raise ValueError(f"{where}: an SFT row's last message must be the assistant's answer (role 'assistant'), "
+                         f"got role {messages[-1]['role']!r}; end the row with the answer to train on")
+
+
+def check_images(row: dict, where: str) -> None:
+    """`images` is a list, and every image the row names by path is a regular file PIL can identify. A bare
+    string would be read one character per image; a FIFO or a device would block the first read for ever."""
+    if isinstance(row.get("images"), str):
+        shown = json.dumps(row["images"])[:80]
+        raise ValueError(f"{where}: 'images' must be a list, got the string {shown}, which would be read one "
+                         f"character per image; write \"images\": [{shown}]")
+    for key, path in image_paths(row):
+        check_image_file(path, f"{where} {key}")
+
+
+def image_paths(row: dict) -> list[tuple[str, str]]:
+    """(key, path) of every image the row names by path: under `images`/`image`, and in its messages' image
+    and video items (an image a `datasets` column holds as bytes is checked when it is decoded: `save_images`)."""
+    images = row.get("images") if isinstance(row.get("images"), list) else []  # else one `datasets` image
+    found = [(f"images[{k}]", p) for k, p in enumerate(images) if isinstance(p, str)]
+    found += [("image", row["image"])] if isinstance(row.get("image"), str) else []
+    for i, message in enumerate(row.get("messages") or []):  # a list of objects: `check_messages` ran first
+        content = message.get("content")
+        for j, item in enumerate(content if isinstance(content, list) else []):
+            key = f"messages[{i}].content[{j}]"
+            if isinstance(item, dict) and isinstance(item.get("image"), str):
+                found.append((f"{key}.image", item["image"]))
+            if isinstance(item, dict) and isinstance(item.get("video"), list):
+                found += [(f"{key}.video[{k}]", f) for k, f in enumerate(item["video"]) if isinstance(f, str)]
+    return found
+
+
+def check_image_file(path: str, where: str) -> None:
+    """`path` is a regular file whose header PIL reads as an image. Its kind is checked with `os.stat` before
+    anything opens it: opening a FIFO waits for a writer, reading a device may never end."""
+    from PIL import Image
+
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise ValueError(f"{where}: image {path} cannot be read ({error.strerror}); fix the path (a relative "
+                         f"one is read from the working directory)") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{where}: image {path} is {_file_kind(info.st_mode)}, not a regular file; give the "
+                         f"path of an image file")
+    try:
+        with Image.open(path):  # the header only: the pixels are decoded where the image is used
+            pass
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{where}: image {path} is not a readable image ({error}); replace the file or drop "
+                         f"the image") from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def save_images(rows: list[dict], out: Path, stem: str, source: Path) -> int:
     """Write image bytes (a `datasets` Image column: PIL images or {"bytes", "path"}) as PNG files under `out`
-    and put their paths in the rows; returns how many were written."""
+    and put their paths in the rows; returns how many were written. Errors name `source`, the row and the image."""
     written = 0
     for index, row in enumerate(rows):
         images = row.get("images")
@@ -107,7 +185,7 @@ def save_images(rows: list[dict], out: Path, stem: str) -> int:
                 continue
             out.mkdir(parents=True, exist_ok=True)
             file = out / f"{stem}-{index}-{k}.png"
-            _as_pil(image, f"row {index + 1}").save(file)
+            _as_pil(image, f"{source} row {index + 1} images[{k}]").save(file)
             paths.append(str(file))
             written += 1
         row["images"] = paths
@@ -164,13 +242,22 @@ def _parquet(path: Path):
 
 
 def _as_pil(image: Any, where: str):
+    """`image` decoded whole, so that bytes that are no image fail here, naming `where`, not in PIL's save."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, dict) and image.get("bytes"):
-        return Image.open(io.BytesIO(image["bytes"]))
-    if isinstance(image, dict) and image.get("path"):
-        return Image.open(image["path"])
-    raise ValueError(f"{where}: an image must be a path, a PIL image or {{'bytes': ...}}, got "
-                     f"{type(image).__name__}")
+        opened, what = io.BytesIO(image["bytes"]), f"its {len(image['bytes'])} bytes are"
+    elif isinstance(image, dict) and image.get("path"):
+        check_image_file(image["path"], where)
+        opened, what = image["path"], f"{image['path']} is"
+    else:
+        raise ValueError(f"{where}: an image must be a path, a PIL image or {{'bytes': ...}}, got "
+                         f"{type(image).__name__}")
+    try:
+        decoded = Image.open(opened)
+        decoded.load()
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{where}: {what} not a decodable image ({error}); fix or drop the row's image") from None
+    return decoded

@@ -13,13 +13,16 @@ What it changes, and reports (printed, and kept in `<out>/import.json`):
 Nothing else: every other weight, the chat template and the other tokens are kept as they were.
 
 It refuses, naming the fix: a Keye-VL directory (recipes take it as it is), a source without config or
-tokenizer, a tokenizer the toolkit cannot end turns with, and an output directory that already holds files.
+tokenizer, a JSON, safetensors or GGUF file that does not parse or is cut short (`ModelImportError`, naming the
+file and the fault, before transformers meets it), a `pip:` source that leaves its package, a tokenizer the
+toolkit cannot end turns with, and an output directory that already holds files.
 This module knows nothing about recipes or training.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,10 @@ import torch
 from keye_protocol.chat import REASONING_TAGS
 
 REPORT_FILE = "import.json"
+
+
+class ModelImportError(ValueError):
+    """A source that cannot be imported as it is; the message names the file, what is wrong and the fix."""
 
 
 @dataclass
@@ -99,6 +106,10 @@ def resolve_source(source: str) -> Path:
     if not source.startswith(PACKAGE_PREFIX):
         return Path(source)
     package, _, file = source[len(PACKAGE_PREFIX):].partition("/")
+    if file and (file.startswith("/") or any(part in ("", ".", "..") for part in file.split("/"))):
+        raise ModelImportError(f"{source}: the file must be a plain relative path inside package {package} (no "
+                               f"'..', '.', '//' or leading '/'); write pip:{package}/<file>, e.g. "
+                               f"pip:{package}/model.gguf")
     import importlib.util
 
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
@@ -122,7 +133,9 @@ def _source_options(source: Path) -> tuple[Path, dict]:
         if source.suffix != ".gguf":
             raise ValueError(f"{source} is a file but not a .gguf; give a Hugging Face model directory or a .gguf "
                              f"file")
-        return source.parent, _gguf_options(source)
+        options = _gguf_options(source)
+        _check_gguf(source)
+        return source.parent, options
     if (source / PREPROCESSOR_FILE).exists():
         raise ValueError(f"{source} is a Keye-VL directory ({PREPROCESSOR_FILE}); recipes take it as it is: set "
                          f"`model.path: {source}`")
@@ -133,7 +146,61 @@ def _source_options(source: Path) -> tuple[Path, dict]:
     if not any((source / name).exists() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise FileNotFoundError(f"{source} has no tokenizer files (tokenizer.json or tokenizer_config.json); copy "
                                 f"the model's tokenizer into it")
+    for file in sorted(source.glob("*.json")):
+        _check_json(file)
+    for file in sorted(source.glob("*.safetensors")):
+        _check_safetensors(file)
     return source, {}
+
+
+def _check_json(file: Path) -> None:
+    """A JSON file of the directory parses to an object, and config.json names its `model_type`: transformers'
+    errors for a broken one name neither the file nor the fault (a list in config.json is a TypeError about
+    `**`)."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise ModelImportError(f"{file}: not valid JSON ({error}); restore the file from the model's "
+                               f"source") from None
+    if not isinstance(value, dict):
+        raise ModelImportError(f"{file}: holds a JSON {type(value).__name__}, not an object; restore the file from "
+                               f"the model's source")
+    if file.name == "config.json" and not isinstance(value.get("model_type"), str):
+        raise ModelImportError(f"{file}: no \"model_type\" (the architecture, e.g. \"llama\"); restore the "
+                               f"model's config.json")
+
+
+def _check_safetensors(file: Path) -> None:
+    """The header parses and its tensors cover the file exactly (what `safe_open` checks), so a truncated or
+    corrupt download is named here instead of surfacing as a bare `SafetensorError` mid-load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise ModelImportError(f"{file}: not a readable safetensors file ({error}); re-download or re-save "
+                               f"it") from None
+
+
+def _check_gguf(file: Path) -> None:
+    """The header, metadata and tensor table parse, and every tensor's bytes lie inside the file: transformers'
+    reader meets a truncated download as a bare `struct.error`, naming no file."""
+    from transformers.integrations.gguf.reader import GgufHeader
+
+    try:
+        header = GgufHeader.from_file(str(file))
+    except struct.error:
+        raise ModelImportError(f"{file}: not a readable GGUF file: it ends inside its header or tensor table "
+                               f"(a truncated download?); re-download it") from None
+    except (ValueError, UnicodeDecodeError, OverflowError, KeyError) as error:
+        raise ModelImportError(f"{file}: not a readable GGUF file ({error}); re-download it") from None
+    size = file.stat().st_size
+    for info in header.tensors:
+        end = header.data_start + info.offset + info.nbytes
+        if end > size:
+            raise ModelImportError(f"{file}: tensor {info.name} ends at byte {end}, past the file's end ({size} "
+                                   f"bytes): the file is truncated; re-download it")
 
 
 def _gguf_options(file: Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from keye_protocol.chat import SANDBOX_CLOSE, SANDBOX_OPEN, content_items
+from posttrain.data_files import check_messages
 from posttrain.learners.batch import TrainBatch
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import GenerationRequest
@@ -68,8 +69,7 @@ def _row(line: str, path: Path, line_no: int, required: tuple[str, ...]) -> dict
 
 def encode_sft_row(row: dict, encoder: PromptEncoder, where: str = "") -> SftExample:
     messages = row["messages"]
-    if not messages or messages[-1].get("role") != "assistant":
-        raise ValueError(f"{where}: an SFT row's last message must be the assistant's answer")
+    check_messages(messages, where, "sft")
     prompt = encoder.encode(GenerationRequest(where, messages[:-1], row.get("mode")))
     start, ids, mask = len(prompt), [], []
     for piece, trained, images in _segments([*content_items(messages[-1]), {"type": "text", "text": encoder.end_of_turn}]):

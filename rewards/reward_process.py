@@ -19,7 +19,8 @@ included, stays below it and is killed with it (`end_descendants`). Values are c
 (`rewards.result.normalize`), so only `RewardResult`s cross back and an unpicklable or absurd return value
 (``10**400``) is that sample's ``invalid``. What the reward prints goes to
 a file, not to the parent's stdout (which `posttrain reward check` uses for its JSON lines); the parent copies
-the first 64 KiB of each call's output to its own stderr. This module knows nothing about Ray or the pool.
+the first 64 KiB of each call's output to its own stderr, control characters written out (`printable`), so a
+reward's escape codes cannot clear or retitle the terminal. This module knows nothing about Ray or the pool.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -42,6 +44,8 @@ from rewards.result import InvalidReward, RewardResult, normalize
 
 POLL_S = 0.02
 SHOWN_OUTPUT_BYTES = 64 * 1024  # of each call's prints, copied to the parent's stderr
+# C0/C1 controls but tab and newline; then the bidi marks, embeddings, overrides and isolates
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass
@@ -226,7 +230,7 @@ class RewardProcess:
     def _read_output(self) -> str:
         self._out.seek(0)
         data = self._out.read(SHOWN_OUTPUT_BYTES + 1)
-        text = data[:SHOWN_OUTPUT_BYTES].decode("utf-8", errors="replace")
+        text = printable(data[:SHOWN_OUTPUT_BYTES].decode("utf-8", errors="replace"))
         return text + ("\n[reward output truncated]\n" if len(data) > SHOWN_OUTPUT_BYTES else "")
 
     def _show_output(self) -> None:
@@ -235,6 +239,23 @@ class RewardProcess:
             sys.stderr.write(self._read_output())
             sys.stderr.flush()
             self._out.truncate(0)
+
+
+def printable(text: str) -> str:
+    r"""`text` with its control characters (ESC above all) written out as ``\x1b``, tab and newline kept: what a
+    reward prints reaches a terminal, where it must not clear the screen, retitle the window, recolour what
+    follows or, with a right-to-left override (``\u202e``), show text in another order than it has. (The rule
+    of `posttrain.viewer.terminal.printable`, which shows trace text.)
+
+    >>> printable("red \x1b[31mtext\x1b[0m\a\tend \u202eevil\u202c\n")
+    'red \\x1b[31mtext\\x1b[0m\\x07\tend \\u202eevil\\u202c\n'
+    """
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def end_descendants(root: int, wait_s: float = 2.0) -> None:

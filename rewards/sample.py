@@ -8,6 +8,7 @@ generated, who scores it, or where it is sent (it is pickled to reward workers a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -72,6 +73,9 @@ class Sample:
         `completion_ids` and `images`. Every key stays available in `columns`."""
         if "prompt" not in row or "completion" not in row:
             raise ValueError(f"a reward row needs 'prompt' and 'completion' keys; this one has {sorted(row)}")
+        if isinstance(row.get("images"), str):  # list() would make one image of each character
+            shown = json.dumps(row["images"])[:80]
+            raise ValueError(f"'images' must be a list of paths, got the string {shown}; write \"images\": [{shown}]")
         completion = row["completion"]
         if isinstance(completion, list):  # TRL's conversational form: [{"role": "assistant", "content": ...}]
             completion = "".join(m["content"] for m in completion if isinstance(m.get("content"), str))

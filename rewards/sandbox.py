@@ -27,9 +27,10 @@ wrote. What the sandbox promises, each checked by an attack in ``tests/reliabili
   status is ``disk_limit`` if the code then fails), so many files below the file-size limit cannot add up
   past it either (the number of empty files is bounded only by CPU time: bubblewrap sets no inode limit);
   images read back are regular files only (a FIFO named ``out.png`` is skipped, never opened for a blocking
-  read), within ``image_bytes`` and ``image_pixels`` (PIL's decompression-bomb limit is set to the same
-  budget). The supervisor reads them after killing every process the code left, and sends them over its
-  status pipe: the parent never opens a file the code made. A run that times out returns no images.
+  read), within ``image_bytes`` and ``image_pixels`` (checked from each header before decoding; PIL's
+  process-wide ``MAX_IMAGE_PIXELS`` is not changed). The supervisor reads them after killing every process
+  the code left, and sends them over its status pipe: the parent never opens a file the code made. A run
+  that times out returns no images.
 The audit-hook policy inside the interpreter (``policy=True``) stays as defence in depth: it turns honest
 mistakes into clear messages, but it is not the boundary. Without bubblewrap `run_code` raises
 `SandboxUnavailable` saying what to install; it never falls back to a weaker sandbox. ``unshare(1)`` is not a
@@ -100,7 +101,7 @@ class SandboxLimits:
     policy: bool = True  # the audit-hook layer (defence in depth; the namespaces are the boundary)
     output_bytes: int = 64 * 1024  # per stream returned
     image_bytes: int = 32 * 2**20  # all images read back, together
-    image_pixels: int = 16 * 2**20  # all images read back, together (PIL's bomb limit is set to this too)
+    image_pixels: int = 16 * 2**20  # all images read back, together (checked from their headers)
     max_images: int = 32
 
 
@@ -186,7 +187,9 @@ def _execute(bwrap: str, code: str, inputs_dir: Path, root: Path, limits: Sandbo
     names, images, skipped = decode_images(reply.get("files", []), input_bytes, limits)
     skipped = status.get("skipped", [])[:limits.max_images + 100] + skipped
     exit_code = status.get("exit", -status["signal"] if "signal" in status else proc.returncode)
-    return SandboxResult(status=_status(exit_code, timed_out, status.get("disk_full", False)), exit_code=exit_code,
+    at_cpu_limit = status.get("cpu_s", 0) >= limits.cpu_s
+    return SandboxResult(status=_status(exit_code, timed_out, status.get("disk_full", False), at_cpu_limit),
+                         exit_code=exit_code,
                          stdout=_read(root / "stdout", limits.output_bytes),
                          stderr=_read(root / "stderr", limits.output_bytes), wall_s=wall, images=images,
                          image_names=names, isolation=isolation_layers(limits), skipped_images=skipped)
@@ -302,7 +305,10 @@ def bwrap_path() -> str:
     return path
 
 
-def _status(code: int | None, timed_out: bool, disk_full: bool) -> str:
+def _status(code: int | None, timed_out: bool, disk_full: bool, at_cpu_limit: bool) -> str:
+    """The run's label from its exit `code` (negative: the signal that killed it) and the evidence beside it.
+    Code that ignores SIGXCPU is SIGKILLed at the CPU limit's hard end: `at_cpu_limit` tells that kill from
+    another (the kernel's OOM killer, a kill from outside)."""
     if timed_out:
         return "timeout"
     if code == 0:
@@ -312,6 +318,8 @@ def _status(code: int | None, timed_out: bool, disk_full: bool) -> str:
     if code == MEMORY_EXIT:
         return "memory_limit"
     if code is not None and code < 0:
+        if -code == signal.SIGKILL and at_cpu_limit:
+            return "cpu_limit"
         return {signal.SIGXCPU: "cpu_limit", signal.SIGXFSZ: "file_size_limit"}.get(-code, "signal")
     return "error"
 
@@ -345,9 +353,6 @@ def decode_images(files: list[tuple[str, bytes]], inputs: dict[str, bytes],
                   limits: SandboxLimits) -> tuple[list, list, list]:
     """(names, PIL images, skipped "name: why") of the image files the supervisor sent back, decoded within
     the pixel budget (sizes are checked before decoding); inputs the code did not change are left out."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = limits.image_pixels  # PIL refuses bombs past 2x this; we check 1x ourselves
     names, found, skipped = [], [], []
     pixels = limits.image_pixels
     for rel, data in files:
@@ -364,7 +369,9 @@ def decode_images(files: list[tuple[str, bytes]], inputs: dict[str, bytes],
 
 
 def _decode(data: bytes, max_pixels: int):
-    """A fully loaded PIL image if `data` is one within `max_pixels`, else (None, why)."""
+    """A fully loaded PIL image if `data` is one within `max_pixels`, else (None, why). The size is checked
+    from the header, before decoding; PIL's own `MAX_IMAGE_PIXELS` is left alone, as it belongs to the whole
+    process (lowered here, it made a 42-megapixel image fail everywhere else)."""
     from PIL import Image
 
     try:
@@ -373,7 +380,9 @@ def _decode(data: bytes, max_pixels: int):
         if pixels > max_pixels:
             return None, f"{image.width}x{image.height} is over the image pixel budget ({max_pixels} left)"
         image.load()
-    except Image.DecompressionBombError:  # PIL's own check (at twice MAX_IMAGE_PIXELS), before decoding
+    # PIL's own check, at open (an error past twice MAX_IMAGE_PIXELS; a warning past it, an error too where
+    # warnings are)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None, f"over the image pixel budget ({max_pixels} left)"
     except Exception as error:  # noqa: BLE001 (not an image whatever its name)
         return None, f"not a readable image ({type(error).__name__})"

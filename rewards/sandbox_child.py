@@ -34,7 +34,7 @@ import sys
 import time
 import traceback
 
-MEMORY_EXIT = 3  # exit status for MemoryError, so the parent can say "memory limit" rather than "error"
+MEMORY_EXIT = 3  # exit status for MemoryError or ENOMEM, so the parent can say "memory limit" rather than "error"
 CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 0x10000000, 38, 4
 # seccomp (linux/seccomp.h, linux/filter.h, linux/audit.h); syscall numbers are x86_64's
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
@@ -97,9 +97,9 @@ def drop_to_user(uid, status_fd: int, collect: dict) -> None:
         print(f"sandbox: cannot map the user namespace: {error}", file=sys.stderr)
         ok = b"0"
     os.write(go_w, ok)
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
     end_the_rest()
-    report(status_fd, status, os.getcwd(), collect)
+    report(status_fd, status, usage.ru_utime + usage.ru_stime, os.getcwd(), collect)
     os._exit(0)
 
 
@@ -163,11 +163,13 @@ def end_the_rest(wait_s: float = 2.0) -> None:
         pass
 
 
-def report(status_fd: int, status: int, work: str, collect: dict) -> None:
-    """Write one JSON line, the code's exit (``exit`` or ``signal``: SIGXCPU is the cpu limit), whether the work
-    directory is full (``disk_full``), the image files read back (``files``: [name, size]) and the ones
-    skipped (``skipped``: "name: why"), then the files' bytes in that order."""
+def report(status_fd: int, status: int, cpu_s: float, work: str, collect: dict) -> None:
+    """Write one JSON line, the code's exit (``exit`` or ``signal``: SIGXCPU is the cpu limit), the CPU seconds
+    it used (``cpu_s``: a SIGKILL at the limit's hard end is the cpu limit too), whether the work directory is
+    full (``disk_full``), the image files read back (``files``: [name, size]) and the ones skipped
+    (``skipped``: "name: why"), then the files' bytes in that order."""
     record = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.waitstatus_to_exitcode(status)}
+    record["cpu_s"] = round(cpu_s, 3)
     disk = os.statvfs(work)
     record["disk_full"] = disk.f_bavail * disk.f_frsize < 64 * 1024
     files, skipped = read_images(work, collect["image_bytes"], collect["max_images"], collect["entries"])
@@ -297,14 +299,14 @@ def install_policy(work, read_roots, allow_fork):
 def run(code, namespace):
     try:
         exec(compile(code, "<sandbox>", "exec"), namespace)
-    except MemoryError as error:
-        print_user_traceback(error)
-        sys.stderr.flush()
-        os._exit(MEMORY_EXIT)
     except SystemExit:
         raise
     except BaseException as error:  # noqa: BLE001
         print_user_traceback(error)
+        # an mmap or a C library over the address-space limit fails with ENOMEM, not MemoryError
+        if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno == errno.ENOMEM):
+            sys.stderr.flush()
+            os._exit(MEMORY_EXIT)
         sys.exit(1)
 
 

@@ -5,12 +5,14 @@
 ``--workers K`` the Ray worker pool scores exactly as training does. Either way the reward runs in a child
 process that is killed at the per-sample deadline (and at its memory and output bounds) and replaced, so
 `check` never hangs: a row that stalls is marked ``timeout`` and the rows after it are scored. What the reward
-prints goes to stderr, never into the JSON lines.
+prints goes to stderr, control characters written out, never into the JSON lines; so does everything Ray prints
+while the pool runs (its "(raylet) A worker died ..." lines go to the driver's stdout).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -132,7 +134,8 @@ def _score_pool(spec, options: dict, samples: list, args: argparse.Namespace) ->
     config = PoolConfig(num_workers=args.workers, deadline_s=args.deadline, on_error=args.on_error,
                         cpus_per_worker=min(0.5, 1.0 / args.workers), memory_mb=args.memory_mb,
                         output_mb=args.output_mb)
-    with local_cluster():
+    # Ray relays its own notices (a worker that died) to sys.stdout, which carries only the JSON lines here
+    with contextlib.redirect_stdout(sys.stderr), local_cluster():
         with RewardPool(spec, options, config) as pool:
             try:
                 return pool.score(samples).results

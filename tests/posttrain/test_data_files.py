@@ -74,7 +74,7 @@ def test_image_bytes_become_png_files_the_rows_name(tmp_path):
     Image.new("RGB", (5, 3), (255, 0, 0)).save(buffer, format="PNG")
     rows = [{"prompt": "red?", "images": [{"bytes": buffer.getvalue(), "path": None}, "kept.png"]},
             {"prompt": "none"}]
-    assert save_images(rows, tmp_path / "images", "eval") == 1
+    assert save_images(rows, tmp_path / "images", "eval", tmp_path / "eval.parquet") == 1
     written = tmp_path / "images" / "eval-0-0.png"
     assert rows[0]["images"] == [str(written), "kept.png"] and "images" not in rows[1]
     assert Image.open(written).size == (5, 3)

@@ -5,6 +5,8 @@ every other weight unchanged, the end-of-turn among the eos ids; refusals name t
 from __future__ import annotations
 
 import json
+import re
+import struct
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from keye_protocol.chat import REASONING_TAGS
 from posttrain.cli import main
-from posttrain.model_import import import_model, resolve_source
+from posttrain.model_import import ModelImportError, import_model, resolve_source
 from rollout.encoding import PromptEncoder
 
 
@@ -148,3 +150,73 @@ def test_a_recipe_imports_its_model_once_into_the_run(llama_dir, tmp_path):
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(Exception, match="either model.path .* or model.import_from"):
         Recipe.model_validate({"name": "x", "model": {"path": "a", "import_from": "b"}, "stages": [{"kind": "sft"}]})
+
+
+def _broken_copy(llama_dir, tmp_path, name: str, data: bytes) -> Path:
+    import shutil
+
+    source = tmp_path / "broken"
+    shutil.copytree(llama_dir, source)
+    (source / name).write_bytes(data)
+    return source
+
+
+@pytest.mark.parametrize("name, data, fault", [
+    ("config.json", b"{not json", r"config.json: not valid JSON \(Expecting property name .*line 1 column 2"),
+    ("config.json", b"[1, 2]", r"config.json: holds a JSON list, not an object"),
+    ("config.json", b"{}", r"config.json: no \"model_type\" \(the architecture, e.g. \"llama\"\)"),
+    ("tokenizer_config.json", b"\xff\xfe", r"tokenizer_config.json: not valid JSON"),
+    ("model.safetensors", b"garbage!" * 4, r"model.safetensors: not a readable safetensors file \(Error while "
+                                           r"deserializing header: header too large\); re-download or re-save it"),
+])
+def test_a_malformed_file_in_the_source_is_named_with_its_fault(llama_dir, tmp_path, capsys, name, data, fault):
+    source = _broken_copy(llama_dir, tmp_path, name, data)
+    assert main(["model", "import", str(source), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"posttrain model: error: {source}/{fault}", err), err
+    assert "traceback" not in err  # an input error: one line, no traceback file
+
+
+def test_a_safetensors_file_cut_short_is_named(llama_dir, tmp_path):
+    whole = (llama_dir / "model.safetensors").read_bytes()
+    source = _broken_copy(llama_dir, tmp_path, "model.safetensors", whole[:len(whole) // 2])
+    with pytest.raises(ModelImportError, match=rf"{source}/model.safetensors: not a readable safetensors file "
+                                               rf"\(.*incomplete metadata, file not fully covered\)"):
+        import_model(source, tmp_path / "out")
+
+
+def _gguf(data_bytes: int) -> bytes:
+    """A GGUF v3 file: architecture llama, one F32 tensor `w` of 4 values (16 bytes) at the 32-aligned data
+    start, followed by `data_bytes` bytes of data."""
+    def text(value: str) -> bytes:
+        return struct.pack("<Q", len(value)) + value.encode()
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + text("general.architecture") + struct.pack("<I", 8) + text("llama")
+    head += text("w") + struct.pack("<IQIQ", 1, 4, 0, 0)  # one dimension of 4; type F32; offset 0
+    return head + b"\0" * (-len(head) % 32) + b"\0" * data_bytes
+
+
+@pytest.mark.parametrize("data, fault", [
+    (b"", r"not a readable GGUF file \(cannot mmap an empty file\)"),
+    (b"GGUF" + struct.pack("<I", 3), r"not a readable GGUF file: it ends inside its header or tensor table"),
+    (b"GGUF" + struct.pack("<IQQ", 7, 0, 0), r"not a readable GGUF file \(.*is GGUF v7; this reader handles v2 "
+                                             r"and v3.\)"),
+    (_gguf(4), r"tensor w ends at byte \d+, past the file's end \(\d+ bytes\): the file is truncated"),
+])
+def test_a_malformed_gguf_is_named_with_its_fault(tmp_path, data, fault):
+    (tmp_path / "model.gguf").write_bytes(data)
+    with pytest.raises(ModelImportError, match=rf"{tmp_path}/model.gguf: {fault}"):
+        import_model(tmp_path / "model.gguf", tmp_path / "out")
+
+
+@pytest.mark.parametrize("spec", ["pip:shipped_model/../outside.gguf", "pip:shipped_model//etc/passwd",
+                                  "pip:shipped_model/sub/../../outside.gguf", "pip:shipped_model/./weights.gguf"])
+def test_a_pip_source_cannot_leave_its_package(tmp_path, monkeypatch, spec):
+    package = tmp_path / "shipped_model"
+    package.mkdir()
+    (package / "weights.gguf").write_bytes(b"GGUF")
+    (tmp_path / "outside.gguf").write_bytes(b"GGUF")  # what `..` would reach
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelImportError, match=r"the file must be a plain relative path inside package "
+                                               r"shipped_model \(no '..', '.', '//' or leading '/'\)"):
+        resolve_source(spec)

@@ -1,6 +1,8 @@
 """Bad files and requests (issue 20): recipes with duplicate keys or runaway nesting, trace records holding
 Infinity/NaN or terminal escapes, prompt rows that are not objects, and a trace server asked under a foreign
-Host name. Each must give a clear error (file and line) or be shown safely, never a traceback."""
+Host name; and (issue 33) data rows whose `messages` or `images` are a string, images that are FIFOs, devices or
+directories, and image bytes that decode to nothing. Each must give a clear error (file and line) or be shown
+safely, never a traceback."""
 
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ def test_traces_with_infinity_and_nan_are_shown(tmp_path, capsys):
     run = write_traces(tmp_path, non_finite_records())
     assert main(["traces", "show", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "3 of 3 matching samples shown" in out and "inf" in out
+    assert "2 of 2 matching samples shown" in out and "inf" in out
+    assert "1 unreadable line skipped (first: line 3, step: Input should be a valid integer" in out  # step Infinity
 
 
 def test_an_escape_sequence_in_a_completion_reaches_the_terminal_escaped(tmp_path, capsys):
@@ -162,3 +165,98 @@ def test_line_and_paragraph_separators_inside_json_strings_do_not_split_a_row(tm
     assert [r["prompt"] for r in read_jsonl(path)] == [text, text]
     assert [r["i"] for r in read_log(path)] == [0, 1]  # a trace with such a completion is not "torn"
     assert [row["prompt"] for _, row in _jsonl_rows(path)] == [text, text]
+
+
+# ------------------------------------------------------------------ data rows (issue 33, item 8)
+def _rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+SFT_ROW = {"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]}
+
+
+def test_sft_messages_given_as_a_string_are_refused_naming_the_file_row_and_fix(tmp_path):
+    from posttrain.data_files import check_rows, read_rows
+    from posttrain.sft_data import encode_sft_row
+
+    path = _rows(tmp_path / "sft.jsonl", [SFT_ROW, {"messages": "What is 1+1? 2"}])
+    with pytest.raises(ValueError, match=rf"{path} row 2: 'messages' must be a non-empty list of .* got str "
+                                         rf"'What is 1\+1\? 2'; write it as \[{{\"role\": \"user\""):
+        check_rows(read_rows(path), path, "sft")
+    # a stage that encodes rows from elsewhere says the same, before the encoder is touched
+    with pytest.raises(ValueError, match=r"sft.jsonl:2: 'messages' must be a non-empty list"):
+        encode_sft_row({"messages": "hi"}, None, "sft.jsonl:2")
+
+
+def test_a_string_under_images_is_refused_not_read_one_character_per_image(tmp_path, capsys):
+    from posttrain.data_files import check_rows, read_rows
+
+    path = _rows(tmp_path / "prompts.jsonl", [{"prompt": "q", "images": "cat.png"}])
+    with pytest.raises(ValueError, match=rf"{path} row 1: 'images' must be a list, got the string \"cat.png\", "
+                                         rf"which would be read one character per image; write \"images\": "
+                                         rf"\[\"cat.png\"\]"):
+        check_rows(read_rows(path), path, "prompts")
+    rows = _rows(tmp_path / "rows.jsonl", [{"prompt": "q", "completion": "c", "images": "cat.png"}])
+    assert main(["reward", "check", "--reward", "math", "--data", str(rows)]) == 2
+    assert f"{rows}:1: 'images' must be a list of paths, got the string \"cat.png\"" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_an_image_path_that_is_no_regular_file_is_refused_at_run_start_without_opening_it(tmp_path, kind):
+    import io
+    import os
+
+    from rich.console import Console
+
+    from posttrain.data import prepare_data
+    from posttrain.recipe import Recipe
+
+    image = {"fifo": tmp_path / "pipe.png", "directory": tmp_path / "dir.png", "device": Path("/dev/zero")}[kind]
+    if kind == "fifo":
+        os.mkfifo(image)  # opening it for reading would wait for a writer: the run would never start
+    elif kind == "directory":
+        image.mkdir()
+    what = {"fifo": "a FIFO \\(named pipe\\)", "directory": "a directory", "device": "a character device"}[kind]
+    path = _rows(tmp_path / "prompts.jsonl", [{"prompt": "q", "answer": "1"},
+                                              {"prompt": "q", "answer": "1", "images": [str(image)]}])
+    recipe = Recipe.model_validate({"name": "fifo", "runs_dir": str(tmp_path / "runs"),
+                                    "data": {"kind": "files", "prompts": str(path)},
+                                    "stages": [{"kind": "rl", "steps": 1}]})
+    with pytest.raises(ValueError, match=rf"{path} row 2 images\[0\]: image {image} is {what}, not a regular "
+                                         rf"file; give the path of an image file"):
+        prepare_data(recipe, Console(file=io.StringIO()))
+
+
+def test_image_bytes_or_files_that_are_no_image_name_the_file_row_and_image(tmp_path):
+    from posttrain.data_files import check_rows, save_images
+
+    source = tmp_path / "eval.parquet"
+    png = _png()
+    rows = [{"prompt": "q", "images": [{"bytes": png, "path": None}, {"bytes": b"not an image", "path": None}]}]
+    with pytest.raises(ValueError, match=rf"{source} row 1 images\[1\]: its 12 bytes are not a decodable image "
+                                         rf"\(cannot identify image file .*\); fix or drop the row's image"):
+        save_images(rows, tmp_path / "images", "eval", source)
+    truncated = [{"prompt": "q", "images": [{"bytes": png[:-20], "path": None}]}]
+    with pytest.raises(ValueError, match=rf"{source} row 1 images\[0\]: its {len(png) - 20} bytes are not a "
+                                         rf"decodable image"):
+        save_images(truncated, tmp_path / "images", "eval", source)
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    path = _rows(tmp_path / "sft.jsonl", [{"messages": [
+        {"role": "user", "content": [{"type": "image", "image": str(text)}, {"type": "text", "text": "what?"}]},
+        {"role": "assistant", "content": "a cat"}]}])
+    with pytest.raises(ValueError, match=rf"{path} row 1 messages\[0\].content\[0\].image: image {text} is not a "
+                                         rf"readable image \(cannot identify image file"):
+        check_rows([json.loads(path.read_text())], path, "sft")
+
+
+def _png() -> bytes:
+    """A 5x3 red PNG, encoded."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (5, 3), (255, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -248,3 +248,23 @@ def test_started_by_a_normal_user_the_code_cannot_make_a_user_namespace():
     if "No module named" in done.stderr:
         pytest.skip(f"/usr/bin/python3 cannot import this environment's packages: {done.stderr[-300:]}")
     _assert_namespaces_refused(done.stdout, done.stderr)
+
+
+def test_the_sandbox_pixel_budget_leaves_pils_limit_for_the_rest_of_the_process():
+    """A 42-megapixel image opens elsewhere in the process after the sandbox decoded its images under a
+    16-megapixel budget (the sandbox once set PIL's process-wide limit to its budget)."""
+    import io
+
+    from PIL import Image
+
+    from rewards.sandbox import decode_images
+
+    before = Image.MAX_IMAGE_PIXELS
+    small = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(small, format="PNG")
+    files = [("small.png", small.getvalue()), ("big.png", _png_claiming(7000, 6000))]
+    names, _, skipped = decode_images(files, {}, SandboxLimits(image_pixels=16 * 2**20))
+    assert names == ["small.png"] and skipped == [f"big.png: 7000x6000 is over the image pixel budget "
+                                                  f"({16 * 2**20 - 64} left)"]
+    assert Image.MAX_IMAGE_PIXELS == before
+    assert Image.open(io.BytesIO(_png_claiming(7000, 6000))).size == (7000, 6000)

@@ -60,3 +60,28 @@ def test_check_through_the_ray_pool(tmp_path, capsys):
     data = write_rows(tmp_path / "rows.jsonl", ROWS)
     code, lines, _ = check(capsys, "--reward", "math", "--data", str(data), "--workers", "1")
     assert code == 0 and [r["total"] for r in lines] == [1.0, 0.0, 0.0]
+
+
+def test_what_a_reward_prints_reaches_stderr_with_its_control_characters_written_out(tmp_path, capsys):
+    data = write_rows(tmp_path / "rows.jsonl", [{"prompt": "q", "completion": "c", "behaviour": "escapes"}])
+    code, lines, err = check(capsys, "--reward", f"{FAULTY}:behave", "--data", str(data))
+    assert code == 0 and lines[0]["total"] == 1.0
+    assert "\x1b" not in err and "\x07" not in err
+    assert "clear \\x1b[2J retitle \\x1b]0;pwned\\x07 red \\x1b[31m\n" in err
+
+
+@pytest.mark.slow
+def test_stdout_holds_only_the_json_lines_when_a_pool_worker_dies(tmp_path):
+    """Ray relays "(raylet) A worker died ..." to the driver's stdout; a real process, since Ray writes to the
+    stdout it finds, not to pytest's capture."""
+    import subprocess
+    import sys
+
+    rows = [{"prompt": "q", "completion": "c", "behaviour": b} for b in ("escapes", "kill_worker", "ok")]
+    data = write_rows(tmp_path / "rows.jsonl", rows)
+    done = subprocess.run([sys.executable, "-m", "posttrain.cli", "reward", "check", "--reward", f"{FAULTY}:behave",
+                           "--data", str(data), "--workers", "1"], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 1, done.stderr
+    assert [json.loads(line)["error"] for line in done.stdout.splitlines()] == [None, "crash", None]
+    assert "\\x1b[2J" in done.stderr and "\x1b[2J" not in done.stderr  # relayed by Ray from the worker, escaped

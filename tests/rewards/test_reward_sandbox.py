@@ -179,3 +179,21 @@ def test_without_bubblewrap_the_error_says_what_to_install(monkeypatch):
         assert "no weaker fallback" in str(error.value) and "0.8 or newer" in str(error.value)
     finally:
         sandbox.bwrap_path.cache_clear()
+
+
+def test_code_that_ignores_sigxcpu_is_killed_at_the_hard_limit_and_labelled_cpu_limit():
+    code = "import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass"
+    result = run_code(code, limits=SandboxLimits(cpu_s=1, wall_s=10))
+    assert (result.status, result.exit_code) == ("cpu_limit", -9)  # SIGKILL one CPU second past SIGXCPU
+
+
+def test_a_kill_that_is_not_the_cpu_limit_stays_labelled_signal():
+    result = run_code("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", limits=SandboxLimits(policy=False))
+    assert (result.status, result.exit_code) == ("signal", -9)
+
+
+def test_an_mmap_past_the_memory_limit_is_labelled_memory_limit():
+    result = run_code("import mmap\nmapped = mmap.mmap(-1, 2**31)", limits=SandboxLimits(memory_mb=256))
+    assert result.status == "memory_limit" and "OSError: [Errno 12] Cannot allocate memory" in result.stderr
+    other = run_code("raise OSError(2, 'no such thing')")  # another OSError stays an error
+    assert (other.status, other.exit_code) == ("error", 1)

@@ -26,6 +26,12 @@ def behave(sample):
         ctypes.string_at(0)
     if behaviour == "gil_hang":  # C loop holding the GIL: the worker's watchdog thread never runs
         sum(range(10**15))
+    if behaviour == "escapes":  # terminal control sequences, printed
+        print("clear \x1b[2J retitle \x1b]0;pwned\x07 red \x1b[31m")
+        return 1.0
+    if behaviour == "kill_worker":  # SIGKILL the reward process's parent: in a Ray pool, the worker actor
+        os.kill(os.getppid(), 9)
+        time.sleep(60)
     raise AssertionError(f"unknown behaviour {behaviour}")
 
 
