@@ -137,6 +137,11 @@ class ServeSection(Section):
     gpus: float = Field(0.0, ge=0)  # GPUs per replica; 0: CPU. More than the cluster has is an error, not CPU
     batch_size: int = Field(64, ge=1)  # samples per call
     timeout_s: float | None = Field(None, gt=0)  # per sample; None: reward.timeout_s
+    # the most one batch waits (a batch of n: n x timeout_s up to this, never less than timeout_s); a batch that
+    # times out is scored again a sample at a time within as much again, so only its hanging samples are timeout
+    batch_timeout_s: float = Field(60.0, gt=0)
+    # a replica's resident memory (MB) past which it is replaced; None: what it holds once loaded + 4096
+    memory_mb: int | None = Field(None, gt=0)
     max_replacements: int = Field(4, ge=0)  # replicas replaced per step before the rest is marked crash
 
 

@@ -9,13 +9,29 @@ them. A step's samples are cut into batches of `batch_size`, each sent to one re
   that scored fewest samples this step), so a slow or restarting replica gets less.
 Failures are marked per sample as for every reward (`rewards.result`): the reward raising or returning a bad
 value is that sample's ``exception`` / ``invalid`` (a batch that raises is scored again one sample at a time, so
-only the guilty sample fails); a batch without an answer after `timeout_s` per sample marks its samples
-``timeout`` and its replica is killed and replaced; a replica that dies (SIGKILL, out of memory) is replaced and
-its batch re-sent (a batch that kills two replicas is split, and a sample that does is ``crash``). After
-`max_replacements` in one step the unscored rest is ``crash``; dead replicas are replaced at the next step.
+only the guilty sample fails); a replica that dies (SIGKILL, out of memory) is replaced and its batch re-sent (a
+batch that kills two replicas is split, and a sample that does is ``crash``). After `max_replacements` in one step
+the unscored rest is ``crash``; dead replicas are replaced at the next step.
+
+Timeouts. A sample scored alone has `timeout_s`; a batch of n has n x `timeout_s`, at most `batch_timeout_s` (never
+less than `timeout_s`): a model scores a batch in one pass, and one hanging sample must not hold 63 others for
+64 x `timeout_s`. A batch without an answer by then has its replica killed and replaced, and its samples are scored
+again one at a time, each with `timeout_s`, all of them within one more `batch_timeout_s` of time in flight (a wait
+for a replica to start does not count: it says nothing about the samples); a sample that times out alone, or is
+still unscored when that budget is spent, is ``timeout`` with a message naming the bound, and the others keep their
+scores. So a batch's samples have their answers within 2 x `batch_timeout_s` of scoring, plus the starts of the
+replicas it had killed (each <= `startup_timeout_s`; past `max_replacements` in a step the rest is ``crash``), plus
+any wait for a free replica. With timeout_s 10 s and batch_timeout_s 60 s, a batch of 64 with one hanging sample
+costs <= 60 s + 60 s (10 s of it the hang) + the starts of the two replicas killed, where it cost 640 s and the
+63 other samples' scores.
+
+Memory. Each answer carries the replica's resident memory; one over `memory_mb` (unset: what it held once its model
+was loaded + `MEMORY_HEADROOM_MB`) is replaced after that answer (whose scores stand), with a line on stderr naming
+the replica and its size. A replica that is over `memory_mb` as soon as it has loaded fails to start.
+
 Per step, `metrics` holds `reward_server/<name>/...`: latency_s (mean, send to answer), latency_max_s, model_s
 (time in the model, summed), batch_size (mean), batches, queue_max (most batches waiting for a replica),
-replicas_replaced, errors, and replica_<k>/samples.
+replicas_replaced, errors, rss_max_mb (the largest resident memory a replica reported), and replica_<k>/samples.
 
 A server asked for GPUs is refused before anything starts if the cluster has fewer than replicas x gpus, and
 fails to start if torch there sees no CUDA device: it never falls back to CPU. This module knows nothing of the
@@ -27,6 +43,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +55,7 @@ from rewards.sample import Sample
 from rewards.worker import check_deadline
 
 DISPATCH = ("random", "least_loaded")
+MEMORY_HEADROOM_MB = 4096  # growth allowed past the loaded model when memory_mb is unset: the pool's memory_mb default
 
 
 @dataclass
@@ -47,7 +65,9 @@ class ServeConfig:
     cpus: float = 1.0  # Ray CPUs per replica; its torch threads are this, rounded up
     gpus: float = 0.0  # GPUs per replica (0: CPU)
     batch_size: int = 64  # samples per call
-    timeout_s: float = 30.0  # per sample: a batch of n has n x timeout_s to answer
+    timeout_s: float = 30.0  # a sample scored alone; a batch of n: n x timeout_s, at most batch_timeout_s
+    batch_timeout_s: float = 60.0  # the most one batch waits (never less than timeout_s); also its re-scoring's budget
+    memory_mb: int | None = None  # a replica's resident memory before it is replaced; None: once loaded + headroom
     startup_timeout_s: float = 300.0
     max_replacements: int = 4  # per step
     seed: int = 0  # random dispatch
@@ -59,6 +79,11 @@ class ServeConfig:
             raise ValueError(f"serve needs replicas >= 1, batch_size >= 1, cpus > 0 and gpus >= 0 (got replicas "
                              f"{self.replicas}, batch_size {self.batch_size}, cpus {self.cpus}, gpus {self.gpus})")
         self.timeout_s = check_deadline(self.timeout_s)
+        self.batch_timeout_s = check_deadline(self.batch_timeout_s)
+        if self.memory_mb is not None and (isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, int)
+                                           or self.memory_mb <= 0):
+            raise ValueError(f"serve.memory_mb must be a whole number of MB > 0, or None (what a replica holds once "
+                             f"loaded + {MEMORY_HEADROOM_MB} MB), got {self.memory_mb!r}")
 
 
 @dataclass
@@ -66,16 +91,24 @@ class ServerReply:
     results: list[RewardResult]
     model_s: float
     pid: int = field(default_factory=os.getpid)
+    rss_mb: float = 0.0  # the replica's resident memory after this batch
+    loaded_mb: float = 0.0  # ... and once its model was loaded
 
 
 # ------------------------------------------------------------------------------------------------ the actor
 class ModelServer:
-    def __init__(self, spec, options: dict | None = None, cpus: float = 1.0, gpus: float = 0.0):
+    def __init__(self, spec, options: dict | None = None, cpus: float = 1.0, gpus: float = 0.0,
+                 memory_mb: int | None = None):
         import torch
 
         device = claim_devices(gpus)
         torch.set_num_threads(max(1, math.ceil(cpus)))
         self.reward = load_reward(spec, **with_device(spec, dict(options or {}), device))
+        self.loaded_mb = rss_mb()
+        if memory_mb is not None and self.loaded_mb > memory_mb:  # else it would be replaced after every batch
+            raise RuntimeError(f"reward server holds {self.loaded_mb:.0f} MB once its model is loaded, over "
+                               f"serve.memory_mb={memory_mb}: raise serve.memory_mb, or leave it unset (what a "
+                               f"replica holds once loaded + {MEMORY_HEADROOM_MB} MB)")
 
     def ready(self) -> str:
         """The reward's name (how its scores are logged)."""
@@ -89,7 +122,13 @@ class ModelServer:
         results = score_call(self.reward, samples)
         if len(samples) > 1 and all(r.error == "exception" for r in results):
             results = [score_call(self.reward, [s])[0] for s in samples]  # only the guilty sample fails
-        return ServerReply(results, time.perf_counter() - start)
+        return ServerReply(results, time.perf_counter() - start, rss_mb=rss_mb(), loaded_mb=self.loaded_mb)
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux's /proc, as `rewards.reward_process` reads it)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def claim_devices(gpus: float) -> str:
@@ -129,9 +168,46 @@ def with_device(spec, options: dict, device: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------ the driver
 @dataclass
+class _Retries:
+    """The samples of a batch that timed out, each scored again alone: together they have `budget_s` of time with
+    one of them in flight, so n of them cannot take n x timeout_s; a wait for a replica to start is not counted,
+    as it says nothing about the samples."""
+
+    size: int  # of the batch that timed out
+    waited_s: float  # what that batch was given
+    budget_s: float
+    spent_s: float = 0.0
+    in_flight: int = 0
+    since: float = 0.0  # when the current stretch with one in flight began
+
+    def left(self, now: float) -> float:
+        """Seconds of the budget not yet spent.
+
+        >>> r = _Retries(size=4, waited_s=2.0, budget_s=2.0)
+        >>> r.sent(10.0); r.sent(10.5); r.back(11.0); r.left(11.25)  # in flight from 10.0 on
+        0.75
+        >>> r.back(11.5); r.left(20.0)  # none in flight from 11.5 to 20.0: not counted
+        0.5
+        """
+        return self.budget_s - self.spent_s - (now - self.since if self.in_flight else 0.0)
+
+    def sent(self, now: float) -> None:
+        if not self.in_flight:
+            self.since = now
+        self.in_flight += 1
+
+    def back(self, now: float) -> None:
+        """One of them answered, timed out or lost its replica."""
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.spent_s += now - self.since
+
+
+@dataclass
 class _Batch:
     indices: list[int]
     deaths: int = 0  # replicas that died while scoring it
+    retry: _Retries | None = None  # a sample of a batch that timed out, scored again alone
 
 
 @dataclass
@@ -154,6 +230,7 @@ class _Step:
     model_s: float = 0.0
     sent: list = field(default_factory=list)  # sizes of the batches sent
     queue_max: int = 0
+    rss_max_mb: float = 0.0
     replaced: int = 0
     strikes: int = 0  # replacements caused by this step's batches (those found dead before it do not count)
     given_up: bool = False  # past max_replacements: nothing more is sent this step
@@ -201,7 +278,7 @@ class ModelReplicas:
     def _launch(self):
         c = self.config
         return self._remote.options(num_cpus=c.cpus, num_gpus=c.gpus, max_restarts=0).remote(
-            self.spec, self.options, c.cpus, c.gpus)
+            self.spec, self.options, c.cpus, c.gpus, c.memory_mb)
 
     def close(self) -> None:
         import ray
@@ -233,6 +310,7 @@ class ModelReplicas:
 
     def _send(self, samples: list[Sample], step: _Step) -> None:
         """Each free, started replica takes its next batch (its own queue, else the shared one)."""
+        self._drop_spent(step)
         free = sorted((r for r in self.replicas if r.call is None and r.starting is None), key=lambda r: r.samples)
         for replica in free:
             queue = replica.queue or step.shared
@@ -240,17 +318,40 @@ class ModelReplicas:
                 continue
             batch = queue.popleft()
             replica.batch, replica.sent = batch, time.perf_counter()
-            replica.deadline = replica.sent + self.config.timeout_s * len(batch.indices)
+            replica.deadline = replica.sent + self._allowed(batch, replica.sent)
+            if batch.retry is not None:
+                batch.retry.sent(replica.sent)
             replica.call = replica.actor.score.remote([samples[i] for i in batch.indices])
             step.sent.append(len(batch.indices))
         step.queue_max = max(step.queue_max, len(step.shared) + max(len(r.queue) for r in self.replicas))
+
+    def _allowed(self, batch: _Batch, now: float) -> float:
+        """Seconds a call of `batch` may take (see Timeouts in the module docstring)."""
+        c = self.config
+        if batch.retry is not None:
+            return min(c.timeout_s, batch.retry.left(now))
+        return min(c.timeout_s * len(batch.indices), max(c.timeout_s, c.batch_timeout_s))
+
+    def _drop_spent(self, step: _Step) -> None:
+        """Mark ``timeout`` the waiting samples of timed-out batches whose re-scoring budget is spent."""
+        now = time.perf_counter()
+        for queue in [step.shared] + [r.queue for r in self.replicas]:
+            spent = [b for b in queue if b.retry is not None and b.retry.left(now) <= 0]
+            for batch in spent:
+                queue.remove(batch)
+                self._fail(step, batch.indices, "timeout", self._spent_message(batch.retry))
+
+    def _spent_message(self, retry: _Retries) -> str:
+        return (f"not scored: its batch of {retry.size} gave no answer within {retry.waited_s:g}s, and scoring its "
+                f"samples again one at a time used up their {retry.budget_s:g}s (serve.batch_timeout_s) before "
+                f"this one's turn; raise serve.batch_timeout_s if the model is this slow")
 
     def _wait(self, step: _Step) -> None:
         import ray
 
         calls = {r.call: r for r in self.replicas if r.call is not None}
         starts = {r.starting: r for r in self.replicas if r.starting is not None}
-        if not calls and not starts:
+        if not self._pending(step) or (not calls and not starts):  # nothing left but replicas starting: done
             return
         timeout = max(0.0, min(r.deadline for r in [*calls.values(), *starts.values()]) - time.perf_counter())
         ready, _ = ray.wait(list(calls) + list(starts), num_returns=1, timeout=timeout)
@@ -266,7 +367,7 @@ class ModelReplicas:
     def _collect(self, ref, replica: _Replica, step: _Step) -> None:
         import ray
 
-        batch, replica.call, replica.batch = replica.batch, None, None
+        batch = self._take(replica)
         try:
             reply: ServerReply = ray.get(ref)
         except ray.exceptions.RayActorError as error:
@@ -280,6 +381,27 @@ class ModelReplicas:
         replica.samples += len(batch.indices)
         for i, result in zip(batch.indices, reply.results):
             step.results[i] = result
+        self._check_memory(replica, reply, step)
+
+    def _take(self, replica: _Replica) -> _Batch:
+        """The replica's call is over (answered, failed or abandoned): its batch, the replica free."""
+        batch, replica.call, replica.batch = replica.batch, None, None
+        if batch.retry is not None:
+            batch.retry.back(time.perf_counter())
+        return batch
+
+    def _check_memory(self, replica: _Replica, reply: ServerReply, step: _Step) -> None:
+        """Replace a replica grown past its memory bound (the scores it just gave stand)."""
+        step.rss_max_mb = max(step.rss_max_mb, reply.rss_mb)
+        bound = self.config.memory_mb or reply.loaded_mb + MEMORY_HEADROOM_MB
+        if reply.rss_mb <= bound:
+            return
+        setting = f"memory_mb={self.config.memory_mb}" if self.config.memory_mb else \
+            f"{reply.loaded_mb:.0f} MB once loaded + {MEMORY_HEADROOM_MB} MB, memory_mb unset"
+        print(f"reward server {self.name!r}: replica {self.replicas.index(replica)} (pid {reply.pid}) holds "
+              f"{reply.rss_mb:.0f} MB, over its bound of {bound:.0f} MB ({setting}); replacing it", file=sys.stderr,
+              flush=True)
+        self._replace(replica, step)
 
     def _died(self, replica: _Replica, batch: _Batch, step: _Step, error: Exception) -> None:
         """Replace the replica; re-send its batch, or split it, or blame its one sample."""
@@ -311,11 +433,23 @@ class ModelReplicas:
             if ray.wait([replica.call], timeout=0)[0]:  # it answered while the driver was busy
                 self._collect(replica.call, replica, step)
                 continue
-            batch, replica.call, replica.batch = replica.batch, None, None
-            self._fail(step, batch.indices, "timeout", f"reward server gave no answer within "
-                       f"{self.config.timeout_s * len(batch.indices):g}s ({self.config.timeout_s:g}s per sample x "
-                       f"{len(batch.indices)}); the replica was killed and replaced")
+            waited = replica.deadline - replica.sent
+            batch = self._take(replica)
             self._replace(replica, step)
+            if len(batch.indices) > 1:  # find the guilty sample(s): the others get their scores
+                retry = _Retries(len(batch.indices), waited, max(self.config.timeout_s, self.config.batch_timeout_s))
+                self._requeue(step, replica, [_Batch([i], retry=retry) for i in batch.indices])
+            else:
+                self._fail(step, batch.indices, "timeout", self._timeout_message(batch, waited))
+
+    def _timeout_message(self, batch: _Batch, waited: float) -> str:
+        text = f"reward server gave no answer within {waited:g}s for this sample alone"
+        retry = batch.retry
+        if retry is not None:
+            text += f", scored again after its batch of {retry.size} gave none within {retry.waited_s:g}s"
+            if waited < self.config.timeout_s:
+                text += f" (what was left of their {retry.budget_s:g}s, serve.batch_timeout_s)"
+        return text + "; the replica was killed and replaced"
 
     def _replace(self, replica: _Replica, step: _Step, strike: bool = True) -> None:
         """Kill the replica's actor and start another in its place (it takes batches once it is ready); past
@@ -384,6 +518,7 @@ class ModelReplicas:
                    p + "model_s": step.model_s, p + "wall_s": wall_s, p + "batches": len(step.sent),
                    p + "batch_size": sum(step.sent) / len(step.sent) if step.sent else 0.0,
                    p + "queue_max": step.queue_max, p + "replicas_replaced": step.replaced,
+                   p + "rss_max_mb": step.rss_max_mb,
                    p + "errors": sum(r is not None and r.error is not None for r in step.results)}
         metrics.update({f"{p}replica_{k}/samples": r.samples for k, r in enumerate(self.replicas)})
         return metrics

@@ -1,11 +1,13 @@
 """Reward-model servers on a real loopback Ray cluster, with a tiny reward model of the trained one's architecture
 (keye-tiny's decoder, a random score head) and a tiny Llama judge: served scores equal in-pool ones, both
 dispatches use every replica, a SIGKILLed replica is replaced mid-step, a raising or hanging model marks only its
-samples while their rule rewards stay, GPU requests that cannot be met fail, a bad `serve` key is refused."""
+samples while their rule rewards stay, a batch that times out is scored again a sample at a time within a bounded
+wait, a replica that leaks memory is replaced, GPU requests that cannot be met fail, a bad `serve` key is refused."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from pathlib import Path
@@ -135,7 +137,7 @@ def test_a_raising_or_hanging_model_marks_only_its_samples_and_keeps_their_rule_
     results = batch.results
     assert [r.error for r in results] == [None, "exception", None, None, "timeout"]
     assert "component 'reward_model' (served): RuntimeError: model boom" in results[1].message
-    assert "no answer within 1s (1s per sample x 1)" in results[4].message
+    assert "gave no answer within 1s for this sample alone; the replica was killed and replaced" in results[4].message
     assert [r.components["math"] for r in results] == [0.0, 1.0, 1.0, 0.0, 1.0]  # the rule reward of every sample
     for i in (0, 2, 3):
         assert results[i].total == pytest.approx(results[i].components["math"] + 0.5 * rm[i], abs=1e-5)
@@ -144,6 +146,91 @@ def test_a_raising_or_hanging_model_marks_only_its_samples_and_keeps_their_rule_
     m = batch.metrics
     assert (m["reward/errors/exception"], m["reward/errors/timeout"], m["reward/errors"]) == (1, 1, 2)
     assert m["reward_server/reward_model/replicas_replaced"] == 1  # the hung replica
+
+
+def served(rm_dir, config: ServeConfig, samples: list[Sample], **options):
+    """One step on a fresh `ModelReplicas` of the misbehaving model: (results, its metrics)."""
+    server = ModelReplicas(BEHAVING, {"model": str(rm_dir), **options}, config)
+    try:
+        return server.score(samples)
+    finally:
+        server.close()
+
+
+def test_a_sample_hanging_in_a_batch_is_the_only_one_marked_and_the_wait_is_bounded(cluster, rm_dir):
+    # one batch of 20; a third replica, so that once the hang took a second one no sample waits for a restart
+    samples = step_samples(20, {5: "hang"})
+    config = ServeConfig(replicas=3, cpus=0.25, batch_size=20, timeout_s=1.0, batch_timeout_s=3.0)
+    results, metrics = served(rm_dir, config, samples)
+    expected = RewardModelScorer(str(rm_dir), max_length=64)(samples)
+    assert [r.error for r in results] == [None] * 5 + ["timeout"] + [None] * 14
+    innocent = [i for i in range(20) if i != 5]
+    assert [results[i].total for i in innocent] == pytest.approx([expected[i] for i in innocent], abs=1e-5)
+    assert results[5].message == ("reward server gave no answer within 1s for this sample alone, scored again "
+                                  "after its batch of 20 gave none within 3s; the replica was killed and replaced")
+    m = {k.removeprefix("reward_server/reward_model/"): v for k, v in metrics.items()}
+    # the batch, then each sample alone; the batch's replica and the one the hang held were replaced
+    assert (m["batches"], m["replicas_replaced"]) == (21, 2)
+    # before: the batch alone had 20 x timeout_s = 20 s; now 3 s and the re-scoring (1 s of it the hang)
+    assert m["wall_s"] < 20
+
+
+def test_scoring_a_timed_out_batch_again_stops_when_its_budget_is_spent(cluster, rm_dir):
+    # every sample takes 0.6 s: the batch 3.6 s, past its 1.8 s; alone each fits its 1.2 s, but after two of them
+    # 0.6 s of the batch's 1.8 s is left, so the third is cut there and the rest never sent
+    samples = step_samples(6, dict.fromkeys(range(6), "slow"))
+    config = ServeConfig(replicas=1, cpus=0.25, batch_size=6, timeout_s=1.2, batch_timeout_s=1.8)
+    results, metrics = served(rm_dir, config, samples, slow_s=0.6)
+    expected = RewardModelScorer(str(rm_dir), max_length=64)(samples[:2])
+    assert [r.error for r in results] == [None, None] + ["timeout"] * 4
+    assert [r.total for r in results[:2]] == pytest.approx(expected, abs=1e-5)
+    assert re.fullmatch(r"reward server gave no answer within 0\.[0-6]\d*s for this sample alone, scored again after "
+                        r"its batch of 6 gave none within 1\.8s \(what was left of their 1\.8s, "
+                        r"serve\.batch_timeout_s\); the replica was killed and replaced", results[2].message)
+    assert {r.message for r in results[3:]} == {
+        "not scored: its batch of 6 gave no answer within 1.8s, and scoring its samples again one at a time used up "
+        "their 1.8s (serve.batch_timeout_s) before this one's turn; raise serve.batch_timeout_s if the model is this "
+        "slow"}
+    m = {k.removeprefix("reward_server/reward_model/"): v for k, v in metrics.items()}
+    assert (m["batches"], m["replicas_replaced"]) == (4, 2)  # the batch and three samples alone
+
+
+def test_a_replica_that_leaks_memory_is_replaced_saying_which_and_how_much(cluster, rm_dir, capsys):
+    import ray
+
+    config = ServeConfig(replicas=1, cpus=0.25, batch_size=1, timeout_s=10.0)
+    server = ModelReplicas(BEHAVING, {"model": str(rm_dir), "leak_mb": 384}, config)
+    try:
+        _, metrics = server.score(step_samples(2))
+        held = metrics["reward_server/reward_model/rss_max_mb"]
+        assert metrics["reward_server/reward_model/replicas_replaced"] == 0 and held > 0
+        server.config.memory_mb = bound = int(held) + 128  # the leak of 384 MB goes past it
+        pid = ray.get(server.replicas[0].actor.pid.remote())
+        samples = step_samples(3, {1: "leak"})
+        results, metrics = server.score(samples)
+        assert ray.get(server.replicas[0].actor.pid.remote()) != pid
+    finally:
+        server.close()
+    expected = RewardModelScorer(str(rm_dir), max_length=64)(samples)
+    assert [r.error for r in results] == [None] * 3  # the leaking batch's score stands; sample 2 on the new replica
+    assert [r.total for r in results] == pytest.approx(expected, abs=1e-5)
+    assert metrics["reward_server/reward_model/replicas_replaced"] == 1
+    line = re.search(rf"reward server 'reward_model': replica 0 \(pid {pid}\) holds (\d+) MB, over its bound of "
+                     rf"{bound} MB \(memory_mb={bound}\); replacing it", capsys.readouterr().err)
+    assert line and int(line[1]) >= held + 384 - 16, line
+
+
+def test_serve_bounds_are_validated_and_reach_the_servers(rm_dir):
+    with pytest.raises(ValueError, match=r"serve.memory_mb must be a whole number of MB > 0, or None"):
+        ServeConfig(memory_mb=0)
+    with pytest.raises(ValueError, match=r"reward deadline must be a finite number of seconds > 0, got nan"):
+        ServeConfig(batch_timeout_s=float("nan"))
+    serve = recipe(rm_dir, {"batch_timeout_s": 30, "memory_mb": 8192}).reward.components[1].serve
+    config = ServeConfig(**serve.model_dump(exclude={"timeout_s"}))  # as posttrain.stages.common builds it
+    assert (config.batch_timeout_s, config.memory_mb) == (30.0, 8192)
+    assert (ServeConfig().batch_timeout_s, ServeConfig().memory_mb) == (60.0, None)
+    with pytest.raises(Exception, match=r"memory_mb\n  Input should be greater than 0"):
+        recipe(rm_dir, {"memory_mb": 0})
 
 
 def test_gpu_requests_that_cannot_be_met_fail_saying_what_is_missing(cluster, rm_dir):

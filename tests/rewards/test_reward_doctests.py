@@ -9,7 +9,8 @@ import pytest
 
 MODULES = ["rewards.math_answer", "rewards.grounding", "rewards.counting", "rewards.choice", "rewards.format",
            "rewards.repetition", "rewards.overlong", "rewards.reward_model", "rewards.judge", "rewards.combine",
-           "rewards.result", "rewards.registry", "rewards.sandbox", "rewards.served", "rewards.adapters"]
+           "rewards.result", "rewards.registry", "rewards.sandbox", "rewards.served", "rewards.adapters",
+           "rewards.model_server"]
 
 
 @pytest.mark.parametrize("name", MODULES)
