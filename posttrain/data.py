@@ -91,9 +91,16 @@ def check_sources(recipe: Recipe, out: Path) -> None:
 
 
 def source_digests(data: FileData) -> dict[str, str]:
-    """sha256 of each file the data section names (a `datasets` directory: of all its files, by relative path)."""
+    """sha256 of each file the data section names (a `datasets` directory: of all its files, by relative path). A
+    source that has become a FIFO or a device since the copy is refused before it is opened (`check_data_path`)."""
+    from posttrain.data_files import check_data_path
+
     digests = {}
-    for path in filter(None, (data.sft, data.prompts, data.eval)):
+    for name in ("sft", "prompts", "eval"):
+        path = getattr(data, name)
+        if not path:
+            continue
+        check_data_path(path, f"data.{name}")
         source = Path(path)
         files = sorted(f for f in source.rglob("*") if f.is_file()) if source.is_dir() else [source]
         digest = hashlib.sha256()
@@ -136,12 +143,13 @@ def addition_hints(prompt: str) -> list[str]:
 
 
 def user_files(data: FileData, out: Path) -> dict[str, list[dict]]:
-    from posttrain.data_files import check_rows, read_rows, save_images
+    from posttrain.data_files import check_data_path, check_rows, read_rows, save_images
 
     files = {}
     for name in ("sft", "prompts", "eval"):
         path = getattr(data, name)
         if path is not None:
+            check_data_path(path, f"data.{name}")  # read_rows checks too, but cannot name the key
             rows = read_rows(path, data.columns, data.split)
             check_rows(rows, Path(path), name)
             save_images(rows, out / "images", name, Path(path))

@@ -6,6 +6,9 @@ names to yours (`{prompt: question, answer: solution}`): each of yours is rename
 unchanged (a reward can read any column of its row). Images a `datasets` `Image` column holds as bytes are
 written out as PNG files beside the run's data, since every row on disk names its images by path.
 
+A data file is `os.stat`ed before anything opens it: one that is a FIFO or a device (a symlink to `/dev/zero`) is
+refused, where opening it would wait for a writer or read for ever and the run would never start.
+
 Errors name the file, the row and the column, and say what a row needs: `messages` a list of message objects,
 `images` a list, each image it names by path a regular file PIL can read (stat first: a FIFO would stall the
 run's start), each image held as bytes decodable. Nothing here knows about stages: the run copies these rows
@@ -30,6 +33,7 @@ REQUIRED = {"sft": ("messages",), "prompts": ("prompt|messages",), "eval": ("pro
 def read_rows(path: str | Path, columns: dict[str, str] | None = None, split: str = "train") -> list[dict]:
     """The rows of `path` with `columns` (toolkit name -> your column) renamed to the toolkit's names."""
     path = Path(path)
+    check_data_path(path)
     return renamed(_read_any(path, split), columns, path)
 
 
@@ -38,8 +42,7 @@ def peek_rows(path: str | Path, columns: dict[str, str] | None = None, split: st
     """The first `limit` rows of `path`, renamed as `read_rows` renames them, without reading the rest: what
     `validate` checks (a file of millions of rows stays quick to validate; the run's copy checks every row)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} not found")
+    check_data_path(path)
     if path.is_dir():
         dataset = _saved_split(path, split)
         return renamed([dict(row) for row in dataset.select(range(min(limit, len(dataset))))], columns, path)
@@ -56,12 +59,26 @@ def peek_rows(path: str | Path, columns: dict[str, str] | None = None, split: st
 def count_rows(path: str | Path, split: str = "train") -> int:
     """How many rows `read_rows` would return, from the file's metadata or its lines (an SFT stage's length)."""
     path = Path(path)
+    check_data_path(path)
     if path.is_dir():
         return len(_saved_split(path, split))
     if path.suffix == ".parquet":
         return _parquet(path).metadata.num_rows
     with open(path, "rb") as lines:
         return sum(1 for line in lines if line.strip())
+
+
+def check_data_path(path: str | Path, key: str | None = None) -> None:
+    """`path` is a regular file or a directory (a `datasets` one), told by `os.stat` without opening it: opening a
+    FIFO waits for a writer, reading a device may never end. `key` (`data.prompts`) starts the message."""
+    where = f"{key}: " if key else ""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise FileNotFoundError(f"{where}data file {path} not found ({error.strerror})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"{where}data file {path} is {_file_kind(mode)}, not a file; give a .jsonl or .parquet "
+                         f"file or a directory saved by datasets' save_to_disk")
 
 
 def renamed(rows: list[dict], columns: dict[str, str] | None, path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from keye_protocol.chat import SANDBOX_CLOSE, SANDBOX_OPEN, content_items
-from posttrain.data_files import check_messages
+from posttrain.data_files import check_data_path, check_messages
 from posttrain.learners.batch import TrainBatch
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import GenerationRequest
@@ -39,8 +39,7 @@ def read_jsonl(path: str | Path, required: tuple[str, ...] = (), limit: int | No
     """Rows of a JSONL file (the first `limit` of them: `validate` peeks at a large file); errors name the file,
     the line and the missing key."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} not found")
+    check_data_path(path)  # a FIFO or a device is refused before open() waits on it
     rows = []
     with open(path, encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, start=1):

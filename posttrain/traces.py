@@ -2,8 +2,10 @@
 
 Records are appended a step at a time and fsynced. A resumed stage continues from its last checkpoint at step
 S, so it opens its logs with `resume_after=S`: records of later steps (written after that checkpoint, and about
-to be produced again) are dropped, and a torn last line from a crash mid-write is discarded. Images of a trace
-are written as PNG files next to the log and referenced by relative path.
+to be produced again) are dropped, and a torn last line from a crash mid-write is discarded. Any other line that
+is no record (JSON nested past the parser's limit, a 5,000-digit number, a bare list, a step that is no integer)
+is discarded like a torn one, with a one-line warning, and the records around it are kept: one damaged line must
+not stop a resume. Images of a trace are written as PNG files next to the log and referenced by relative path.
 
 Knows nothing about what a step computes.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,23 +44,29 @@ class StepLog:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def _truncate(self, resume_after: int | None) -> None:
+        """Drop the records of steps after `resume_after` and every line that is no record (`parse_record`)."""
         if not self.path.exists():
             return
-        kept, dropped = [], 0
-        with open(self.path, encoding="utf-8") as source:
-            for line in source:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # torn write from a crash
-                    dropped += 1
-                    continue
-                if resume_after is None or record.get("step", -1) <= resume_after:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
-                    dropped += 1
-        if dropped:
+        kept, dropped, damaged, data = [], 0, [], self.path.read_bytes()
+        # bytes, split on newline only: a line of bad UTF-8 is one damaged line, not a decode error for the file
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = parse_record(line)
+            except ValueError as error:  # a torn write from a crash, or a line damaged since
+                damaged.append(f"line {number}: {error}")
+                continue
+            if resume_after is None or record.get("step", -1) <= resume_after:
+                kept.append(line + b"\n")
+            else:
+                dropped += 1
+        if damaged:
+            print(f"warning: {self.path}: dropped {len(damaged)} line(s) that are no record (first: {damaged[0]}); "
+                  f"{len(kept)} record(s) kept", file=sys.stderr, flush=True)
+        if dropped or damaged or data[-1:] not in (b"", b"\n"):  # else the next record is appended to the last line
             temp = self.path.with_suffix(self.path.suffix + ".tmp")
-            temp.write_text("".join(kept), encoding="utf-8")
+            temp.write_bytes(b"".join(kept))
             os.replace(temp, self.path)
 
     def write_step(self, step: int, records: Iterable[dict[str, Any]]) -> None:
@@ -72,15 +81,41 @@ class StepLog:
 
 
 def read_log(path: str | Path) -> list[dict]:
-    """All intact records (a torn last line is skipped)."""
+    """All intact records: a torn or damaged line (`parse_record`) is skipped. A resumed stage opens its logs with
+    `StepLog` first, which drops such lines and warns."""
     records = []
     if Path(path).exists():
-        for line in Path(path).read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 in a completion
+        for line in Path(path).read_bytes().split(b"\n"):  # not splitlines: U+2028 in a completion
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                records.append(parse_record(line))
+            except ValueError:
                 continue
     return records
+
+
+def parse_record(line: bytes | str) -> dict:
+    """One log line as a record: a JSON object whose `step`, if it has one, is an integer. Raises ValueError saying
+    why it is none; json's own errors are not all ValueErrors (too deep a nesting is a RecursionError).
+
+    >>> parse_record('{"step": 2, "reward": 1.0}')
+    {'step': 2, 'reward': 1.0}
+    >>> parse_record('{"step": "2"}')
+    Traceback (most recent call last):
+    ...
+    ValueError: step "2" is not an integer
+    """
+    try:
+        record = json.loads(line)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
+    except ValueError as error:  # torn JSON, bad UTF-8, an integer of more than 4300 digits
+        raise ValueError(f"not JSON ({str(error).split(';')[0]})") from None  # not "use sys.set_int_max_..."
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    step = record.get("step")
+    if "step" in record and (not isinstance(step, int) or isinstance(step, bool)):
+        raise ValueError(f"step {json.dumps(step)[:40]} is not an integer")
+    return record
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 
 import datasets
 import pytest
@@ -67,6 +68,49 @@ def test_unknown_formats_and_plain_directories_are_refused_with_the_formats_acce
     (tmp_path / "plain").mkdir()
     with pytest.raises(FileNotFoundError, match="is a directory but not one saved by datasets' save_to_disk"):
         read_rows(tmp_path / "plain")
+
+
+NOT_A_FILE = {"fifo": "a FIFO \\(named pipe\\)", "device": "a character device"}
+
+
+def _not_a_file(path, kind):
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading waits for a writer: the run would never start
+    else:
+        path.symlink_to("/dev/null")  # os.stat follows it to the device (/dev/zero would be read for ever)
+    return path
+
+
+@pytest.mark.timeout(20)  # before the check, open() on the FIFO waited for ever
+@pytest.mark.parametrize("kind", NOT_A_FILE)
+def test_a_data_file_that_is_a_fifo_or_a_device_is_refused_at_run_start_without_opening_it(tmp_path, kind):
+    from posttrain.data_files import count_rows, peek_rows
+    from posttrain.sft_data import read_jsonl
+
+    path = _not_a_file(tmp_path / "prompts.jsonl", kind)
+    recipe = Recipe.model_validate({"name": "fifo", "runs_dir": str(tmp_path / "runs"),
+                                    "data": {"kind": "files", "prompts": str(path)},
+                                    "stages": [{"kind": "rl", "steps": 1}]})
+    message = rf"data file {path} is {NOT_A_FILE[kind]}, not a file; give a .jsonl or .parquet file or a directory"
+    with pytest.raises(ValueError, match=rf"^data.prompts: {message}"):
+        prepare_data(recipe, Console(file=io.StringIO()))
+    for read in (read_rows, peek_rows, count_rows, read_jsonl):  # every reader, for callers that know no key
+        with pytest.raises(ValueError, match=rf"^{message}"):
+            read(path)
+
+
+@pytest.mark.timeout(20)
+def test_a_rerun_whose_data_file_became_a_fifo_is_refused_without_opening_it(tmp_path):
+    path = _jsonl(tmp_path / "rows.jsonl", ROWS)
+    recipe = Recipe.model_validate({
+        "name": "fifo", "runs_dir": str(tmp_path / "runs"),
+        "data": {"kind": "files", "eval": str(path), "columns": MAPPING}, "stages": [{"kind": "rl", "steps": 1}]})
+    console = Console(file=io.StringIO())
+    prepare_data(recipe, console)
+    path.unlink()
+    _not_a_file(path, "fifo")  # the digest of the source, compared on every rerun, would open it
+    with pytest.raises(ValueError, match=rf"^data.eval: data file {path} is a FIFO \(named pipe\), not a file"):
+        prepare_data(recipe, console)
 
 
 def test_image_bytes_become_png_files_the_rows_name(tmp_path):

@@ -97,6 +97,15 @@ def test_a_missing_data_file_is_named_with_its_full_path(tmp_path, capsys):
             f"(relative paths in a recipe are read from its folder") in err
 
 
+@pytest.mark.timeout(20)  # before the check, validate's open() on the FIFO waited for ever
+def test_a_data_file_that_is_a_fifo_is_refused_by_validate_without_opening_it(tmp_path, capsys):
+    fifo = tmp_path / "prompts.jsonl"
+    os.mkfifo(fifo)
+    path = recipe(tmp_path, f"  kind: files\n  prompts: {fifo}\n")
+    assert (f"{path}:5: data.prompts: data file {fifo} is a FIFO (named pipe), not a file; give a .jsonl or "
+            f".parquet file or a directory saved by datasets' save_to_disk") in validate(path, capsys)
+
+
 def test_a_columns_mapping_to_an_absent_column_lists_the_files_columns(tmp_path, prompts, capsys):
     path = recipe(tmp_path, f"  kind: files\n  prompts: {prompts}\n  columns: {{answer: solution}}\n")
     err = validate(path, capsys)
