@@ -146,11 +146,9 @@ def start_loop(recipe):
 
     from posttrain.cluster import check_fits
     from posttrain.data import prepare_data, prepare_model
-    from posttrain.runner import StageContext
-    from posttrain.stages import register_all
+    from posttrain.stages.context import StageContext
     from posttrain.stages.rl import RlLoop
 
-    register_all()
     check_fits(recipe)
     console = Console(quiet=True)
     model, data_dir = prepare_model(recipe, console), prepare_data(recipe, console)

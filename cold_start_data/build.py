@@ -29,13 +29,15 @@ from cold_start_data.writer import MediaWriter, write_dataset, write_jsonl
 
 
 def make_teachers(config: BuildConfig, run_tool: Callable | None = None, engine: Any = None):
-    """(teacher, agentic teacher, judge) as the config asks; `engine` overrides loading `teacher.model_dir`."""
+    """(teacher, agentic teacher, judge) as the config asks; a model teacher samples with `engine` (the caller
+    loads `teacher.model_dir`: this package knows nothing about models)."""
     t = config.teacher
     if t.kind == "model":
-        kwargs = dict(samples=t.samples, temperature=t.temperature, max_tokens=t.max_tokens,
-                      step_frequency=t.step_frequency, seed=config.seed, iou_threshold=config.iou_threshold)
-        teacher = ModelTeacher(engine, **kwargs) if engine is not None else ModelTeacher.from_pretrained(
-            t.model_dir, **kwargs)
+        if engine is None:
+            raise ValueError(f"teacher.kind 'model' needs a rollout engine loaded from {t.model_dir} "
+                             f"(posttrain.stages.cold_start.teacher_engine)")
+        teacher = ModelTeacher(engine, samples=t.samples, temperature=t.temperature, max_tokens=t.max_tokens,
+                               step_frequency=t.step_frequency, seed=config.seed, iou_threshold=config.iou_threshold)
     else:
         teacher = SolverTeacher(t.flaw_rate, config.seed, t.repeat_rate)
     if config.judge.kind == "pass_rate":

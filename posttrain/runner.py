@@ -4,8 +4,8 @@ A stage is done when its `done.json` exists (written last, atomically); a finish
 run and its model directory feeds the next stage. A stage that builds data (`<stage>/data/done`) feeds the stages
 after it too, file by file: each reads the newest copy of the file it needs (`StageContext.data_file`). A stage
 that was stopped resumes from its own latest checkpoint (the stage's code does that). Either way the recipe must still say what the stage was run with
-(`stage_settings`): an edited recipe stops the run rather than mixing results. Stage kinds register in STAGES;
-each gets a `StageContext`.
+(`stage_settings`): an edited recipe stops the run rather than mixing results. Each stage runs the function
+`posttrain.stages.registry.STAGES` names for its kind, given a `StageContext` (`posttrain.stages.context`).
 """
 
 from __future__ import annotations
@@ -13,69 +13,29 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from rich.console import Console
 
+from posttrain.actor_logs import ActorLogWatch
+from posttrain.cluster import check_fits, ray_cluster
+from posttrain.data import prepare_data, prepare_model
+from posttrain.placement import reserved
 from posttrain.recipe import Recipe
-
-STAGES: dict[str, Callable[["StageContext"], dict[str, Any]]] = {}
+from posttrain.stage_settings import check_resume, record
+from posttrain.stages.common import latest_checkpoint
+from posttrain.stages.context import StageContext
+from posttrain.stages.registry import STAGES
 
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM while a stage ran; the message says where the run stopped and how to resume it."""
 
 
-def stage_kind(kind: str):
-    def register(fn):
-        STAGES[kind] = fn
-        return fn
-
-    return register
-
-
-@dataclass
-class StageContext:
-    recipe: Recipe
-    index: int
-    stage: Any
-    dir: Path
-    model_in: Path
-    data_dir: Path  # the newest data directory (the run's, or the last stage's that built data)
-    console: Console
-    placement: Any = None  # posttrain.placement.Placement: the run's bundles (None: actors ask Ray directly)
-    earlier_data_dirs: tuple[Path, ...] = ()  # older data directories, newest first
-
-    def data_file(self, name: str) -> Path:
-        """The newest copy of data file `name`: a stage that builds data replaces the files it writes and
-        leaves the others (a pre-training data stage after `cold_start_build` keeps its `eval.jsonl`)."""
-        for directory in (self.data_dir, *self.earlier_data_dirs):
-            if (directory / name).exists():
-                return directory / name
-        return self.data_dir / name
-
-    @property
-    def model_out(self) -> Path:
-        return self.dir / "model"
-
-    @property
-    def label(self) -> str:
-        return f"{self.index:02d}-{self.stage.name or self.stage.kind}"
-
-
 def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str, Any]]:
     """Run (or resume) every stage; returns each stage's summary."""
-    from posttrain.actor_logs import ActorLogWatch
-    from posttrain.cluster import check_fits, ray_cluster
-    from posttrain.placement import reserved
-    from posttrain.data import prepare_data, prepare_model
-    from posttrain.stage_settings import check_resume, record
-    from posttrain.stages import register_all
-
-    register_all()
     console = console or Console()
     check_fits(recipe)
     check_resume(recipe)
@@ -111,8 +71,6 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
 
 def run_stage(ctx: StageContext, console: Console) -> dict[str, Any]:
     """One stage, saying when it resumes from a checkpoint, and where it stopped when interrupted."""
-    from posttrain.stages.common import latest_checkpoint
-
     checkpoint = latest_checkpoint(ctx)
     if checkpoint is not None:
         console.print(f"{ctx.label}: resuming from {checkpoint}", soft_wrap=True)  # a path is not wrapped

@@ -7,8 +7,7 @@ grace, the most a worker doing its job can take) as a backstop for a worker acto
 Failures are localised, then recorded:
 - a worker that dies (os._exit, segfault) or stops answering is killed and replaced; its chunk is retried
   one sample per call, so the sample that kills a worker is the one marked ``crash`` (or ``timeout``); a
-  sample is blamed for a crash only when it kills a second worker (workers also die for other reasons);
-- samples a tainted worker never reached are sent to another worker unchanged.
+  sample is blamed for a crash only when it kills a second worker (workers also die for other reasons).
 Every sample ends with a total or an error; `on_error` then decides what training sees: ``zero`` (the failed
 part adds 0: a combined reward keeps the credit of its components that scored, error kept), ``skip`` (sample
 excluded: no total, no loss, no part in its group's baseline), or ``fail`` (raise after the batch, with all
@@ -267,8 +266,6 @@ class RewardPool:
         for i, r in zip(job.indices, reply.results):
             if r is not None:
                 results[i] = r
-        if reply.tainted:
-            self._replace(job.slot)
         if leftover and len(leftover) == len(job.indices) and len(leftover) > 1:
             queue.extend([i] for i in leftover)  # a batched call hung: find the culprit one by one
         elif leftover:

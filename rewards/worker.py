@@ -33,7 +33,6 @@ from rewards.sample import Sample
 @dataclass
 class WorkerReply:
     results: list[RewardResult | None]  # None: not scored here (the pool sends it elsewhere)
-    tainted: bool = False  # kept for the pool's protocol; the child process makes a worker reusable
     pid: int = field(default_factory=os.getpid)
     restarts: int = 0  # reward processes killed and replaced during this call
 
@@ -51,7 +50,6 @@ class RewardWorker:
                  memory_mb: int = 4096, output_mb: int = 16):
         limits = ProcessLimits(memory_mb=memory_mb, output_mb=output_mb)
         self.process = RewardProcess(reward, options, limits, threads=threads)
-        self.tainted = False
 
     def ready(self) -> int:
         return os.getpid()

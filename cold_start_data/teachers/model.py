@@ -9,13 +9,13 @@ the first verified one. Departure from the paper: its checker also judges the st
 answer and format are checked, step frequency being the cheap proxy.
 
 The engine is anything with `generate(requests, sampling) -> list[Completion]` (`rollout.hf_engine`'s
-`TransformersEngine`, the vLLM engine, or a stub in tests); this module knows nothing about models.
+`TransformersEngine`, the vLLM engine, or a stub in tests), loaded by the caller
+(`posttrain.stages.cold_start.teacher_engine`); this module knows nothing about models.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 from cold_start_data.formatting import analysis_text
 from cold_start_data.judge import Judgement
@@ -55,12 +55,6 @@ class ModelTeacher:
         self.engine, self.samples, self.step_frequency = engine, samples, step_frequency
         self.sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens)
         self.seed, self.calls, self.iou_threshold = seed, 0, iou_threshold
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path, **kwargs) -> "ModelTeacher":
-        from rollout.hf_engine import TransformersEngine
-
-        return cls(TransformersEngine.from_pretrained(model_dir), **kwargs)
 
     def sample(self, tasks: list[Task], mode: Mode, n: int) -> list[list[str]]:
         """`n` response texts per task (failed generations come back as empty strings)."""

@@ -66,13 +66,15 @@ def run_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cold_start_data.build import build
+    from posttrain.stages.cold_start import teacher_engine
 
     try:
         config = build_config(args)
     except ValidationError as error:
         raise ValueError(f"invalid build settings:\n{error}") from None
     with tqdm(total=config.size, desc="cold-start", unit="sample") as bar:
-        report = build(config, args.out, progress=bar.update, overwrite=args.overwrite)
+        report = build(config, args.out, progress=bar.update, overwrite=args.overwrite,
+                       engine=teacher_engine(config))
     table = Table(title=f"cold-start mixture -> {args.out}")
     for column in ("bucket", "target", "kept"):
         table.add_column(column)

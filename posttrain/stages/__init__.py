@@ -1,7 +1,2 @@
-"""Stage kinds. Each module registers its runner with `posttrain.runner.stage_kind`; importing them all here
-keeps the runner ignorant of what kinds exist."""
-
-
-def register_all() -> None:
-    from posttrain.stages import (cold_start, evaluate, merge, preference, pretrain, rejection_sample,  # noqa: F401
-                                  reward_model, rl, score_filter, sft, siglip)
+"""Stage kinds, one module each; `registry.STAGES` maps a recipe's `kind` to the function that runs it, and
+`context.StageContext` is what that function is given."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cold_start_data.config import BuildConfig
 from posttrain.data import write_jsonl
-from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import stage_progress
+from posttrain.stages.context import StageContext
 
 
 def sft_rows(mixture: Path) -> list[dict]:
@@ -65,17 +66,26 @@ def write_rl_prompts(config, mixture: Path, per_kind: int, modes: list[str]) -> 
     write_mixture_jsonl(eval_rows(tasks, MediaWriter(mixture), prefix="rl"), mixture / "rl_prompts.jsonl")
 
 
-@stage_kind("cold_start_build")
+def teacher_engine(config: BuildConfig):
+    """The engine a model teacher samples with, loaded from `teacher.model_dir` (None for the solver teacher):
+    loading a model is this package's job, not `cold_start_data`'s."""
+    if config.teacher.kind != "model":
+        return None
+    from rollout.hf_engine import TransformersEngine  # torch and the model load only for a model teacher
+
+    return TransformersEngine.from_pretrained(config.teacher.model_dir)
+
+
 def run_cold_start_build(ctx: StageContext) -> dict:
     from cold_start_data.build import build
-    from cold_start_data.config import BuildConfig
 
     config = BuildConfig(size=ctx.stage.size, seed=ctx.recipe.seed, **ctx.stage.config)
     mixture = ctx.dir / "mixture"
     if not (mixture / "report" / "report.json").exists():
         with stage_progress(ctx, config.size) as (progress, task):
             # a build stopped half way is started again from scratch (it is seeded: same result)
-            build(config, mixture, progress=lambda n: progress.update(task, advance=n), overwrite=True)
+            build(config, mixture, progress=lambda n: progress.update(task, advance=n), overwrite=True,
+                  engine=teacher_engine(config))
     data = ctx.dir / "data"
     data.mkdir(exist_ok=True)
     rows = sft_rows(mixture)

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column
 
 from posttrain.learners.learner_config import LearnerConfig
-from posttrain.runner import StageContext
+from posttrain.stages.context import StageContext
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from keye_protocol.chat import parse_response
 from posttrain.evaluation import Answer, ModeAccuracy, accuracy_by_mode, suite_summary, word_repetition
 from posttrain.prompts import load_prompts, request_of, sample_of
-from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.context import StageContext
 from posttrain.traces import StepLog, read_log, sample_record
 from rewards.format import format_problems
 
@@ -118,7 +118,6 @@ def _answer(row: dict, completion, result) -> Answer:
                   word_repetition(completion.text), row.get("difficulty"))
 
 
-@stage_kind("eval")
 def run_eval(ctx: StageContext) -> dict:
     from posttrain.stages.common import rollout_group
 

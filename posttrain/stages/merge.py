@@ -11,11 +11,10 @@ from safetensors.torch import save_file
 
 from posttrain.merging import merge_weights
 from posttrain.pretrain_eval import evaluate_tasks
-from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.context import StageContext
 from posttrain.stages.pretrain import cached_evaluation, evaluation_table, held_out_rows, stage_model
 
 
-@stage_kind("merge")
 def run_merge(ctx: StageContext) -> dict:
     stage = ctx.stage
     parents = [stage_model(ctx, name, "models") for name in stage.models]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from posttrain.losses import build_loss
-from posttrain.runner import StageContext, stage_kind
 from posttrain.sft_data import SftExample, encode_sft_row, read_jsonl, sft_batch
 from posttrain.stages.common import learner_config
+from posttrain.stages.context import StageContext
 from posttrain.stages.sft import train_in_batches
 from rollout.encoding import PromptEncoder
 
@@ -43,7 +43,6 @@ def pair_batch(pairs: list[tuple[SftExample, SftExample]], pad_id: int):
     return batch.with_fields(chosen=chosen, group_ids=torch.arange(len(pairs)).repeat_interleave(2))
 
 
-@stage_kind("preference")
 def run_preference(ctx: StageContext) -> dict:
     loss = learner_config(ctx).loss
     needs = set(build_loss(loss.name, **loss.args).needs)

@@ -21,8 +21,8 @@ import numpy as np
 from rich.table import Table
 
 from posttrain.pretrain_eval import evaluate_tasks
-from posttrain.runner import StageContext, stage_kind
 from posttrain.sft_data import encode_sft_row, sft_batch
+from posttrain.stages.context import StageContext
 from posttrain.stages.sft import train_in_batches
 from pretrain_data.build import build_pretrain_data, read_task_rows
 from rollout.encoding import PromptEncoder
@@ -31,7 +31,6 @@ KIND_DEFAULTS = {"align": {"freeze": ["visual", "model", "lm_head"]}, "pretrain"
 GROUPS = ("visual", "mlp_AR", "model", "lm_head")
 
 
-@stage_kind("pretrain_data")
 def run_pretrain_data(ctx: StageContext) -> dict:
     stage = ctx.stage
     sizes = {task: (rows, stage.eval_rows) for task, rows in stage.train_rows.items()}
@@ -83,9 +82,6 @@ def stage_model(ctx: StageContext, name: str, key: str) -> Path:
     return model
 
 
-@stage_kind("align")
-@stage_kind("pretrain")
-@stage_kind("anneal")
 def run_pretraining(ctx: StageContext) -> dict:
     stage = ctx.stage
     model_in = start_model(ctx)

@@ -21,12 +21,11 @@ import shutil
 
 from posttrain.data import write_jsonl
 from posttrain.prompts import load_prompts, messages_of, request_of, sample_of
-from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import rollout_group, stage_progress, training_reward_pool
+from posttrain.stages.context import StageContext
 from posttrain.traces import StepLog, sample_record
 
 
-@stage_kind("rejection_sample")
 def run_rejection_sample(ctx: StageContext) -> dict:
     stage, n = ctx.stage, ctx.stage.samples_per_prompt
     rows = load_prompts(ctx.data_file("prompts.jsonl"), "p")[stage.offset:]

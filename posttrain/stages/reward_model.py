@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.context import StageContext
 from posttrain.stages.sft import train_in_batches
 
 OUTPUT = "reward_model"
@@ -137,7 +137,6 @@ def evaluate_pairs(model_dir: Path, pairs: list[dict], max_length: int) -> dict:
             "auc": float(auc), **({"by_mode": by_mode} if by_mode else {})}
 
 
-@stage_kind("reward_model")
 def run_reward_model(ctx: StageContext) -> dict:
     from transformers import AutoTokenizer
 

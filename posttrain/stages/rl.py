@@ -32,9 +32,9 @@ import torch
 from posttrain.curriculum import Curriculum
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
 from posttrain.rl_batch import rl_batch
-from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, rollout_group,
                                      save_checkpoint, stage_progress, start_learners, training_reward_pool)
+from posttrain.stages.context import StageContext
 from posttrain.stages.evaluate import Evaluator
 from posttrain.traces import MetricsLog, StepLog, sample_record, save_images
 from posttrain.weight_sync import open_weight_sync
@@ -328,7 +328,6 @@ def _headline(metrics: dict) -> str:
     return "  ".join(parts)
 
 
-@stage_kind("rl")
 def run_rl(ctx: StageContext) -> dict:
     loop = RlLoop(ctx)
     try:

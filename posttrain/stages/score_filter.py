@@ -13,14 +13,13 @@ import json
 import numpy as np
 from rich.table import Table
 
-from posttrain.runner import StageContext, stage_kind
+from posttrain.stages.context import StageContext
 from posttrain.stages.pretrain import stage_model
 from pretrain_data.build import read_task_rows
 from pretrain_data.score_filter import filter_rows, pair_of
 from pretrain_data.shards import write_shard
 
 
-@stage_kind("score_filter")
 def run_score_filter(ctx: StageContext) -> dict:
     from keye_vl.text_tower import ImageTextScorer
 

@@ -12,10 +12,10 @@ import math
 import numpy as np
 
 from posttrain.recipe import supervised_steps
-from posttrain.runner import StageContext, stage_kind
 from posttrain.sft_data import encode_sft_row, read_jsonl, sft_batch
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, save_checkpoint,
                                      stage_progress, start_learners)
+from posttrain.stages.context import StageContext
 from posttrain.traces import MetricsLog
 from rollout.encoding import PromptEncoder
 
@@ -50,7 +50,6 @@ def step_order(n: int, batch_size: int, steps: int, seed: int, lengths: list[int
     return batches[:steps]
 
 
-@stage_kind("sft")
 def run_sft(ctx: StageContext) -> dict:
     encoder = PromptEncoder.from_model_dir(ctx.model_in)
     examples, stage = load_examples(ctx, encoder), ctx.stage

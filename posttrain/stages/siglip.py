@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from posttrain.evaluation import wilson_interval
-from posttrain.runner import StageContext, stage_kind
 from posttrain.stages.common import _actor_options, latest_checkpoint, learner_config, publish_model, \
     save_checkpoint, stage_progress
+from posttrain.stages.context import StageContext
 from posttrain.stages.sft import step_order
 from posttrain.traces import MetricsLog, StepLog
 
@@ -109,7 +109,6 @@ def evaluate(ctx: StageContext, group, held_out, log: StepLog, step: int, label:
     return result
 
 
-@stage_kind("siglip")
 def run_siglip(ctx: StageContext) -> dict:
     stage = ctx.stage
     train, held_out = caption_pairs(ctx, "train"), caption_pairs(ctx, "eval")

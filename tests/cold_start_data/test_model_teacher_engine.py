@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from cold_start_data.build import build
+from cold_start_data.build import build, make_teachers
 from cold_start_data.config import BuildConfig
 from cold_start_data.pipeline import BuildError
 from cold_start_data.sources.arithmetic import addition_task
@@ -37,3 +37,14 @@ def test_a_build_whose_teacher_verifies_nothing_fails_with_the_reason(engine, tm
                          teacher={"kind": "model", "model_dir": "unused", "samples": 1, "max_tokens": 8})
     with pytest.raises(BuildError, match="no verified path among 1"):
         build(config, tmp_path / "out", engine=engine)
+
+
+def test_posttrain_loads_the_teachers_model_and_cold_start_data_never_does(tiny_model_dir):
+    from posttrain.stages.cold_start import teacher_engine
+    from rollout.hf_engine import TransformersEngine
+
+    config = BuildConfig(size=2, teacher={"kind": "model", "model_dir": str(tiny_model_dir)})
+    with pytest.raises(ValueError, match="teacher.kind 'model' needs a rollout engine loaded from "):
+        make_teachers(config)
+    assert isinstance(teacher_engine(config), TransformersEngine)
+    assert teacher_engine(BuildConfig(size=2)) is None  # the solver teacher loads nothing

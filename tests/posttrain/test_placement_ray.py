@@ -93,7 +93,7 @@ def test_rollout_group_builds_the_engine_the_recipe_names(cluster, tmp_path, tin
         pytest.skip("vllm is installed here: the missing-engine path cannot be shown")
     from rich.console import Console
 
-    from posttrain.runner import StageContext
+    from posttrain.stages.context import StageContext
     from posttrain.stages.common import rollout_group
 
     r = recipe(tmp_path, "rollout.num_workers=1")

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from posttrain import runner
 from posttrain.cluster import _stop_on_sigterm
-from posttrain.runner import RunInterrupted, StageContext, run_stage
+from posttrain.runner import RunInterrupted, run_stage
+from posttrain.stages.context import StageContext
 
 
 def context(tmp_path, kind="interrupted"):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from posttrain.runner import StageContext
+from posttrain.stages.context import StageContext
 
 
 def test_a_later_data_stage_replaces_only_the_files_it_writes(tmp_path: Path):

@@ -14,7 +14,7 @@ from keye_vl.text_tower import ImageTextScorer
 from keye_vl.weight_files import load_prefixed
 from posttrain.learners.learner_group import local_ray
 from posttrain.recipe import Recipe
-from posttrain.runner import StageContext
+from posttrain.stages.context import StageContext
 from posttrain.stages.siglip import caption_pairs, check_stage, retrieval, run_siglip
 
 # Measured to learn in ~40 s on 64 captions (one thread): larger batches or learning rates sit longer in the collapsed
