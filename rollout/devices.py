@@ -35,8 +35,10 @@ def hide_unreserved_gpus() -> list[str]:
 
 
 def visible_devices() -> dict:
-    """Where this process runs (Ray node id) and what it may use: for logs and for the placement tests."""
+    """Where this process runs (Ray node id, pid) and what it may use: for logs, the placement tests and the
+    memory benchmarks."""
     import ray
 
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    return {"node": node, "gpu_ids": reserved_gpu_ids(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return {"node": node, "pid": os.getpid(), "gpu_ids": reserved_gpu_ids(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
