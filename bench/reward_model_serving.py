@@ -85,13 +85,14 @@ def in_process(model_dir: str, args) -> dict[str, float]:
 
 def through_ray(model_dir: str, args) -> dict[str, float]:
     from rewards.model_server import ServeConfig
-    from rewards.pool import PoolConfig, RewardPool, local_cluster
+    from rewards.pool import PoolConfig, RewardPool
+    from runtime.local_ray import local_ray
     from rewards.served import ServedComponent, ServedRewards
 
     rm = {"weight": 0.2, "options": {"model": model_dir, "max_length": 256, "threads": args.threads}}
     pool_config = PoolConfig(num_workers=1, cpus_per_worker=0.25, deadline_s=60, spare=False)
     times = {}
-    with local_cluster(num_cpus=2):
+    with local_ray(num_cpus=2, object_store_mb=128):
         with RewardPool({"math": 1.0}, config=pool_config) as pool:
             times["pool: math alone"] = median_seconds(checked(pool), args.repeats, args.samples)
         with RewardPool({"math": 1.0, "reward_model": rm}, config=pool_config) as pool:

@@ -105,12 +105,12 @@ def main() -> int:
     parser.add_argument("--sandbox-runs", type=int, default=10)
     args = parser.parse_args()
 
-    from rewards.pool import local_cluster
+    from runtime.local_ray import local_ray
 
     rows = [("math-verify direct, 1 process", f"{direct_math(math_samples(args.samples, 0)):.0f} /s", ""),
             ("math reward in process (extraction + verify)", f"{in_process_reward(math_samples(args.samples, 1)):.0f} /s",
              "")]
-    with local_cluster(num_cpus=2):
+    with local_ray(num_cpus=2, object_store_mb=128):
         for workers in (1, 2):
             rate, _ = pool_rate("math", workers, math_samples(args.samples, 10 + workers))
             rows.append((f"math reward through pool, {workers} worker(s)", f"{rate:.0f} /s", ""))

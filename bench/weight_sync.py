@@ -28,9 +28,10 @@ import torch
 
 from bench.rl_vs_trl import SIZES, prepare
 from posttrain.learners.learner_config import LearnerConfig
-from posttrain.learners.learner_group import LearnerGroup, local_ray
+from posttrain.learners.learner_group import LearnerGroup
 from posttrain.weight_sync import BUCKET_BYTES, BroadcastSync, ObjectStoreSync, SharedMemorySync
 from rollout.group import RolloutGroup
+from runtime.local_ray import local_ray
 
 TRANSPORTS = ("object_store", "shared_memory", "broadcast")
 

@@ -116,7 +116,7 @@ def check_engine(recipe: Recipe, path: Path, lines: dict[Location, int]) -> None
 
 def weight_transport(rollout: RolloutSection, engine: str, learner: dict, workers: list[dict]) -> str:
     """The transport `rollout.weight_sync` names, `auto` resolved. `learner` and `workers` are where learner rank 0
-    and each rollout worker run (`rollout.devices.visible_devices`: node, reserved GPU ids).
+    and each rollout worker run (`runtime.devices.visible_devices`: node, reserved GPU ids).
 
     auto: GPU workers take the broadcast (bf16 buckets over NCCL, as OpenRLHF, verl and TRL send them), wherever
     they run, unless one shares learner rank 0's GPU (colocated: NCCL cannot put two ranks on one device, so the

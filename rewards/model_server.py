@@ -133,19 +133,15 @@ def rss_mb() -> float:
 
 def claim_devices(gpus: float) -> str:
     """The torch device of a server: "cuda" when it reserved GPUs and torch sees one (else an error saying what
-    is missing), "cpu" otherwise, with CUDA hidden inside an actor that reserved none (recent Ray shows such an
-    actor every GPU of its node)."""
-    import ray
+    is missing), "cpu" otherwise, with CUDA hidden inside an actor that reserved none (`runtime.devices`)."""
+    from runtime.devices import hide_unreserved_gpus
 
-    in_actor = ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+    ids = hide_unreserved_gpus()
     if not gpus:
-        if in_actor:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         return "cpu"
     import torch
 
     if not torch.cuda.is_available():
-        ids = ray.get_gpu_ids() if in_actor else []
         raise RuntimeError(f"reward server reserved {gpus:g} GPU(s) (Ray GPU ids {ids}, CUDA_VISIBLE_DEVICES="
                            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but torch {torch.__version__} sees no CUDA "
                            f"device: install a CUDA build of torch on the GPU nodes, or serve it with gpus: 0")

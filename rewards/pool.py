@@ -19,10 +19,8 @@ computes, and nothing about the rest of the RL step.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rewards.registry import validate_reward
@@ -78,27 +76,13 @@ class _Job:
     deadline: float
 
 
-@contextmanager
-def local_cluster(num_cpus: int = 2, object_store_mb: int = 128):
-    """A loopback Ray cluster for one process (tests, CLI, benchmarks), always shut down."""
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             object_store_memory=object_store_mb * 2**20)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 class RewardPool:
     def __init__(self, reward, options: dict | None = None, config: PoolConfig | None = None):
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("RewardPool needs a running Ray cluster: call ray.init(...) first or use "
-                               "`with rewards.pool.local_cluster(): ...`")
+                               "`with runtime.local_ray.local_ray(2): ...`")
         validate_reward(reward, **(options or {}))  # a broken spec fails here, not inside K actors
         self.reward, self.options = reward, options or {}
         self.config = config or PoolConfig()

@@ -3,7 +3,7 @@
 A plain class, testable without Ray; `rollout.group` launches it as a Ray actor. Agentic requests go through
 the agentic loop (code runs in the sandbox), the rest through the engine directly. Every completion is stamped
 with the weight version it was sampled with, the worker's name and its timings. As a Ray actor it uses only
-the GPUs it reserved (`rollout.devices`); the engine is exactly the one asked for (`rollout.engines`).
+the GPUs it reserved (`runtime.devices`); the engine is exactly the one asked for (`rollout.engines`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from keye_protocol.chat import Mode, parse_mode
 from rollout.agentic import AgenticLoop, ToolRunner
-from rollout.devices import hide_unreserved_gpus, visible_devices
+from runtime.devices import hide_unreserved_gpus, visible_devices
 from rollout.engines import build_engine
 from rollout.shared_weights import SharedWeightsLayout, slot_views
 from rollout.types import Completion, GenerationRequest, SamplingParams

@@ -1,5 +1,6 @@
 """DESIGN.md's arrows, for every package: which of our top-level packages each may import (not even lazily, inside
-a function). `posttrain -> {pretrain_data, cold_start_data, rollout, rewards} -> keye_vl -> keye_protocol`; nothing
+a function). `posttrain -> {pretrain_data, cold_start_data, rollout, rewards} -> keye_vl -> keye_protocol`, and
+`rollout, rewards -> runtime` (the small layer both need); nothing
 but `bench` imports `posttrain`, and nothing imports `bench`. `keye_protocol` sits under `keye_vl`, so a package
 that may import `keye_vl` may import it too. A dotted entry allows that module (and those under it) only."""
 
@@ -9,13 +10,14 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BELOW_POSTTRAIN = ("keye_protocol", "keye_vl", "rewards", "rollout", "cold_start_data", "pretrain_data")
+BELOW_POSTTRAIN = ("keye_protocol", "keye_vl", "runtime", "rewards", "rollout", "cold_start_data", "pretrain_data")
 
 MAY_IMPORT = {
     "keye_protocol": (),
     "keye_vl": ("keye_protocol",),
-    "rewards": ("keye_protocol", "keye_vl"),
-    "rollout": ("keye_protocol", "keye_vl", "rewards.sandbox"),  # the agentic loop's tool runs in the sandbox
+    "runtime": (),  # Ray start and GPU hiding, shared by rewards and rollout
+    "rewards": ("keye_protocol", "keye_vl", "runtime"),
+    "rollout": ("keye_protocol", "keye_vl", "runtime", "rewards.sandbox"),  # the agentic tool runs in the sandbox
     "cold_start_data": ("keye_protocol", "keye_vl", "rewards"),  # rewards: to verify the teachers' answers
     "pretrain_data": ("keye_protocol", "keye_vl", "cold_start_data.sources"),
     "posttrain": BELOW_POSTTRAIN,

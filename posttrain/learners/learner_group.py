@@ -9,14 +9,12 @@ Boundary: placement is the caller's (`posttrain.placement` gives one `actor_opti
 GPUs, placement-group bundle); without it each actor asks Ray for `cpus_per_rank` CPUs and `gpus_per_rank`
 GPUs. A rank trains on the GPU Ray reserved for it (`cuda:0` in the actor) or, having reserved none, on the CPU
 with every GPU hidden; it sets torch's thread count to its CPUs, because oversubscribing cores is ruinous
-(DESIGN.md). The caller owns `ray.init` (or uses `local_ray`), so several groups share one cluster.
+(DESIGN.md). The caller owns `ray.init` (or uses `runtime.local_ray`), so several groups share one cluster.
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -27,23 +25,11 @@ from posttrain.learners.micro_batches import units_of
 from posttrain.learners.rank_balance import CostModel, balanced_order, imbalance, inverse, row_costs
 
 
-@contextmanager
-def local_ray(num_cpus: int, **kwargs) -> Iterator[None]:
-    """A Ray instance on this machine only (127.0.0.1, no dashboard), always shut down."""
-    import ray
-
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 class LearnerActor:
     """One rank. Construct, then `init` once rank 0's address is known (multi-node safe)."""
 
     def __init__(self, num_threads: int):
-        from rollout.devices import hide_unreserved_gpus
+        from runtime.devices import hide_unreserved_gpus
 
         self.gpu_ids = hide_unreserved_gpus()  # first: a rank that reserved no GPU must not initialise one
         self.num_threads = max(1, int(num_threads))
@@ -61,7 +47,7 @@ class LearnerActor:
         return ray.util.get_node_ip_address(), free_port()
 
     def devices(self) -> dict:
-        from rollout.devices import visible_devices
+        from runtime.devices import visible_devices
 
         return visible_devices()
 

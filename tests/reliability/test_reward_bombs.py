@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from posttrain.cli import main
-from rewards.pool import PoolConfig, RewardPool, local_cluster
+from rewards.pool import PoolConfig, RewardPool
+from runtime.local_ray import local_ray
 from rewards.sample import Sample
 from rewards.worker import RewardWorker
 
@@ -106,7 +107,7 @@ def test_a_reward_that_prints_without_end_is_marked_and_replaced(tmp_path, capsy
 
 
 def test_the_pool_marks_only_the_bad_samples_of_a_chunk():
-    with local_cluster(num_cpus=2):
+    with local_ray(num_cpus=2, object_store_mb=128):
         config = PoolConfig(num_workers=1, deadline_s=5, chunk_size=8, grace_s=2)
         with RewardPool(BOMBS, config=config) as pool:
             batch = pool.score([sample("ok", 1.0), sample("huge_int"), sample("ok", 2.0), sample("none"),
@@ -188,7 +189,7 @@ def test_a_setsid_grandchild_ends_with_the_worker():
 
 def test_the_pool_scores_past_a_forged_reply_and_leaves_no_process_behind():
     tag = _tag()
-    with local_cluster(num_cpus=2):
+    with local_ray(num_cpus=2, object_store_mb=128):
         config = PoolConfig(num_workers=1, deadline_s=5, chunk_size=8, grace_s=2)
         with RewardPool(BOMBS, config=config) as pool:
             batch = pool.score([sample("ok", 1.0), sample("forge"), sample("ok", 2.0), sample("ok", 3.0),

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rewards.pool import PoolConfig, RewardFailed, RewardPool, local_cluster
+from rewards.pool import PoolConfig, RewardFailed, RewardPool
+from runtime.local_ray import local_ray
 from rewards.sample import Sample
 
 FAULTY = f"{Path(__file__).parents[1] / 'rewards' / 'plugins' / 'faulty.py'}:behave"  # shared with tests/rewards
@@ -22,7 +23,7 @@ def sample(behaviour: str, value: float = 1.0) -> Sample:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with local_cluster(num_cpus=2):
+    with local_ray(num_cpus=2, object_store_mb=128):
         yield
 
 

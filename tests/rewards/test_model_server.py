@@ -238,7 +238,7 @@ def test_gpu_requests_that_cannot_be_met_fail_saying_what_is_missing(cluster, rm
     with pytest.raises(RuntimeError, match=r"asks for 2 replicas x 1 GPU .* the Ray cluster has 1 GPUs"):
         ModelReplicas("reward_model", options, ServeConfig(replicas=2, cpus=0.25, gpus=1))
     with pytest.raises(RuntimeError, match=r"failed to start: RuntimeError: reward server reserved 1 GPU\(s\) "
-                                           r"\(Ray GPU ids \[0\].* sees no CUDA device"):
+                                           r"\(Ray GPU ids \['0'\].* sees no CUDA device"):
         ModelReplicas("reward_model", options, ServeConfig(replicas=1, cpus=0.25, gpus=1))
 
 

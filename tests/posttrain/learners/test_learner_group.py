@@ -9,7 +9,8 @@ import torch
 from posttrain.learners.batch import TrainBatch
 from posttrain.learners.learner import Learner
 from posttrain.learners.learner_config import LearnerConfig
-from posttrain.learners.learner_group import LearnerGroup, local_ray
+from posttrain.learners.learner_group import LearnerGroup
+from runtime.local_ray import local_ray
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from keye_vl.text_tower import ImageTextScorer
 from keye_vl.weight_files import load_prefixed
-from posttrain.learners.learner_group import local_ray
+from runtime.local_ray import local_ray
 from posttrain.recipe import Recipe
 from posttrain.stages.context import StageContext
 from posttrain.stages.siglip import caption_pairs, check_stage, retrieval, run_siglip

@@ -1,0 +1,5 @@
+"""The small layer under `rewards` and `rollout` that both need (DESIGN.md): where a Ray actor may run its work
+(`devices`: the GPUs it reserved, the others hidden) and a loopback Ray instance for one machine (`local_ray`).
+
+Knows nothing of models, rewards or recipes; imports none of this project's other packages.
+"""
