@@ -6,6 +6,10 @@ forward under optional bf16 autocast over fp32 master weights (DeepSpeed's `torc
 denominators, one backward per micro-batch, one DeepSpeed `step()`. `learner_group.py` runs N of these as Ray
 actors in one process group; used alone (tests, single-process stages) it forms a group of one.
 
+With `learner.lora` the model is wrapped in peft's adapters before DeepSpeed (the optimizer holds only them) and
+every weight that leaves the learner (syncs, checkpoints' model/, the published model) is the merged one
+(`lora.py`).
+
 Boundary: the learner knows nothing of prompts, rewards or advantages' origin; it trains on token tensors.
 Collectives: `train_step`, `forward_logprobs`, `save`, `load` and (under ZeRO-3) the weight exports
 (`export_weights`, `stream_weights`, `broadcast_weights`, `write_shared_weights`) must be
@@ -31,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from posttrain.learners import engine_setup
+from posttrain.learners import engine_setup, lora
 from posttrain.learners.batch import TrainBatch, VisionLayout
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.micro_batches import Layout, MicroBatch, build_micro_batches
@@ -57,9 +61,11 @@ class Learner:
         model = model if model is not None else engine_setup.load_model(config, ds_config=self.ds_config)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        engine_setup.freeze_groups(model, config.freeze)
         if reference is None and self.loss.needs_reference and config.reference is not None:
-            reference = self._load_reference(model)
+            reference = self._load_reference(model)  # before any adapters: the reference is the plain model
+        if config.lora is not None:
+            model = lora.wrap(model, config.lora, config.model_class == "sequence_classification")
+        engine_setup.freeze_groups(lora.base_model(model), config.freeze)  # original paths, adapters included
         self.lr_lambda = engine_setup.schedule(config)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model.to(self.device), model_parameters=engine_setup.parameter_groups(model, config.weight_decay),
@@ -199,7 +205,7 @@ class Learner:
             raise FileNotFoundError(f"{path} not found: loss {self.loss.name!r} with an SFT term reads the starting "
                                     f"policy's output layer from it (the reward_model stage writes it; "
                                     f"posttrain.reward_model_init.init_reward_model(..., frozen_lm_head=True))")
-        if not isinstance(getattr(self.module, "score", None), nn.Linear):
+        if not isinstance(lora.trained_module(getattr(self.module, "score", None)), nn.Linear):
             raise ValueError(f"loss {self.loss.name!r} with an SFT term needs a decoder classification model whose "
                              f"head is a Linear `score` (Qwen, Llama, Mistral...); {type(self.module).__name__} has "
                              f"none")

@@ -28,6 +28,27 @@ class LossConfig(BaseModel):
         return self
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraConfig(BaseModel):
+    """Low-rank adapters (`posttrain/learners/lora.py`): only they train; the engines get the merged weights."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    r: int = Field(ge=1)  # rank of each update B @ A
+    alpha: float | None = Field(None, gt=0)  # the update is scaled by alpha / r; None: alpha = r (scale 1)
+    dropout: float = Field(0.0, ge=0, lt=1)  # on the adapter's input, in training forwards only
+    # Linear modules adapted, matched as peft does (the last dotted parts of a module path): by default the
+    # attention and MLP projections of Qwen/Llama-style decoders (a vision tower's same-named projections match too)
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraConfig:
+        if len(set(self.target_modules)) != len(self.target_modules):
+            raise ValueError(f"lora.target_modules lists a module twice: {self.target_modules}")
+        return self
+
+
 class LearnerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -37,6 +58,7 @@ class LearnerConfig(BaseModel):
     reference: str | None = None  # None: no reference; "policy": frozen copy of the initial policy; else a dir
     # modules kept fixed: top-level groups (visual, mlp_AR, model, lm_head), dotted paths or fnmatch patterns
     freeze: list[str] = Field(default_factory=list)
+    lora: LoraConfig | None = None  # None: full fine-tuning; else only the adapters train (freeze applies to them)
     gradient_checkpointing: bool = False
     # loss
     loss: LossConfig = Field(default_factory=LossConfig)

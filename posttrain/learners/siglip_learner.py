@@ -46,6 +46,10 @@ class SiglipLearner:
         from keye_vl.text_tower import KeyeSiglip
         from keye_vl.tokenizer import load_tokenizer
 
+        if config.lora is not None:  # refused, not ignored: a recipe asking for adapters here would get none
+            raise ValueError("learner.lora is for the policy and reward-model learners; the siglip stage trains its "
+                             "towers in full: set lora in the learner sections of the stages that use it, not in "
+                             "the recipe's top-level learner section")
         self.device = device or engine_setup.default_device()
         engine_setup.init_process_group(self.device)
         self.config = config
