@@ -69,6 +69,7 @@ class ServeConfig:
     batch_timeout_s: float = 60.0  # the most one batch waits (never less than timeout_s); also its re-scoring's budget
     memory_mb: int | None = None  # a replica's resident memory before it is replaced; None: once loaded + headroom
     startup_timeout_s: float = 300.0
+    grace_s: float = 5.0  # a live replica answers the between-steps health check within this (as the pool's workers)
     max_replacements: int = 4  # per step
     seed: int = 0  # random dispatch
 
@@ -493,7 +494,7 @@ class ModelReplicas:
         refs = {r.actor.ready.remote(): r for r in self.replicas if r.starting is None}
         if not refs:
             return
-        ready, stuck = ray.wait(list(refs), num_returns=len(refs), timeout=5.0)
+        ready, stuck = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.grace_s)
         for ref in ready:
             try:
                 ray.get(ref)
