@@ -133,7 +133,7 @@ def cut_at_eos(tokens: list[int], eos: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------- posttrain side
 def load_bench_recipe(size, data, out, overrides: list[str]):
-    from posttrain.recipe import load_recipe
+    from posttrain.recipe_checks import load_recipe
 
     (out / "recipe.yaml").write_text(recipe_yaml(size, data, out / "runs"))
     return load_recipe(out / "recipe.yaml", overrides)

@@ -1,10 +1,10 @@
 """Weight sync on one host: time and peak memory of one sync through each transport (`rollout.weight_sync`).
 
 A real DeepSpeed learner (one Ray actor) and a real rollout worker (one Ray actor, compact engine) on the model of
-a `bench.rl_vs_trl` size, synced by the RL stage's own code (`posttrain.weight_sync`): the object store (one object
-per 64 MB bucket, fetched and loaded one at a time), shared memory (the learner writes one slot of a /dev/shm file
-the worker points its parameters at) and broadcast (a gloo group of learner rank 0 and the worker, bucket by
-bucket). The transports alternate, `--rounds` times each; medians are reported.
+a `bench.rl_vs_trl` size, synced by the RL stage's own code (`posttrain.stages.rl.weight_sync`): the object
+store (one object per 64 MB bucket, fetched and loaded one at a time), shared memory (the learner writes one slot
+of a /dev/shm file the worker points its parameters at) and broadcast (a gloo group of learner rank 0 and the
+worker, bucket by bucket). The transports alternate, `--rounds` times each; medians are reported.
 
 Peak memory: while a sync runs, a thread here reads each side's resident memory every 2 ms; the peak above what
 the process held just before is that side's cost. A streamed transport should stay within a few buckets on each
@@ -29,7 +29,7 @@ import torch
 from bench.rl_vs_trl import SIZES, prepare
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.learner_group import LearnerGroup
-from posttrain.weight_sync import BUCKET_BYTES, BroadcastSync, ObjectStoreSync, SharedMemorySync
+from posttrain.stages.rl.weight_sync import BUCKET_BYTES, BroadcastSync, ObjectStoreSync, SharedMemorySync
 from rollout.group import RolloutGroup
 from runtime.local_ray import local_ray
 

@@ -50,10 +50,39 @@ def peek_rows(path: str | Path, columns: dict[str, str] | None = None, split: st
         first = next(_parquet(path).iter_batches(batch_size=limit), None)
         return renamed(first.to_pylist() if first is not None else [], columns, path)
     if path.suffix in (".jsonl", ".json"):
-        from posttrain.sft_data import read_jsonl
-
         return renamed(read_jsonl(path, limit=limit), columns, path)
     return read_rows(path, columns, split)  # not a format: read_rows says which ones are
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = (), limit: int | None = None) -> list[dict]:
+    """Rows of a JSONL file (the first `limit` of them: `validate` peeks at a large file); errors name the file,
+    the line and the missing key."""
+    path = Path(path)
+    check_data_path(path)  # a FIFO or a device is refused before open() waits on it
+    rows = []
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if line.strip():
+                rows.append(_row(line, path, line_no, required))
+    return rows
+
+
+def _row(line: str, path: Path, line_no: int, required: tuple[str, ...]) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{path}:{line_no}: nested too deeply to read as JSON") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{line_no}: a row must be a JSON object ({{\"prompt\": ...}}), got "
+                         f"{type(row).__name__}")
+    missing = [k for k in required if k not in row]
+    if missing:
+        raise ValueError(f"{path}:{line_no}: row lacks {missing} (has {sorted(row)})")
+    return row
 
 
 def count_rows(path: str | Path, split: str = "train") -> int:
@@ -222,8 +251,6 @@ def _read_any(path: Path, split: str) -> list[dict]:
         except Exception as error:  # pyarrow's errors do not name the file
             raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
     if path.suffix in (".jsonl", ".json"):
-        from posttrain.sft_data import read_jsonl
-
         return read_jsonl(path)
     raise ValueError(f"{path}: unknown data format {path.suffix!r}; give a .jsonl, a .parquet or a directory "
                      f"saved by datasets' save_to_disk")

@@ -186,6 +186,7 @@ def _place_rewards(plan: Plan, recipe: Recipe) -> list[_Demand]:
              n.gpus - sum(b.gpus for b in plan.bundles if b.node == i)] for i, n in enumerate(plan.nodes)]
     actors = [("reward", rank, w.cpus_per_worker, 0.0) for rank in range(w.num_workers + EVAL_AND_SPARE_REWARD_WORKERS)]
     actors += [("reward_server", rank, cpus, gpus) for rank, (cpus, gpus) in enumerate(served_replicas(recipe))]
+    actors += [("teacher", rank, cpus, gpus) for rank, (cpus, gpus) in enumerate(teacher_replicas(recipe))]
     unplaced = []
     for role, rank, cpus, gpus in actors:
         node = next((i for i, (c, g) in enumerate(free) if c + 1e-9 >= cpus and g + 1e-9 >= gpus), None)
@@ -198,6 +199,13 @@ def _place_rewards(plan: Plan, recipe: Recipe) -> list[_Demand]:
     return unplaced
 
 
+def teacher_replicas(recipe: Recipe) -> list[tuple[float, float]]:
+    """(CPUs, GPUs) of each distillation teacher replica, of the distill stage asking most (stages run in turn)."""
+    stages = [[(t.cpus, t.gpus) for t in stage.teachers for _ in range(t.replicas)]
+              for stage in recipe.stages if getattr(stage, "teachers", None)]
+    return max(stages, key=lambda s: (sum(g for _, g in s), sum(c for c, _ in s)), default=[])
+
+
 def served_replicas(recipe: Recipe) -> list[tuple[float, float]]:
     """(CPUs, GPUs) of each reward-server replica the training reward starts (`serve:` components)."""
     return [(c.serve.cpus, c.serve.gpus) for c in recipe.reward.components if c.serve is not None
@@ -206,10 +214,10 @@ def served_replicas(recipe: Recipe) -> list[tuple[float, float]]:
 
 def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -> str:
     c, r, w = recipe.cluster, recipe.rollout, recipe.reward
-    served = served_replicas(recipe)
-    gpus = sum(d.gpus for d in _demands(recipe)) + sum(g for _, g in served)
+    served, teachers = served_replicas(recipe), teacher_replicas(recipe)
+    gpus = sum(d.gpus for d in _demands(recipe)) + sum(g for _, g in served + teachers)
     cpus = sum(d.cpus for d in _demands(recipe)) + (w.num_workers + EVAL_AND_SPARE_REWARD_WORKERS) * w.cpus_per_worker \
-        + sum(c for c, _ in served)
+        + sum(c for c, _ in served + teachers)
     left = sorted({f"{role} {rank}" for d in unplaced for role, rank, *_ in d.slots},
                   key=lambda s: (s.split()[0], int(s.split()[1])))
     lines = [f"{source}: the actors do not fit the cluster ({describe(plan.nodes)}); left over: {', '.join(left)}",
@@ -219,7 +227,9 @@ def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -
              f"rollout.cpus_per_worker {r.cpus_per_worker:g}), reward (reward.num_workers {w.num_workers} + "
              f"{EVAL_AND_SPARE_REWARD_WORKERS}) x reward.cpus_per_worker {w.cpus_per_worker:g}"
              + (f", reward servers {len(served)} replicas (reward.components[].serve) with "
-                f"{sum(c for c, _ in served):g} CPUs and {sum(g for _, g in served):g} GPUs" if served else "")]
+                f"{sum(c for c, _ in served):g} CPUs and {sum(g for _, g in served):g} GPUs" if served else "")
+             + (f", teachers {len(teachers)} replicas (stages[].teachers) with {sum(c for c, _ in teachers):g} CPUs "
+                f"and {sum(g for _, g in teachers):g} GPUs" if teachers else "")]
     fixes = []
     largest = max(unplaced, key=lambda d: (d.gpus, d.cpus))
     node_gpus, node_cpus = max(n.gpus for n in plan.nodes), max(n.cpus for n in plan.nodes)
@@ -228,7 +238,8 @@ def _refusal(recipe: Recipe, plan: Plan, unplaced: list[_Demand], source: str) -
         keys = {"learner": "cluster.gpus_per_learner / cluster.cpus_per_learner",
                 "rollout": "rollout.gpus_per_worker / rollout.cpus_per_worker",
                 "reward": "reward.cpus_per_worker",
-                "reward_server": "reward.components[].serve.gpus / serve.cpus"}[role]
+                "reward_server": "reward.components[].serve.gpus / serve.cpus",
+                "teacher": "stages[].teachers[].gpus / teachers[].cpus"}[role]
         fixes.append(f"one {role} asks for more than any node has ({largest.gpus} GPUs, {largest.cpus:g} CPUs): "
                      f"lower {keys}, or raise cluster.gpus_per_node / cluster.num_cpus")
     elif c.address is None or plan.nodes == declared_nodes(recipe):

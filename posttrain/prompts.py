@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from keye_protocol.chat import parse_mode
-from posttrain.sft_data import read_jsonl
+from posttrain.data_files import read_jsonl
 from rewards.sample import Sample
 from rollout.types import Completion, GenerationRequest
 

@@ -11,17 +11,19 @@ Paths: a relative path is read from where it is written. One in the recipe file 
 model.import_from, data.sft/prompts/eval, a reward's `path/to/file.py:func`, reward.eval_reward, a pretrain_data
 stage's user_shards, a reward_model stage's pairs/eval_pairs) is relative to the recipe's folder, so a recipe and
 the files beside it work from any working directory (`posttrain cp` a recipe next to your data); one an override
-sets is relative to the working directory, where it was typed. `load_recipe` makes them absolute, so every
+sets is relative to the working directory, where it was typed. `read_recipe` makes them absolute, so every
 process, on any node, reads the same file. `runs_dir` says where the run writes, relative to the working
 directory, and is made absolute too (`run_dir`): an actor on another node writes where the driver means, and a
 multi-node run checks at start that the directory is shared (`posttrain.cluster`). Reward `options` and a
 cold_start_build stage's `config` go to their code as written.
-`validate` (and `run`, before the cluster starts) then checks what the recipe names (`posttrain.recipe_checks`).
+`validate` (and `run`, before the cluster starts) then checks what the recipe names: `load_recipe` in
+`posttrain.recipe_checks` reads a recipe with this module and checks it.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Union
 
@@ -232,6 +234,51 @@ class RlStage(Section):
     pipeline: Literal["sync", "one_step_off_policy"] = "sync"
 
 
+class Teacher(Section):
+    """A distillation teacher: a model directory with the student's tokenizer, on its own server actors."""
+
+    model: str
+    name: DirectoryName | None = None  # in metrics (`distill/kl/<name>`) and traces; None: the directory's name
+    route: dict[Literal["mode", "task"], str] = {}  # the rows it scores ({mode: think}); {}: the default teacher
+    replicas: int = Field(1, ge=1)
+    cpus: float = Field(1.0, gt=0)  # Ray CPUs per replica (placed like reward servers: `posttrain.placement`)
+    gpus: float = Field(0.0, ge=0)  # GPUs per replica; 0: CPU
+    batch_size: int = Field(16, ge=1)  # samples per call
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.model).name
+
+
+class DistillOptions(Section):
+    rl_weight: float = Field(0.0, ge=0)  # x the GRPO advantage from the recipe's rewards, added to every token's
+    adv_clip: float | None = Field(None, gt=0)  # clip the per-token reverse-KL advantage to +-adv_clip
+
+
+class DistillStage(RlStage):
+    """On-policy distillation (`posttrain.stages.distill`): the RL stage's loop, with the teachers' per-token
+    reverse KL as the advantage (loss `opd`, unless the learner names another)."""
+
+    kind: Literal["distill"] = "distill"
+    teachers: list[Teacher] = Field(min_length=1)
+    distill: DistillOptions = DistillOptions()
+
+    @model_validator(mode="after")
+    def _teachers(self):
+        defaults = [i for i, t in enumerate(self.teachers) if not t.route]
+        if len(defaults) != 1:
+            raise KeyedError(("teachers",), f"give exactly one teacher without `route` (the default one), found "
+                             f"{len(defaults)}")
+        labels = [t.label for t in self.teachers]
+        if len(set(labels)) != len(labels):
+            raise KeyedError(("teachers",), f"teacher names {labels} repeat; give each a `name`")
+        loss = self.learner.get("loss", {})
+        if loss.get("name", "opd") == "opd":
+            args = {"adv_clip": self.distill.adv_clip, **loss.get("args", {})}
+            self.learner = {**self.learner, "loss": {**loss, "name": "opd", "args": args}}
+        return self
+
+
 class EvalStage(Section):
     kind: Literal["eval"] = "eval"
     name: DirectoryName | None = None
@@ -394,8 +441,9 @@ class MergeStage(Section):
         return self
 
 
-Stage = Annotated[Union[SftStage, RlStage, EvalStage, ColdStartBuildStage, RejectionSampleStage, PreferenceStage,
-                        RewardModelStage, PretrainDataStage, SiglipStage, ScoreFilterStage, PretrainStage, MergeStage],
+Stage = Annotated[Union[SftStage, RlStage, DistillStage, EvalStage, ColdStartBuildStage, RejectionSampleStage,
+                        PreferenceStage, RewardModelStage, PretrainDataStage, SiglipStage, ScoreFilterStage,
+                        PretrainStage, MergeStage],
                   Field(discriminator="kind")]
 
 
@@ -495,12 +543,21 @@ class RecipeError(ValueError):
     and the fix. `posttrain` prints it as one line and exits 2."""
 
 
-def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: bool = True) -> Recipe:
-    """Read, override and validate a recipe; raises RecipeError with file:line for every problem.
+@dataclass
+class RecipeFile:
+    """A recipe read from its file, with what its checks need to name a line: each key's line in the file and the
+    keys the overrides set (each with its override)."""
 
-    `check_environment` also checks that this machine can run the recipe's rollout engine with its options
-    (`posttrain.rollout_engine`); listing or planning recipes for another machine passes False.
-    """
+    recipe: Recipe
+    path: Path
+    lines: dict[Location, int]
+    overridden: dict[Location, str]
+
+
+def read_recipe(path: str | Path, overrides: list[str] = ()) -> RecipeFile:
+    """Read, override and validate a recipe against the schema; raises RecipeError with file:line for every
+    problem. What it points at (data, rewards, the rollout engine here) is checked by
+    `posttrain.recipe_checks.load_recipe`, which `run` and `validate` call."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe {path} not found; `posttrain ls` lists the shipped recipes")
@@ -514,13 +571,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: 
     except ValidationError as error:
         raise RecipeError(format_errors(path, error, Recipe, lines, overridden)) from None
     absolute_paths(recipe, Path(os.path.abspath(path)).parent, overridden)
-    if check_environment:
-        from posttrain.recipe_checks import check_recipe
-        from posttrain.rollout_engine import check_engine
-
-        check_engine(recipe, path, lines)
-        check_recipe(recipe, path, lines, overridden)
-    return recipe
+    return RecipeFile(recipe, path, lines, overridden)
 
 
 def absolute_paths(recipe: Recipe, folder: Path, overridden: dict[Location, str]) -> None:
@@ -565,6 +616,8 @@ def input_paths(recipe: Recipe) -> Iterator[tuple[Location, Any, str, bool]]:
             yield from ((("stages", i, field), stage, field, False) for field in ("pairs", "eval_pairs"))
         for task in getattr(stage, "user_shards", {}):
             yield ("stages", i, "user_shards", task), stage.user_shards, task, False
+        for j, teacher in enumerate(getattr(stage, "teachers", [])):
+            yield ("stages", i, "teachers", j, "model"), teacher, "model", False
 
 
 def apply_override(data: dict, override: str) -> Location:

@@ -9,7 +9,8 @@ that trains on rows has them; an SFT stage's warmup ends inside its length, whic
 A data file is read to its first `PEEK_ROWS` rows and counted, so validating a large file stays quick; the run's
 copy (`posttrain.data`) checks every row, also before the cluster starts. Rows a stage builds (`BUILDS_DATA`)
 exist only once it has run, so the stages after one are not checked against the recipe's files, which they may
-not read. Every problem is reported at once, each as `file:line: key: message`.
+not read. Every problem is reported at once, each as `file:line: key: message`. `load_recipe` reads a recipe
+(`posttrain.recipe.read_recipe`) and runs these checks and the rollout engine's (`posttrain.rollout_engine`).
 
 This module knows nothing about running stages: it reads files and imports rewards.
 """
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from posttrain.data import arithmetic_files
 from posttrain.data_files import check_rows, count_rows, peek_rows, renamed
 from posttrain.judge_engine import engine_backed
-from posttrain.recipe import ArithmeticData, FileData, Recipe, RecipeError, supervised_steps
+from posttrain.recipe import ArithmeticData, FileData, Recipe, RecipeError, read_recipe, supervised_steps
 from posttrain.recipe_errors import format_problems
+from posttrain.rollout_engine import check_engine
 from posttrain.yaml_lines import Location
 from rewards.adapters import LoadedReward, missing_arguments
 from rewards.registry import RewardSpecError, load_reward, spec_file, validate_reward
@@ -32,7 +35,7 @@ PEEK_ROWS = 1000
 # stages that write data files (`<stage>/data`) which the stages after them read instead of the recipe's
 BUILDS_DATA = ("cold_start_build", "rejection_sample", "pretrain_data", "score_filter")
 # the data file a stage kind cannot start without (eval rows are optional: none, no evaluation)
-NEEDS = {"sft": "sft", "rl": "prompts", "rejection_sample": "prompts"}
+NEEDS = {"sft": "sft", "rl": "prompts", "distill": "prompts", "rejection_sample": "prompts"}
 WHERE_RELATIVE = "relative paths in a recipe are read from its folder, in an override from the working directory"
 
 Problem = tuple[Location, str]
@@ -51,12 +54,28 @@ class Rows:
         return {"id", *(key for row in self.first for key in row)}  # rows without an id are given one
 
 
+def load_recipe(path: str | Path, overrides: list[str] = (), check_environment: bool = True) -> Recipe:
+    """Read, override and validate a recipe (`posttrain.recipe.read_recipe`), then check what it points at;
+    raises RecipeError with file:line for every problem.
+
+    `check_environment` also checks that this machine can run the recipe's rollout engine with its options
+    (`posttrain.rollout_engine`) and what `check_recipe` checks; listing or planning recipes for another machine
+    passes False.
+    """
+    read = read_recipe(path, overrides)
+    if check_environment:
+        check_engine(read.recipe, read.path, read.lines)
+        check_recipe(read.recipe, read.path, read.lines, read.overridden)
+    return read.recipe
+
+
 def check_recipe(recipe: Recipe, path: Path, lines: dict[Location, int], overridden: dict[Location, str]) -> None:
     """Raise one RecipeError listing every problem, each at its key's line (or the override that set it)."""
     data, found = data_rows(recipe)
     found += missing_data(recipe, data)
     found += reward_problems(recipe, data)
     found += sft_warmup(recipe, data)
+    found += teacher_tokenizers(recipe, path.parent)
     if found:
         raise RecipeError(format_problems(path, list(dict.fromkeys(found)), lines, overridden))
 
@@ -65,8 +84,6 @@ def data_rows(recipe: Recipe) -> tuple[dict[str, Rows | None], list[Problem]]:
     """The rows of each data file the data section gives: name -> Rows, or None for a file that is named but
     unusable (its problem is in the list)."""
     if isinstance(recipe.data, ArithmeticData):  # generated, and cheap to generate: the exact rows the run gets
-        from posttrain.data import arithmetic_files
-
         return {name: Rows(f"data.kind: arithmetic ({name})", rows[:PEEK_ROWS], len(rows))
                 for name, rows in arithmetic_files(recipe.data).items()}, []
     data, found = {}, []
@@ -137,7 +154,7 @@ def reward_uses(recipe: Recipe) -> Iterator[tuple[Location, int, str]]:
     """(a reward's key, the stage scoring with it, the data file whose rows it scores)."""
     components = [("reward", "components", j, "spec") for j in range(len(recipe.reward.components))]
     for i, stage in enumerate(recipe.stages):
-        if stage.kind == "rl":
+        if stage.kind in ("rl", "distill"):
             yield from ((key, i, "prompts") for key in components)
             yield ("reward", "eval_reward"), i, "eval"
         elif stage.kind == "rejection_sample":
@@ -201,4 +218,37 @@ def sft_warmup(recipe: Recipe, data: dict[str, Rows | None]) -> list[Problem]:
             found.append((key, f"warmup_steps {warmup} does not end inside stages.{i}'s {total} SFT steps "
                           f"({rows.count} rows of {rows.source} / batch_size {stage.batch_size} x epochs "
                           f"{stage.epochs:g}); set stages.{i}.learner.warmup_steps below {total}, or train longer"))
+    return found
+
+
+def student_tokenizer(recipe: Recipe, folder: Path):
+    """The tokenizer every stage's policy keeps: the model directory's, the preset's tokenizer files, or the tiny
+    one `keye-tiny` builds."""
+    from keye_vl.tokenizer import build_tiny_tokenizer
+
+    source = recipe.model.path or recipe.model.import_from or recipe.model.tokenizer
+    if source:
+        return str(folder / source if not Path(source).is_absolute() else source)
+    return build_tiny_tokenizer()
+
+
+def teacher_tokenizers(recipe: Recipe, folder: Path) -> list[Problem]:
+    """A distill stage's teachers score the student's token ids, so each must hold the student's tokenizer."""
+    from posttrain.teacher_server import same_tokenizer
+
+    found: list[Problem] = []
+    student = None
+    for i, stage in enumerate(recipe.stages):
+        for j, teacher in enumerate(getattr(stage, "teachers", None) or []):
+            model = Path(teacher.model) if Path(teacher.model).is_absolute() else folder / teacher.model
+            key = ("stages", i, "teachers", j, "model")
+            if not (model / "config.json").exists():
+                found.append((key, f"{model} is no model directory (no config.json); {WHERE_RELATIVE}"))
+                continue
+            student = student if student is not None else student_tokenizer(recipe, folder)
+            differs = same_tokenizer(student, model)
+            if differs:
+                found.append((key, f"teacher {model}: {differs}; a teacher scores the student's own token ids, so "
+                              f"it must be trained with the student's tokenizer (copy the student's tokenizer files "
+                              f"into it only if the vocabularies match, else distil from a teacher of that family)"))
     return found

@@ -10,15 +10,13 @@ token sequences that RL later samples. Loss falls on the assistant's own tokens 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from keye_protocol.chat import SANDBOX_CLOSE, SANDBOX_OPEN, content_items
-from posttrain.data_files import check_data_path, check_messages
+from posttrain.data_files import check_messages
 from posttrain.learners.batch import TrainBatch
 from rollout.encoding import EncodedPrompt, PromptEncoder
 from rollout.types import GenerationRequest
@@ -33,37 +31,6 @@ class SftExample:
 
     def __len__(self) -> int:
         return self.prompt_len + len(self.completion_ids)
-
-
-def read_jsonl(path: str | Path, required: tuple[str, ...] = (), limit: int | None = None) -> list[dict]:
-    """Rows of a JSONL file (the first `limit` of them: `validate` peeks at a large file); errors name the file,
-    the line and the missing key."""
-    path = Path(path)
-    check_data_path(path)  # a FIFO or a device is refused before open() waits on it
-    rows = []
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if line.strip():
-                rows.append(_row(line, path, line_no, required))
-    return rows
-
-
-def _row(line: str, path: Path, line_no: int, required: tuple[str, ...]) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{line_no}: not valid JSON ({error.msg})") from None
-    except RecursionError:
-        raise ValueError(f"{path}:{line_no}: nested too deeply to read as JSON") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"{path}:{line_no}: a row must be a JSON object ({{\"prompt\": ...}}), got "
-                         f"{type(row).__name__}")
-    missing = [k for k in required if k not in row]
-    if missing:
-        raise ValueError(f"{path}:{line_no}: row lacks {missing} (has {sorted(row)})")
-    return row
 
 
 def encode_sft_row(row: dict, encoder: PromptEncoder, where: str = "") -> SftExample:

@@ -19,7 +19,8 @@ from typing import Any
 
 from posttrain.recipe import Recipe
 
-SECTIONS_READ = {"sft": ("learner",), "rl": ("learner", "rollout", "reward"), "eval": ("rollout", "reward"),
+SECTIONS_READ = {"sft": ("learner",), "rl": ("learner", "rollout", "reward"),
+                 "distill": ("learner", "rollout", "reward"), "eval": ("rollout", "reward"),
                  "cold_start_build": (), "rejection_sample": ("rollout", "reward"), "preference": ("learner",)}
 PLACEMENT_KEYS = {"num_workers", "cpus_per_worker", "gpus_per_worker", "threads", "max_batch_size", "timeout_s",
                   "checkpoint_every"}

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 def plan_command(args: argparse.Namespace) -> int:
     from posttrain.commands.recipes import resolve
     from posttrain.placement import PlacementError, describe, make_plan
-    from posttrain.recipe import load_recipe
+    from posttrain.recipe_checks import load_recipe
 
     path = resolve(args.recipe)
     recipe = load_recipe(path, args.overrides, check_environment=False)

@@ -60,7 +60,7 @@ def validate_command(args: argparse.Namespace) -> int:
     """Schema, the rollout engine on this machine, what the recipe names, and the placement on the declared
     cluster."""
     from posttrain.placement import make_plan
-    from posttrain.recipe import load_recipe
+    from posttrain.recipe_checks import load_recipe
 
     path = resolve(args.recipe)
     recipe = load_recipe(path, args.overrides)
@@ -72,7 +72,7 @@ def validate_command(args: argparse.Namespace) -> int:
 
 def run_recipe_command(args: argparse.Namespace) -> int:
     from posttrain.quiet import quiet_libraries
-    from posttrain.recipe import load_recipe
+    from posttrain.recipe_checks import load_recipe
     from posttrain.runner import run_recipe
 
     quiet_libraries()
@@ -90,7 +90,7 @@ def run_recipe_command(args: argparse.Namespace) -> int:
 
 
 def ls_command(args: argparse.Namespace) -> int:
-    from posttrain.recipe import load_recipe
+    from posttrain.recipe_checks import load_recipe
 
     table = Table(title="shipped recipes")
     table.add_column("name")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from posttrain.data_files import read_jsonl
 from posttrain.losses import build_loss
-from posttrain.sft_data import SftExample, encode_sft_row, read_jsonl, sft_batch
+from posttrain.sft_data import SftExample, encode_sft_row, sft_batch
 from posttrain.stages.common import learner_config
 from posttrain.stages.context import StageContext
 from posttrain.stages.sft import train_in_batches

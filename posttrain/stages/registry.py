@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from posttrain.stages import (cold_start, evaluate, merge, preference, pretrain, rejection_sample, reward_model, rl,
-                              score_filter, sft, siglip)
+from posttrain.stages import (cold_start, distill, evaluate, merge, preference, pretrain, rejection_sample,
+                              reward_model, rl, score_filter, sft, siglip)
 from posttrain.stages.context import StageContext
 
 STAGES: dict[str, Callable[[StageContext], dict[str, Any]]] = {
@@ -25,6 +25,7 @@ STAGES: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "cold_start_build": cold_start.run_cold_start_build,
     "sft": sft.run_sft,
     "rl": rl.run_rl,
+    "distill": distill.run_distill,
     "rejection_sample": rejection_sample.run_rejection_sample,
     "preference": preference.run_preference,
     "reward_model": reward_model.run_reward_model,

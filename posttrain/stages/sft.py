@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 
+from posttrain.data_files import read_jsonl
 from posttrain.recipe import supervised_steps
-from posttrain.sft_data import encode_sft_row, read_jsonl, sft_batch
+from posttrain.sft_data import encode_sft_row, sft_batch
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, save_checkpoint,
                                      stage_progress, start_learners)
 from posttrain.stages.context import StageContext

@@ -84,8 +84,7 @@ def _not_a_file(path, kind):
 @pytest.mark.timeout(20)  # before the check, open() on the FIFO waited for ever
 @pytest.mark.parametrize("kind", NOT_A_FILE)
 def test_a_data_file_that_is_a_fifo_or_a_device_is_refused_at_run_start_without_opening_it(tmp_path, kind):
-    from posttrain.data_files import count_rows, peek_rows
-    from posttrain.sft_data import read_jsonl
+    from posttrain.data_files import count_rows, peek_rows, read_jsonl
 
     path = _not_a_file(tmp_path / "prompts.jsonl", kind)
     recipe = Recipe.model_validate({"name": "fifo", "runs_dir": str(tmp_path / "runs"),

@@ -4,7 +4,7 @@ import pytest
 
 from posttrain.commands.recipes import RECIPES_DIR
 from posttrain.placement import NodeShape, PlacementError, bundle_specs, make_plan
-from posttrain.recipe import load_recipe
+from posttrain.recipe_checks import load_recipe
 
 KEYE_8B = RECIPES_DIR / "keye-8b" / "rl.yaml"
 MINIMAL = "name: t\nstages:\n  - kind: rl\n"
@@ -136,3 +136,16 @@ def test_reward_server_replicas_are_counted_with_their_gpus_and_refused_when_the
     message = str(error.value)
     assert "left over: reward_server 1" in message
     assert "reward servers 2 replicas (reward.components[].serve) with 8 CPUs and 2 GPUs" in message
+
+
+DISTILL = ("name: t\nstages:\n  - kind: distill\n    teachers:\n      - {model: a, cpus: 2, gpus: 1, replicas: 2}\n"
+           "      - {model: b, cpus: 1, route: {mode: think}}\n")
+
+
+def test_teacher_replicas_are_placed_and_refused_when_they_do_not_fit(tmp_path):
+    plan = make_plan(recipe(tmp_path, "cluster.gpus_per_node=2", "cluster.num_cpus=16", text=DISTILL))
+    assert [(s.rank, s.cpus, s.gpus) for s in plan.of("teacher")] == [(0, 2, 1), (1, 2, 1), (2, 1, 0)]
+    with pytest.raises(PlacementError) as error:  # one GPU: the second GPU teacher replica has none
+        make_plan(recipe(tmp_path, "cluster.gpus_per_node=1", "cluster.num_cpus=16", text=DISTILL))
+    assert "left over: teacher 1" in str(error.value)
+    assert "teachers 3 replicas (stages[].teachers) with 5 CPUs and 2 GPUs" in str(error.value)

@@ -9,7 +9,7 @@ import ray
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.learner_group import LearnerGroup, launch_actors
 from posttrain.placement import Bundle, Plan, PlacementError, live_nodes, make_plan, reserve
-from posttrain.recipe import load_recipe
+from posttrain.recipe_checks import load_recipe
 from rollout.group import RolloutGroup
 
 pytestmark = pytest.mark.slow  # a Ray cluster and tiny-model rollout workers: ~20 s for the module

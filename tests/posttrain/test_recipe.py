@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from posttrain.commands.recipes import RECIPES_DIR, shipped_names
-from posttrain.recipe import RecipeError, load_recipe
+from posttrain.recipe import RecipeError
+from posttrain.recipe_checks import load_recipe
 
 MINIMAL = "name: t\nstages:\n  - kind: sft\n"
 
@@ -63,7 +64,7 @@ def test_stage_keys_are_checked_against_their_kind(tmp_path):
     with pytest.raises(RecipeError) as error:
         load_recipe(path)
     assert "recipe.yaml:4: stages.0.step: unknown key 'step'; did you mean 'steps'?" in str(error.value)
-    assert ("recipe.yaml:5: stages.1.kind: 'rll' is not one of ['sft', 'rl', 'eval', 'cold_start_build', 'rejection_sample', "
+    assert ("recipe.yaml:5: stages.1.kind: 'rll' is not one of ['sft', 'rl', 'distill', 'eval', 'cold_start_build', 'rejection_sample', "
             "'preference', 'reward_model', 'pretrain_data', 'siglip', 'score_filter', 'align', 'pretrain', 'anneal', 'merge']; "
             "did you mean 'rl'?"
             ) in str(error.value)

@@ -9,7 +9,7 @@ import pytest
 
 from posttrain.cli import main
 from posttrain.commands.recipes import RECIPES_DIR, shipped_names
-from posttrain.recipe import load_recipe
+from posttrain.recipe_checks import load_recipe
 
 ROWS = [{"prompt": "What is 2 + 3?", "answer": "5", "mode": "think"},
         {"prompt": "What is 4 + 4?", "answer": "8"}]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.recipe import RecipeError, load_recipe
+from posttrain.recipe import RecipeError
+from posttrain.recipe_checks import load_recipe
 
 
 def write(tmp_path, text) -> Path:

@@ -8,7 +8,8 @@ import types
 import pytest
 import torch
 
-from posttrain.recipe import RecipeError, RolloutSection, load_recipe
+from posttrain.recipe import RecipeError, RolloutSection
+from posttrain.recipe_checks import load_recipe
 from posttrain.rollout_engine import broadcast_backend, engine_options, weight_transport
 
 TINY_VLLM = "name: t\nrollout:\n  engine: vllm\nstages:\n  - kind: rl\n"

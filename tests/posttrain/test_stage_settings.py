@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from posttrain.recipe import load_recipe
+from posttrain.recipe_checks import load_recipe
 from posttrain.stage_settings import StageSettingsChanged, check_resume, record
 
 RECIPE = """

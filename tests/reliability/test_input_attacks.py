@@ -154,7 +154,7 @@ def test_reward_check_names_the_row_that_is_not_an_object(tmp_path, capsys):
 
 def test_line_and_paragraph_separators_inside_json_strings_do_not_split_a_row(tmp_path):
     """U+2028, U+2029 and U+0085 are whitespace to `str.splitlines` but ordinary characters inside a JSON string."""
-    from posttrain.sft_data import read_jsonl
+    from posttrain.data_files import read_jsonl
     from posttrain.traces import read_log
     from pretrain_data.shards import _jsonl_rows
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from posttrain.judge_engine import engine_backed
-from posttrain.recipe import Recipe, RecipeError, load_recipe
+from posttrain.recipe import Recipe, RecipeError
+from posttrain.recipe_checks import load_recipe
 from posttrain.stages.common import training_reward_pool
 from rewards import load_reward
 from rewards.model_server import ModelReplicas, ServeConfig

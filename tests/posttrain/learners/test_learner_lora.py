@@ -209,7 +209,8 @@ def test_the_siglip_learner_refuses_adapters_rather_than_ignoring_them():
 
 
 def test_a_recipe_turns_lora_on_per_stage_and_its_errors_point_at_the_key(tmp_path):
-    from posttrain.recipe import RecipeError, load_recipe
+    from posttrain.recipe import RecipeError
+    from posttrain.recipe_checks import load_recipe
 
     path = tmp_path / "recipe.yaml"
     path.write_text("name: t\nstages:\n  - kind: sft\n  - kind: rl\n    steps: 5\n    learner:\n"

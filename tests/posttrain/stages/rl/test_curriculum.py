@@ -1,5 +1,5 @@
-from posttrain.curriculum import Curriculum
 from posttrain.prompts import request_of
+from posttrain.stages.rl.curriculum import Curriculum
 
 ROW = {"id": "p1", "prompt": "What is 37 + 45?", "answer": "82", "mode": "think",
        "hints": ["carry!", "7+5=12, carry 1.", "3+4+1=8."]}

@@ -9,12 +9,12 @@ import ray._private.ray_constants as ray_constants
 import torch
 from ray.cluster_utils import Cluster
 
-from posttrain import weight_sync
 from posttrain.learners.batch import TrainBatch
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.learner_group import LearnerGroup
 from posttrain.recipe import RecipeError, RolloutSection
-from posttrain.weight_sync import BroadcastSync, ObjectStoreSync, open_weight_sync
+from posttrain.stages.rl import weight_sync
+from posttrain.stages.rl.weight_sync import BroadcastSync, ObjectStoreSync, open_weight_sync
 from rollout.group import RolloutGroup
 from rollout.weight_sync import WeightSyncError, verify
 

@@ -1,14 +1,15 @@
-"""Mixed-mode RL stage (GRPO family) on the Ray actor system.
+"""The RL stage's loop (GRPO family, mixed modes) on the Ray actor system.
 
 One step, in order (each phase timed as `timing/<phase>_s`):
   1. sample prompts      - P rows from the prompt stream; their modes mix in one batch
   2. generate            - G samples per prompt on the rollout workers, with the current weights
   3. score               - rewards on the reward workers; failures are recorded per sample
-  4. advantages          - group-normalised over each group's scored samples (a skipped sample is no sibling;
-                           a group with fewer than two scored carries no loss); with dynamic sampling, such
-                           groups and zero-variance ones are dropped and refilled from the stream (DAPO)
+  4. advantages          - the curriculum learns the groups' pass rates; advantages are group-normalised over
+                           each group's scored samples (a skipped sample is no sibling; a group with fewer than
+                           two scored carries no loss); with dynamic sampling, such groups and zero-variance
+                           ones are dropped and refilled from the stream (DAPO): an `AdvantageResult`
   5. train               - one learner step (loss from the learner config: grpo / gspo / ...)
-  6. sync weights        - learner -> rollout workers, with a version (`posttrain.weight_sync`: object store,
+  6. sync weights        - learner -> rollout workers, with a version (`weight_sync.py`: object store,
                            shared memory or a broadcast group, by `rollout.weight_sync`)
   7. log                 - a trace record per sample, metrics per step
 With `pipeline: one_step_off_policy` step k+1's prompts are drawn and generated (with the weights of step k)
@@ -19,28 +20,33 @@ Reward health is checked after every step (`rewards.health`): a reward component
 `reward.max_error_rate` of the samples over `reward.error_window` steps stops the run with its first error.
 Held-out evaluation (greedy, per mode) runs before the first step, every `eval_every` steps and at the end.
 Optional (Keye-VL-1.5): pass-rate filtering skips prompts already solved; progressive hints help prompts that
-always fail (`posttrain.curriculum`).
+always fail (`curriculum.py`).
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
-from posttrain.curriculum import Curriculum
+from posttrain.losses import group_advantages
 from posttrain.prompts import PromptSampler, load_prompts, request_of, sample_of
-from posttrain.rl_batch import rl_batch
 from posttrain.stages.common import (latest_checkpoint, learner_config, publish_model, rollout_group,
                                      save_checkpoint, stage_progress, start_learners, training_reward_pool)
 from posttrain.stages.context import StageContext
 from posttrain.stages.evaluate import Evaluator
+from posttrain.stages.rl.batch import rl_batch
+from posttrain.stages.rl.curriculum import Curriculum
+from posttrain.stages.rl.groups import Groups, is_scored
+from posttrain.stages.rl.weight_sync import open_weight_sync
 from posttrain.traces import MetricsLog, StepLog, sample_record, save_images
-from posttrain.weight_sync import open_weight_sync
-from posttrain.losses import group_advantages
-from rollout.encoding import PromptEncoder
 from rewards.health import RewardHealth
+from rewards.result import RewardResult
+from rollout.encoding import PromptEncoder
+from rollout.group import PendingGeneration
+from rollout.types import Completion
 
 
 @contextmanager
@@ -56,6 +62,28 @@ def timed(timings: dict, phase: str):
 
 def _timed_total(timings: dict) -> float:
     return sum(v for k, v in timings.items() if k.startswith("timing/"))
+
+
+@dataclass
+class Submitted:
+    """A step's prompts and their generation, started (`pending.result()` waits for the completions). Pipelined,
+    the next step's is kept in `RlLoop.upcoming` while the learner trains."""
+
+    step: int
+    rows: list[dict]
+    pending: PendingGeneration
+
+
+@dataclass
+class AdvantageResult:
+    """What the advantages phase hands to train and log: the kept groups, in order (P rows, G completions and
+    results per row, contiguous), each sample's advantage, and the phase's metrics."""
+
+    rows: list[dict]
+    completions: list[Completion]  # [len(rows) * G]
+    results: list[RewardResult]  # [len(rows) * G]
+    advantages: torch.Tensor  # [len(rows) * G]; 0 for a sample that is not scored
+    stats: dict[str, float]
 
 
 class RlLoop:
@@ -83,7 +111,7 @@ class RlLoop:
         self.evaluator = Evaluator(ctx, self.rollout, resume_after=resume_after)
         self.traces = StepLog(ctx.dir / "traces.jsonl", resume_after=self.start - 1)
         self.metrics = MetricsLog(ctx.dir, self.start - 1, recipe.trace.tensorboard)
-        self.upcoming = None  # pipelined: (step, rows, PendingGeneration) of the next step, generating
+        self.upcoming: Submitted | None = None  # pipelined: the next step's prompts, generating
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -111,28 +139,28 @@ class RlLoop:
     def step(self, step: int) -> dict:
         timings: dict[str, float] = {}
         upcoming, self.upcoming = self.upcoming, None
-        rows, pending = upcoming[1:] if upcoming and upcoming[0] == step else self.submit(step, timings)
+        submitted = upcoming if upcoming and upcoming.step == step else self.submit(step, timings)
         with timed(timings, "generate"):
-            completions = pending.result()
+            completions = submitted.pending.result()
         with timed(timings, "reward"):
-            scored = self.score(rows, completions)
+            scored = self.score(submitted.rows, completions)
         with timed(timings, "advantages"):
-            rows, completions, results, advantages, stats = self.advantages(step, rows, completions, scored, timings)
+            kept = self.advantages(step, submitted.rows, completions, scored, timings)
         if self.stage.pipeline == "one_step_off_policy" and step + 1 < self.stage.steps:
-            self.upcoming = (step + 1, *self.submit(step + 1, timings))  # generates while the learner trains
+            self.upcoming = self.submit(step + 1, timings)  # generates while the learner trains
         with timed(timings, "train"), self.engines_asleep():
-            train_metrics = self.train(rows, completions, results, advantages)
+            train_metrics = self.train(kept.rows, kept.completions, kept.results, kept.advantages)
         with timed(timings, "sync"):  # the learner's half, while the workers may still generate
             weights = self.publish_weights(step + 1)
         if self.upcoming:
             with timed(timings, "generate_wait"):  # the weights may change only once that generation is done
-                self.upcoming[2].result()
+                self.upcoming.pending.result()
         with timed(timings, "sync"):
             self.deliver_weights(step + 1, weights)
         with timed(timings, "log"):
-            metrics = {**stats, **train_metrics, **timings, **self.rollout_metrics(step, completions, results),
-                       **self.health.end_step()}
-            self.log(step, rows, completions, results, advantages)
+            metrics = {**kept.stats, **train_metrics, **timings,
+                       **self.rollout_metrics(step, kept.completions, kept.results), **self.health.end_step()}
+            self.log(step, kept.rows, kept.completions, kept.results, kept.advantages)
             self.metrics.write(step, metrics)
         self.health.check(last_step=step + 1 == self.stage.steps)  # after logging: the step's metrics are written
         return metrics
@@ -148,11 +176,11 @@ class RlLoop:
                 break
         return [self.curriculum.prepare(r) for r in rows or drawn]
 
-    def submit(self, step: int, timings: dict):
-        """Draw step's prompts and start their generation: (rows, PendingGeneration)."""
+    def submit(self, step: int, timings: dict) -> Submitted:
+        """Draw step's prompts and start their generation."""
         with timed(timings, "sample"):
             rows = self.draw(step)
-        return rows, self.rollout.submit([request_of(r) for r in rows], self.seeded_sampling(step))
+        return Submitted(step, rows, self.rollout.submit([request_of(r) for r in rows], self.seeded_sampling(step)))
 
     def generate(self, rows: list[dict], step: int, refill: int = 0):
         """G completions per row, grouped contiguously."""
@@ -171,37 +199,53 @@ class RlLoop:
         self.health.record(scored.results)
         return scored
 
-    def advantages(self, step, rows, completions, scored, timings):
-        """Group advantages over each group's scored samples. Groups with fewer than two scored samples are dropped
-        (no baseline); with dynamic sampling so are groups whose rewards are all equal, and the step refills."""
-        g, wanted = self.stage.group_size, self.stage.prompts_per_step
+    def advantages(self, step, rows, completions, scored, timings) -> AdvantageResult:
+        """The curriculum learns the step's pass rates; the groups without a baseline (with dynamic sampling, also
+        those whose rewards are all equal) are dropped and the step refills; the kept groups get their advantages."""
         stats = {f"reward_pool/{k}": v for k, v in scored.metrics.items() if isinstance(v, (int, float))}
-        for k, row in enumerate(rows):
-            self.curriculum.update(row, [r.total for r in scored.results[k * g:(k + 1) * g]])
-        stats.update(self.curriculum.metrics())
-        groups = Groups(g, drop_constant=self.stage.dynamic_sampling)
+        stats.update(self.update_curriculum(rows, scored.results))
+        groups = Groups(self.stage.group_size, drop_constant=self.stage.dynamic_sampling)
         groups.add(rows, completions, scored.results)
-        refills = 0
+        refills = self.refill(step, groups, timings)
+        rows, completions, results = groups.first(self.stage.prompts_per_step)
+        stats.update({"rl/groups_kept": len(rows), "rl/refills": refills, **groups.metrics()})
+        return AdvantageResult(rows, completions, results, self.advantages_of(results), stats)
+
+    def update_curriculum(self, rows, results) -> dict[str, float]:
+        """Each prompt's pass rate over its group (before any group is dropped), for what the next draws skip or
+        hint; the curriculum's metrics."""
+        g = self.stage.group_size
+        for k, row in enumerate(rows):
+            self.curriculum.update(row, [r.total for r in results[k * g:(k + 1) * g]])
+        return self.curriculum.metrics()
+
+    def refill(self, step: int, groups: Groups, timings: dict) -> int:
+        """Dynamic sampling: while fewer than P groups are kept, draw more prompts from further along the stream,
+        generate and score them (a refill's seed differs from the step's), up to `max_refills` times. Returns how
+        many refills ran."""
+        wanted, refills = self.stage.prompts_per_step, 0
         while self.stage.dynamic_sampling and len(groups.rows) < wanted and refills < self.stage.max_refills:
             refills += 1
             extra = self.draw(step, offset=4 * refills * wanted)
             with timed(timings, "refill"):
                 extra_completions = self.generate(extra, step, refill=refills)
                 groups.add(extra, extra_completions, self.score(extra, extra_completions).results)
-        rows, completions, results = groups.first(wanted)
-        totals = torch.tensor([r.total if _scored(r) else 0.0 for r in results])
-        scored_mask = torch.tensor([_scored(r) for r in results], dtype=torch.bool)
-        advantages = group_advantages(totals, g, scale_std=self.stage.std_normalize, scored=scored_mask) \
-            if len(totals) else totals
-        stats.update({"rl/groups_kept": len(rows), "rl/refills": refills, **groups.metrics()})
-        return rows, completions, results, advantages, stats
+        return refills
+
+    def advantages_of(self, results) -> torch.Tensor:
+        """Each sample's advantage within its group of G, over the group's scored samples only."""
+        totals = torch.tensor([r.total if is_scored(r) else 0.0 for r in results])
+        if not len(totals):
+            return totals
+        scored = torch.tensor([is_scored(r) for r in results], dtype=torch.bool)
+        return group_advantages(totals, self.stage.group_size, scale_std=self.stage.std_normalize, scored=scored)
 
     def train(self, rows, completions, results, advantages) -> dict:
         if not completions:
             return {"rl/skipped_step": 1.0}
         g = self.stage.group_size
         batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder)
-        skipped = torch.tensor([not _scored(r) for r in results])
+        skipped = torch.tensor([not is_scored(r) for r in results])
         if skipped.any():  # on_error: skip (or not applicable) -> these samples carry no loss
             batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
         return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
@@ -267,49 +311,6 @@ class RlLoop:
                 closer()
             except Exception:  # keep closing the rest; the first error has already been raised
                 pass
-
-
-def _scored(result) -> bool:
-    """The sample trains on its reward: it has a total and was not skipped (`on_error: skip`, not applicable)."""
-    return result.total is not None and not result.skipped
-
-
-class Groups:
-    """The groups a step trains on, in order. A group needs two scored samples for a baseline: with fewer it is
-    counted (`rl/groups_unscored`) and carries no loss (advantage 0, unscored rows masked); with `drop_constant`
-    (DAPO's dynamic sampling, which refills) it is dropped, as is a group whose scored rewards are all equal
-    (`rl/zero_variance_fraction`, of the groups seen). Without it nothing is dropped: the batch keeps the size the
-    learners were sized for (a multiple of their number)."""
-
-    def __init__(self, group_size: int, drop_constant: bool):
-        self.g, self.drop_constant = group_size, drop_constant
-        self.rows, self.completions, self.results = [], [], []
-        self.seen = self.unscored = self.constant = 0
-
-    def add(self, rows, completions, results) -> None:
-        g = self.g
-        for k, row in enumerate(rows):
-            group = results[k * g:(k + 1) * g]
-            values = [r.total for r in group if _scored(r)]
-            self.seen += 1
-            if len(values) < 2:
-                self.unscored += 1
-                if self.drop_constant:
-                    continue
-            elif self.drop_constant and len(set(values)) < 2:
-                self.constant += 1
-                continue
-            self.rows.append(row)
-            self.completions.extend(completions[k * g:(k + 1) * g])
-            self.results.extend(group)
-
-    def first(self, count: int) -> tuple[list, list, list]:
-        """The first `count` kept groups: rows, completions, results."""
-        n = min(count, len(self.rows)) * self.g
-        return self.rows[:count], self.completions[:n], self.results[:n]
-
-    def metrics(self) -> dict[str, float]:
-        return {"rl/groups_unscored": self.unscored, "rl/zero_variance_fraction": self.constant / max(1, self.seen)}
 
 
 def _headline(metrics: dict) -> str:
