@@ -21,9 +21,8 @@ from dataclasses import replace
 import torch
 
 from posttrain.stages.context import StageContext
-from posttrain.stages.rl import AdvantageResult, RlLoop, is_scored, rl_batch, timed
+from posttrain.stages.rl import AdvantageResult, RlLoop, is_scored, timed
 from posttrain.teacher_server import TeacherReplicas
-from posttrain.traces import sample_record, save_images
 
 ROUTE_KEYS = ("mode", "task")
 
@@ -84,36 +83,22 @@ class DistillLoop(RlLoop):
         return replace(kept, advantages=kept.advantages * self.stage.distill.rl_weight,
                        stats={**kept.stats, **stats})
 
-    def train(self, rows, completions, results, advantages) -> dict:
+    def train_batch(self, rows, completions, results, advantages):
         """The RL stage's batch, with the teacher's log-probs at the completion positions (`ref_logprobs`)."""
-        if not completions:
-            return {"rl/skipped_step": 1.0}
-        g = self.stage.group_size
-        batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder)
+        batch = super().train_batch(rows, completions, results, advantages)
         teacher = torch.zeros_like(batch.old_logprobs)
         for b, (c, lp) in enumerate(zip(completions, self.teacher)):
             teacher[b, len(c.prompt_ids):len(c.prompt_ids) + len(lp)] = torch.tensor(lp, dtype=teacher.dtype)
-        batch = batch.with_fields(ref_logprobs=teacher)
-        skipped = torch.tensor([self.stage.distill.rl_weight > 0 and not is_scored(r) for r in results])
-        if skipped.any():  # the reward is part of the loss: samples without one carry none
-            batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
-        return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
+        return batch.with_fields(ref_logprobs=teacher)
 
-    def log(self, step, rows, completions, results, advantages) -> None:
-        """RlLoop's records, each naming its teacher and the mean log p_student - log p_teacher of its tokens."""
-        if not self.ctx.recipe.trace.enabled:
-            return
-        g, records = self.stage.group_size, []
-        for i, (c, r) in enumerate(zip(completions, results)):
-            row = rows[i // g]
-            images = (save_images(c.images, self.ctx.dir / "trace_images", f"{step}-{i}")
-                      if c.images and self.ctx.recipe.trace.save_images else [])
-            gaps = [s - t for s, t in zip(c.logprobs, self.teacher[i])]
-            records.append(sample_record(self.ctx.recipe.name, self.ctx.label, i // g, row, c, r,
-                                         advantage=float(advantages[i]), images=images,
-                                         hint_level=row.get("hint_level", 0), teacher=self.routes[i],
-                                         teacher_gap=sum(gaps) / max(1, len(gaps))))
-        self.traces.write_step(step, records)
+    def carries_no_loss(self, result) -> bool:
+        """Only where the reward is part of the loss does a sample without one carry none."""
+        return self.stage.distill.rl_weight > 0 and not is_scored(result)
+
+    def trace_fields(self, index: int, completion) -> dict:
+        """Each record names its teacher and the mean log p_student - log p_teacher of its tokens."""
+        gaps = [s - t for s, t in zip(completion.logprobs, self.teacher[index])]
+        return {"teacher": self.routes[index], "teacher_gap": sum(gaps) / max(1, len(gaps))}
 
     def close(self) -> None:
         for teacher in getattr(self, "teachers", {}).values():

@@ -243,12 +243,21 @@ class RlLoop:
     def train(self, rows, completions, results, advantages) -> dict:
         if not completions:
             return {"rl/skipped_step": 1.0}
+        batch = self.train_batch(rows, completions, results, advantages)
+        return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
+
+    def train_batch(self, rows, completions, results, advantages):
+        """The learner's batch of one step (a subclass adds fields, e.g. distill's teacher log-probs)."""
         g = self.stage.group_size
         batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder)
-        skipped = torch.tensor([not is_scored(r) for r in results])
-        if skipped.any():  # on_error: skip (or not applicable) -> these samples carry no loss
+        skipped = torch.tensor([self.carries_no_loss(r) for r in results])
+        if skipped.any():
             batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
-        return {f"train/{k}": v for k, v in self.learners.train_step(batch).items()}
+        return batch
+
+    def carries_no_loss(self, result) -> bool:
+        """on_error: skip (or not applicable): a sample without a reward has no advantage to train on."""
+        return not is_scored(result)
 
     @contextmanager
     def engines_asleep(self):
@@ -297,8 +306,12 @@ class RlLoop:
                       if c.images and self.ctx.recipe.trace.save_images else [])
             records.append(sample_record(self.ctx.recipe.name, self.ctx.label, i // g, row, c, r,
                                          advantage=float(advantages[i]), images=images,
-                                         hint_level=row.get("hint_level", 0)))
+                                         hint_level=row.get("hint_level", 0), **self.trace_fields(i, c)))
         self.traces.write_step(step, records)
+
+    def trace_fields(self, index: int, completion) -> dict:
+        """Fields a subclass adds to sample `index`'s trace record."""
+        return {}
 
     def close_weight_sync(self) -> None:
         if getattr(self, "weights", None):
