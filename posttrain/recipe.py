@@ -127,7 +127,7 @@ class RolloutSection(Section):
     weight_sync: Literal["auto", "object_store", "shared_memory", "broadcast"] = "auto"
 
 
-STAGE_PREFIX = "stage:"  # reward options can name a model this recipe trains: `model: stage:rm`
+STAGE_PREFIX = "stage:"  # a model this recipe trains, by its stage's name: `model: stage:rm`, `start_from: stage:sft`
 
 
 class ServeSection(Section):
@@ -232,6 +232,7 @@ class RlStage(Section):
     # (with this step's weights) while the learner trains, so samples are one version stale; give the rollout
     # workers and learners their own cores (rollout.threads + cluster.learner_threads <= the node's CPUs)
     pipeline: Literal["sync", "one_step_off_policy"] = "sync"
+    start_from: str | None = None  # `stage:<name>`: an earlier stage's model, not the previous stage's
 
 
 class Teacher(Section):
@@ -247,7 +248,7 @@ class Teacher(Section):
 
     @property
     def label(self) -> str:
-        return self.name or Path(self.model).name
+        return self.name or Path(self.model.removeprefix(STAGE_PREFIX)).name
 
 
 class DistillOptions(Section):
@@ -495,16 +496,25 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _stage_references(self):
-        """`stage:<name>` in reward options names a reward_model stage of this recipe (checked at load time)."""
-        trained = {stage.name for stage in self.stages if stage.kind == "reward_model" and stage.name}
+        """Every `stage:<name>` names a stage before the one that reads it (checked at load time): a reward_model
+        stage in reward options, any stage that writes a model in `start_from` and a teacher's `model`."""
         for at, component in self._reward_components():
             for key, value in component.options.items():
-                if isinstance(value, str) and value.startswith(STAGE_PREFIX) and value[len(STAGE_PREFIX):] \
-                        not in trained:
-                    raise KeyedError(at + ("options", key), f"{value!r} names no reward_model stage of this recipe "
-                                     f"(named ones: {sorted(trained)}); give that stage "
-                                     f"`name: {value[len(STAGE_PREFIX):]}`")
+                self._check_reference(at + ("options", key), value, len(self.stages), ("reward_model",))
+        for i, stage in enumerate(self.stages):
+            self._check_reference(("stages", i, "start_from"), getattr(stage, "start_from", None), i)
+            for j, teacher in enumerate(getattr(stage, "teachers", [])):
+                self._check_reference(("stages", i, "teachers", j, "model"), teacher.model, i)
         return self
+
+    def _check_reference(self, at: Location, value: Any, before: int, kinds: tuple[str, ...] = ()) -> None:
+        if not (isinstance(value, str) and value.startswith(STAGE_PREFIX)):
+            return
+        named = [s.name for s in self.stages[:before] if s.name and (not kinds or s.kind in kinds)]
+        if value[len(STAGE_PREFIX):] not in named:
+            what = f"no {kinds[0]} stage of this recipe" if kinds else "no earlier stage of this recipe"
+            raise KeyedError(at, f"{value!r} names {what} (named ones: {sorted(named)}); give that stage "
+                             f"`name: {value[len(STAGE_PREFIX):]}`")
 
     def _reward_components(self) -> list[tuple[Location, RewardComponent]]:
         """Every reward component with its key path: the recipe's and those a stage lists as its own."""
@@ -515,13 +525,14 @@ class Recipe(Section):
         return found
 
     def stage_output(self, reference: str) -> Path:
-        """`stage:<name>` -> that reward_model stage's trained model directory."""
+        """`stage:<name>` -> the model directory that stage trained (a reward_model stage's `reward_model`)."""
         name = reference[len(STAGE_PREFIX):]
-        index = next(i for i, st in enumerate(self.stages) if st.kind == "reward_model" and st.name == name)
-        path = self.stage_dirs()[index] / "reward_model"
+        index = next(i for i, st in enumerate(self.stages) if st.name == name)
+        kind = self.stages[index].kind
+        path = self.stage_dirs()[index] / ("reward_model" if kind == "reward_model" else "model")
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{reference}: {path} holds no trained reward model yet; the {name!r} stage "
-                                    f"must run before a stage that scores with it")
+            raise FileNotFoundError(f"{reference}: {path} holds no trained model yet; the {name!r} stage "
+                                    f"must run before a stage that reads it")
         return path
 
     def stage_learner(self, stage) -> LearnerConfig:
@@ -579,7 +590,7 @@ def absolute_paths(recipe: Recipe, folder: Path, overridden: dict[Location, str]
     against the working directory where an override set it."""
     for key, holder, slot, is_spec in input_paths(recipe):
         value = holder[slot] if isinstance(holder, dict) else getattr(holder, slot)
-        if not isinstance(value, str) or value.startswith(PACKAGE_PREFIX):
+        if not isinstance(value, str) or value.startswith((PACKAGE_PREFIX, STAGE_PREFIX)):
             continue
         by_override = any(key[:len(at)] == at for at in overridden)
         base = Path.cwd() if by_override else folder

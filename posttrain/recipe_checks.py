@@ -24,7 +24,8 @@ from typing import Iterator
 from posttrain.data import arithmetic_files
 from posttrain.data_files import check_rows, count_rows, peek_rows, renamed
 from posttrain.judge_engine import engine_backed
-from posttrain.recipe import ArithmeticData, FileData, Recipe, RecipeError, read_recipe, supervised_steps
+from posttrain.recipe import (STAGE_PREFIX, ArithmeticData, FileData, Recipe, RecipeError, read_recipe,
+                              supervised_steps)
 from posttrain.recipe_errors import format_problems
 from posttrain.rollout_engine import check_engine
 from posttrain.yaml_lines import Location
@@ -240,6 +241,8 @@ def teacher_tokenizers(recipe: Recipe, folder: Path) -> list[Problem]:
     student = None
     for i, stage in enumerate(recipe.stages):
         for j, teacher in enumerate(getattr(stage, "teachers", None) or []):
+            if teacher.model.startswith(STAGE_PREFIX):  # trained by this recipe, with the student's tokenizer
+                continue
             model = Path(teacher.model) if Path(teacher.model).is_absolute() else folder / teacher.model
             key = ("stages", i, "teachers", j, "model")
             if not (model / "config.json").exists():

@@ -158,6 +158,14 @@ def plot_accuracy(ax, stages, axis) -> None:
     ax.set_ylim(0, 1.02)
 
 
+def plot_distill_kl(ax, stages, axis) -> None:
+    """A distill stage's reverse KL to each teacher (`distill/kl/<teacher>`), one line per teacher: a teacher whose
+    line stays flat is one the student is not learning from."""
+    for stage in stages:
+        for key in stage.keys("distill/kl/"):
+            axis.line(ax, stage, *stage.series(key), key.removeprefix("distill/kl/"))
+
+
 def plot_length(ax, stages, axis) -> None:
     for stage in stages:
         if stage.traces and stage.traces.length:
@@ -235,6 +243,8 @@ PLOTS = {
     "reward": ("Rollout reward per mode", "mean reward", plot_reward),
     "reward_components": ("Reward components (unweighted means)", "mean score", plot_reward_components),
     "accuracy": ("Held-out accuracy per mode (95% interval)", "accuracy", plot_accuracy),
+    "distill_kl": ("Distillation: KL to each teacher (log p_student − log p_teacher)", "KL (nats/token)",
+                   plot_distill_kl),
     "length": ("Response length per mode", "completion tokens", plot_length),
     "kl": ("KL to the reference policy", "KL", keyed("train/kl")),
     "entropy": ("Policy entropy", "entropy (nats/token)", keyed("train/entropy")),

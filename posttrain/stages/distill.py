@@ -8,7 +8,8 @@ the sample's own tokens (`posttrain.teacher_server`). The learner's loss `opd` (
 log p_teacher - log p_student into a per-token advantage: reverse KL, as in Keye-VL-2.0's MOPD, NeMo-RL's `opd`
 and TRL's distillation trainer. Metrics per step: `distill/kl/<teacher>` (token mean of log p_student -
 log p_teacher, the k1 estimate of the reverse KL, over that teacher's samples), `distill/samples/<teacher>`,
-`timing/teacher_s`; each trace record names its `teacher` and the mean `teacher_gap`.
+`timing/teacher_s`; each trace record names its `teacher`, the mean `teacher_gap`, and per token the gap
+(`teacher_gaps`, to 3 decimals) and text (`token_texts`) that the trace viewers draw as a heat strip.
 
 Boundary: this module knows nothing of how a teacher computes log-probs or of the loss's form. Departure: with
 `rl_weight: 0` a sample whose reward failed still distils (its reward is not used).
@@ -20,6 +21,7 @@ from dataclasses import replace
 
 import torch
 
+from posttrain.recipe import STAGE_PREFIX
 from posttrain.stages.context import StageContext
 from posttrain.stages.rl import AdvantageResult, RlLoop, is_scored, timed
 from posttrain.teacher_server import TeacherReplicas
@@ -63,14 +65,35 @@ def teacher_logprobs(rows: list[dict], completions: list, group_size: int, teach
     return out, stats
 
 
+def token_texts(tokenizer, ids: list[int], cache: dict[int, str]) -> list[str]:
+    """Each token decoded alone (a character split over tokens shows as U+FFFD pieces). `cache` maps id -> text:
+    a step's records hold thousands of tokens of a vocabulary seen again and again, and decoding is the cost."""
+    missing = sorted({i for i in ids if i not in cache})
+    cache.update(zip(missing, tokenizer.batch_decode([[i] for i in missing])))
+    return [cache[i] for i in ids]
+
+
+def refuse_images(rows: list[dict], completions: list) -> None:
+    """Teachers receive token ids only, so an image's placeholder tokens would reach them without its pixels and
+    they would score blind: refused rather than distilled wrong."""
+    if any(row.get("images") for row in rows) or any(c.images for c in completions):
+        raise ValueError("distill: a prompt or tool turn of this step carries images, but teachers score text only "
+                         "so far (an image's pixels are not sent); give the distill stage text prompts")
+
+
 class DistillLoop(RlLoop):
     def __init__(self, ctx: StageContext):
         super().__init__(ctx)
         temperature = self.sampling.logprob_temperature
-        self.teachers = {t.label: TeacherReplicas(t.model, t.replicas, t.gpus, t.cpus, t.batch_size, temperature)
-                         for t in self.stage.teachers}
+        self.teachers = {t.label: TeacherReplicas(self.model_path(t.model), t.replicas, t.gpus, t.cpus,
+                                                  t.batch_size, temperature) for t in self.stage.teachers}
         self.routes: list[str] = []
         self.teacher: list[list[float]] = []
+        self.token_text: dict[int, str] = {}  # token id -> its text, for the trace records
+
+    def model_path(self, model: str) -> str:
+        """A teacher's directory: as given, or the model an earlier stage of this recipe trained (`stage:<name>`)."""
+        return str(self.ctx.recipe.stage_output(model)) if model.startswith(STAGE_PREFIX) else model
 
     def advantages(self, step, rows, completions, scored, timings) -> AdvantageResult:
         """RlLoop's kept groups and GRPO advantages (x rl_weight), and each sample's teacher log-probs, kept for
@@ -78,6 +101,7 @@ class DistillLoop(RlLoop):
         kept = super().advantages(step, rows, completions, scored, timings)
         with timed(timings, "teacher"):
             g = self.stage.group_size
+            refuse_images(kept.rows, kept.completions)
             self.routes = [route_of(kept.rows[i // g], self.stage.teachers) for i in range(len(kept.completions))]
             self.teacher, stats = teacher_logprobs(kept.rows, kept.completions, g, self.teachers, self.routes)
         return replace(kept, advantages=kept.advantages * self.stage.distill.rl_weight,
@@ -96,9 +120,13 @@ class DistillLoop(RlLoop):
         return self.stage.distill.rl_weight > 0 and not is_scored(result)
 
     def trace_fields(self, index: int, completion) -> dict:
-        """Each record names its teacher and the mean log p_student - log p_teacher of its tokens."""
+        """Each record names its teacher and the mean log p_student - log p_teacher of its tokens, and carries the
+        gap and text of each token: where in an answer the student and teacher disagree is what a reader looks for.
+        Gaps are rounded to 3 decimals to keep the traces small."""
         gaps = [s - t for s, t in zip(completion.logprobs, self.teacher[index])]
-        return {"teacher": self.routes[index], "teacher_gap": sum(gaps) / max(1, len(gaps))}
+        return {"teacher": self.routes[index], "teacher_gap": sum(gaps) / max(1, len(gaps)),
+                "teacher_gaps": [round(g, 3) for g in gaps],
+                "token_texts": token_texts(self.encoder.tokenizer, completion.token_ids, self.token_text)}
 
     def close(self) -> None:
         for teacher in getattr(self, "teachers", {}).values():

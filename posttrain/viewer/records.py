@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from posttrain.viewer import gaps
 from posttrain.viewer.parts import segments, summary
 
 MAX_COUNT = 2**31 - 1  # steps, groups, sample indices: the index keeps them in C arrays that hold 32 bits everywhere
@@ -31,7 +32,7 @@ REPLY_TEXT = 4_000_000  # chars of text one reply shares out among its samples: 
 # fields copied unchanged from the checked record (see posttrain/traces.py TRACE_FIELDS and RlLoop.log)
 PLAIN_FIELDS = ("run", "stage", "step", "prompt_id", "sample_index", "group", "mode", "finish_reason",
                 "prompt_tokens", "completion_tokens", "reward", "reward_components", "reward_error", "advantage",
-                "weight_version", "worker", "timings")
+                "weight_version", "worker", "timings", "teacher", "teacher_gap")
 
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 Name = Annotated[str, Field(max_length=SHORT_TEXT)]
@@ -73,6 +74,10 @@ class TraceRecord(BaseModel):
     timings: Numbers | None = None
     tool_calls: list | None = None  # views show only their count: their code and output are in the completion
     images: Annotated[list[Name], Field(max_length=MAX_ITEMS)] | None = None
+    teacher: Name | None = None  # distill: the teacher the sample was routed to
+    teacher_gap: float | None = None  # distill: its tokens' mean log p_student - log p_teacher
+    teacher_gaps: list[float] | None = None  # distill: that gap per completion token ...
+    token_texts: list[Name] | None = None  # ... and each token's text (a token is short: a long one is damage)
 
     @field_validator("prompt", "answer", "tool_calls", mode="before")
     @classmethod
@@ -81,6 +86,17 @@ class TraceRecord(BaseModel):
         if depth(value) > MAX_DEPTH:
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         return value
+
+    @model_validator(mode="after")
+    def _one_gap_per_token(self):
+        """The gap strip pairs `teacher_gaps` with `token_texts` one to one, over the completion's tokens."""
+        if self.teacher_gaps is None:
+            return self
+        tokens = len(self.token_texts) if self.token_texts is not None else None
+        if tokens != len(self.teacher_gaps) or self.completion_tokens not in (None, tokens):
+            raise ValueError(f"teacher_gaps: {len(self.teacher_gaps)} values for {tokens} token_texts "
+                             f"(completion_tokens {self.completion_tokens})")
+        return self
 
 
 def depth(value) -> int:
@@ -211,6 +227,8 @@ def view_record(record: dict, stage: str, position: int, image_url: Callable[[st
     view["parsed"] = {**parsed, "answer": clip(parsed["answer"], limit), "boxed": clip(parsed["boxed"], limit)}
     view["tool_calls"] = len(checked.tool_calls or [])
     view["images"] = [image_url(stage, path) for path in checked.images or []]
+    view["teacher_strip"] = (None if checked.teacher_gaps is None
+                             else gaps.strip(checked.token_texts, checked.teacher_gaps, limit))
     return view
 
 

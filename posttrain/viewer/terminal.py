@@ -1,5 +1,6 @@
 """The terminal view of trace samples (`posttrain traces show`): one rich panel per sample with the prompt, the
-completion with its parts coloured, the reward components and errors, the advantage and the weight version.
+completion with its parts coloured, the reward components and errors, the advantage and the weight version, and
+for a distill sample its teacher-gap heat strip (`posttrain.viewer.gaps`) under a one-line legend.
 
 Model text is appended as `rich.text.Text` pieces, never as console markup, so a completion containing
 `[bold]` or escape-like text prints as written; control characters (ESC sequences) are shown as `\x1b`, and
@@ -14,10 +15,16 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from posttrain.viewer.gaps import THRESHOLDS
 from rewards.reward_process import printable as escape_controls
 
 STYLES = {"text": "", "tag": "dim", "special": "dim italic", "analysis": "magenta", "think": "cyan",
           "answer": "bold green", "boxed": "bold black on yellow", "code": "blue", "sandbox": "yellow"}
+# gap shade (posttrain.viewer.gaps.shade) -> background; None is the marker where tokens were cut
+RED = ("#fee0d2", "#fcae91", "#fb6a4a", "#de2d26")  # shades 1..4: the student surer than its teacher
+BLUE = ("#deebf7", "#9ecae1", "#6baed6", "#3182bd")  # shades -1..-4: the student less sure
+GAP_STYLES = {None: "dim", 0: "", **{k: f"black on {c}" for k, c in enumerate(RED, 1)},
+              **{-k: f"black on {c}" for k, c in enumerate(BLUE, 1)}}
 
 
 def printable(value) -> str:
@@ -36,6 +43,26 @@ def completion_text(view: dict) -> Text:
     for segment in view["segments"]:
         text.append(printable(segment["text"]), style=STYLES.get(segment["kind"], ""))
     return text
+
+
+def gap_strip(view: dict) -> Text:
+    """The completion's tokens, each on the background of its gap's shade."""
+    text = Text()
+    for piece in view["teacher_strip"]:
+        text.append(printable(piece["text"]), style=GAP_STYLES[piece["shade"]])
+    return text
+
+
+def gap_legend(view: dict) -> Text:
+    """One line: the teacher, what the gap is and its mean, and each shade with the gap it starts at."""
+    line = Text()
+    line.append(printable(f"teacher {view.get('teacher')}: log p_student − log p_teacher, mean "
+                          f"{_number(view.get('teacher_gap'))} "), style="dim")
+    for level in range(-len(THRESHOLDS), len(THRESHOLDS) + 1):
+        label = f"{'+' if level > 0 else '-'}{THRESHOLDS[abs(level) - 1]:g}" if level else "0"
+        line.append(f" {label} ", style=GAP_STYLES[level])
+    line.append(" red: student surer", style="dim")
+    return line
 
 
 def reward_line(view: dict) -> Text:
@@ -79,6 +106,8 @@ def sample_panel(view: dict) -> Panel:
                            f"{view['sample_index']} · {view['mode']} · {view['prompt_id']}"))
     parts = [Text(printable(view["prompt_text"]), style="dim"), Text(""), completion_text(view), Text(""), parsed_line(view),
              reward_line(view)]
+    if view.get("teacher_strip") is not None:
+        parts += [Text(""), gap_legend(view), gap_strip(view)]
     error = error_line(view)
     if error is not None:
         parts.append(error)

@@ -20,8 +20,10 @@ rollout:
 reward: {{components: [{{spec: math}}]}}
 learner: {{precision: fp32}}
 stages:
-  - {{kind: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
+  - {{kind: sft, name: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
+  - {{kind: rl, name: teacher, steps: 1, prompts_per_step: 2, group_size: 2, learner: {{loss: {{name: grpo}}}}}}
   - kind: distill
+    start_from: stage:sft
     steps: 2
     prompts_per_step: 2
     group_size: 2
@@ -29,7 +31,7 @@ stages:
     distill: {{adv_clip: 5.0}}
     teachers:
       - {{model: {teacher}, name: base, cpus: 0.1}}
-      - {{model: {teacher}, name: thinker, cpus: 0.1, route: {{mode: think}}}}
+      - {{model: stage:teacher, name: thinker, cpus: 0.1, route: {{mode: think}}}}
 """
 
 
@@ -44,7 +46,8 @@ def test_distill_recipe_end_to_end(tmp_path, tiny_model_dir):
     process = cli("run", str(recipe))
     assert process.returncode == 0, process.stdout + process.stderr
     run = tmp_path / "runs" / "e2e-distill"
-    sft, distill = run / "00-sft", run / "01-distill"
+    sft, distill = run / "00-sft", run / "02-distill"
+    assert f"02-distill: starts from stage:sft ({sft / 'model'})" in process.stdout  # not the teacher stage's model
     before = load_file(sft / "model" / "model.safetensors")
     after = load_file(distill / "model" / "model.safetensors")
     assert any((before[k] - after[k]).abs().max() > 0 for k in before), "distillation changed no parameter"
@@ -59,13 +62,13 @@ def test_distill_recipe_end_to_end(tmp_path, tiny_model_dir):
     assert any("distill/kl/thinker" in m for m in steps) and any("distill/kl/base" in m for m in steps)
     records = [json.loads(line) for line in (distill / "traces.jsonl").read_text().splitlines()]
     assert records and all(r["teacher"] == ("thinker" if r["mode"] == "think" else "base") for r in records)
+    assert all(len(r["teacher_gaps"]) == len(r["token_texts"]) == r["completion_tokens"] for r in records)
 
 
 def test_validate_refuses_a_teacher_with_another_tokenizer(tmp_path, tiny_model_dir, llama_dir):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", teacher=tiny_model_dir).replace(
-        f"{{model: {tiny_model_dir}, name: thinker", f"{{model: {llama_dir}, name: thinker"))
+    recipe.write_text(RECIPE.format(runs=tmp_path / "runs", teacher=llama_dir))
     process = cli("validate", str(recipe))
     assert process.returncode == 2, process.stdout + process.stderr
     output = process.stdout + process.stderr
-    assert "stages.1.teachers.1.model" in output and "student's tokenizer" in output
+    assert "stages.2.teachers.0.model" in output and "student's tokenizer" in output

@@ -32,6 +32,14 @@ def test_keye_8b_puts_learners_on_one_node_and_engines_on_the_other():
     assert bundle_specs(plan, 1)[0] == {"CPU": 4.0, "GPU": 1.0}
 
 
+def test_keye_8b_distill_gives_the_teachers_the_gpus_the_engines_leave():
+    plan = make_plan(load_recipe(RECIPES_DIR / "keye-8b" / "distill.yaml", check_environment=False))
+    assert layout(plan, "learner") == [(i, 0, i, 1, (i,), 8) for i in range(8)]
+    assert layout(plan, "rollout") == [(i, 1, i, 1, (i,), 4) for i in range(4)]
+    teachers = plan.of("teacher")
+    assert len(teachers) == 4 and all(s.bundle is None and s.gpus == 1 and s.cpus == 4 for s in teachers)
+
+
 def test_colocated_shares_each_learner_gpu_with_one_engine(tmp_path):
     r = recipe(tmp_path, "cluster.placement=colocated", "cluster.gpus_per_node=4", "cluster.num_cpus=8",
                "cluster.num_learners=4", "cluster.gpus_per_learner=0.5", "cluster.cpus_per_learner=1",

@@ -75,7 +75,7 @@ def test_report_has_every_plot_and_the_stage_table(tmp_path, capsys):
     plots = figures(html)
     assert set(plots) == set(PLOTS)
     for name, (has_data, png) in plots.items():
-        assert has_data == "true", f"plot {name} found no data"
+        assert has_data == ("false" if name == "distill_kl" else "true"), f"plot {name}"  # an RL run has no teacher
         assert png.startswith(b"\x89PNG") and (run / "report" / f"{name}.png").read_bytes() == png
     assert not re.search(r"(src|href)=\"?https?:", html)  # self-contained
     table = re.search(r'<table id="stage-table">(.*?)</table>', html, re.DOTALL).group(1)
@@ -129,3 +129,30 @@ def test_suite_by_stage_is_one_table_and_one_plot(tmp_path):
     assert rows["auto_think hard · chose to think"][1].startswith("<b>66.7%</b>")
     assert rows["auto_think easy · accuracy when thinking"][0] == "—"  # no easy answer reasoned
     assert '<figure id="plot-suite">' in page and (run / "report" / "suite.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_distill_stage_plots_its_kl_to_each_teacher(tmp_path):
+    from posttrain.report import build_report
+
+    run = tmp_path / "distill-run"
+    metrics = [{"step": s, "reward/mean": 0.5, "distill/kl/base": 1 / (s + 1), "distill/samples/base": 2.0,
+                **({"distill/kl/thinker": 2 / (s + 1), "distill/samples/thinker": 2.0} if s % 2 else {})}
+               for s in range(10)]  # the thinker has samples every other step only
+    write_jsonl(run / "01-distill" / "metrics.jsonl", metrics)
+    plots = figures(build_report(run).read_text())
+    assert list(PLOTS).index("distill_kl") == list(PLOTS).index("accuracy") + 1  # beside held-out accuracy
+    has_data, png = plots["distill_kl"]
+    assert has_data == "true" and (run / "report" / "distill_kl.png").read_bytes() == png
+
+
+def test_the_kl_plot_draws_one_line_per_teacher():
+    from matplotlib.figure import Figure
+
+    from posttrain.report import Axis, Stage, plot_distill_kl
+
+    stage = Stage("01-distill", [{"step": s, "distill/kl/base": 0.5, "distill/kl/thinker": 0.25 * s}
+                                 for s in range(3)], [], None, None)
+    ax = Figure().add_subplot()
+    plot_distill_kl(ax, [stage], Axis([stage]))
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+    assert lines == {"base": [0.5, 0.5, 0.5], "thinker": [0.0, 0.25, 0.5]}

@@ -54,6 +54,15 @@ def rows() -> list[dict]:
 
 
 @pytest.fixture()
+def distill_record(rows) -> dict:
+    """rows[0] as a distill sample: its completion as tokens with their teacher gaps, one token markup."""
+    texts = ["<think>", "2+2", "</think>", "<answer>", "<b>4</b>", "</answer>"]
+    gaps = [0.0, 0.6, -1.2, 0.05, 3.0, -0.3]
+    return {**rows[0], "completion": "".join(texts), "completion_tokens": len(texts), "teacher": "thinker",
+            "teacher_gap": sum(gaps) / len(gaps), "teacher_gaps": gaps, "token_texts": texts}
+
+
+@pytest.fixture()
 def make_run(tmp_path):
     """`make_run(rows, torn_tail=None) -> run directory` (once per test)."""
     return lambda records, torn_tail=None: write_run(tmp_path, records, torn_tail)

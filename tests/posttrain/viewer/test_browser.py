@@ -3,6 +3,7 @@ side, and a completion that carries a `<script>` is shown as text without runnin
 
 from __future__ import annotations
 
+import json
 import re
 
 
@@ -41,3 +42,12 @@ def test_group_view_lists_the_group_side_by_side(served, browser):
     found = articles(dom)
     assert len(found) == 2 and all('data-step="1"' in a for a in found)
     assert "mean reward <b>0.500</b>" in dom
+
+
+def test_a_distill_sample_shows_its_gap_strip_as_text(served, run_dir, rows, distill_record, browser):
+    rows[0] = distill_record
+    (run_dir / "01-rl" / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dom = browser(served + "/?step=0&group=0")
+    assert 'data-ready="1"' in dom and "teacher thinker: log p_student − log p_teacher, mean +0.358" in dom
+    assert '<span class="gap-p4" title="gap +3.000">&lt;b&gt;4&lt;/b&gt;</span>' in dom  # escaped, not bold
+    assert '<span class="gap-n3" title="gap -1.200">&lt;/think&gt;</span>' in dom

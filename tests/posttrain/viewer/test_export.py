@@ -65,3 +65,9 @@ def test_parquet_export_flattens_reward_components(run_dir, tmp_path):
     assert len(table) == 6 and all(row["reward"] == 1.0 for row in table)
     assert table[0]["reward_component.math"] == 1.0 and json.loads(table[0]["timings"]) == {"generate_s": 0.1}
     assert table[0]["images"] == '["trace_images/0-0-0.png"]'
+
+
+def test_html_export_embeds_a_gap_strip_escaped(make_run, rows, distill_record, tmp_path):
+    html = export_html(make_run([distill_record, *rows[1:]]), tmp_path).read_text()
+    assert '{"text": "\\u003cb\\u003e4\\u003c/b\\u003e", "gap": 3.0, "shade": 4}' in html
+    assert "<b>4</b>" not in html and html.count("<script") == 2

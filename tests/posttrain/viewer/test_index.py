@@ -112,6 +112,12 @@ BAD_LINES = {  # what a damaged or hostile trace line holds -> the reason the no
                                  "a valid number, unable to parse string as a number"),
     "an image path not text": ('{"images": ["a.png", 7]}', "images.1: Input should be a valid string"),
     "a prompt id of no type": ('{"prompt_id": 1.5}', "prompt_id: Input should be a valid string"),
+    "a teacher gap not a number": ('{"teacher_gaps": [0.5, "x"], "token_texts": ["a", "b"]}', "teacher_gaps.1: "
+                                   "Input should be a valid number, unable to parse string as a number"),
+    "a gap per token but one": ('{"completion_tokens": 2, "teacher_gaps": [0.5], "token_texts": ["a", "b"]}',
+                                "Value error, teacher_gaps: 1 values for 2 token_texts (completion_tokens 2)"),
+    "gaps for tokens it has not": ('{"completion_tokens": 3, "teacher_gaps": [0.5, 1], "token_texts": ["a", "b"]}',
+                                   "Value error, teacher_gaps: 2 values for 2 token_texts (completion_tokens 3)"),
 }
 
 

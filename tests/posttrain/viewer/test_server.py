@@ -119,3 +119,12 @@ def test_an_unexpected_error_answers_500_instead_of_closing_the_connection(serve
     monkeypatch.setattr(RunTraces, "overview", broken)
     status, body, _ = get(f"{served}/api/run")
     assert status == 500 and body == {"error": "RecursionError: maximum recursion depth exceeded"}
+
+
+def test_a_distill_sample_carries_its_gap_strip(served, run_dir, rows, distill_record):
+    rows[0] = distill_record
+    (run_dir / "01-rl" / "traces.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, page, _ = get(f"{served}/api/samples?limit=2")
+    first, second = page["samples"]
+    assert first["teacher"] == "thinker" and second["teacher_strip"] is None
+    assert first["teacher_strip"][4] == {"text": "<b>4</b>", "gap": 3.0, "shade": 4}  # raw: the page escapes it

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from posttrain.recipe import DistillStage, Teacher
-from posttrain.stages.distill import route_of, teacher_logprobs
+from posttrain.stages.distill import refuse_images, route_of, teacher_logprobs
 
 TEACHERS = [Teacher(model="m/think", route={"mode": "think"}), Teacher(model="m/count", route={"task": "counting"}),
             Teacher(model="m/base")]
@@ -83,3 +83,12 @@ def test_validate_refuses_a_teacher_with_another_tokenizer(tmp_path, tiny_model_
     recipe.write_text(f"name: t\nmodel: {{path: {tiny_model_dir}}}\nstages:\n  - kind: distill\n    teachers:\n"
                       f"      - {{model: {tiny_model_dir}}}\n")
     assert load_recipe(recipe).stages[0].teachers[0].label == tiny_model_dir.name
+
+
+def test_a_step_with_images_is_refused_since_teachers_would_score_placeholders():
+    text = SimpleNamespace(images=[])
+    refuse_images([{"prompt": "2+2"}], [text, text])  # text only: passes
+    with pytest.raises(ValueError, match="teachers score text only"):
+        refuse_images([{"prompt": "what is this?", "images": ["cat.png"]}], [text, text])
+    with pytest.raises(ValueError, match="give the distill stage text prompts"):
+        refuse_images([{"prompt": "zoom in"}], [text, SimpleNamespace(images=["crop.png"])])  # a tool's image
