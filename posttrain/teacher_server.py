@@ -3,21 +3,25 @@ every given completion token.
 
 `TeacherServer` is the actor's logic (a plain class, testable without Ray): it loads the teacher once, on the GPU
 its actor reserved or on its CPUs, and scores (prompt ids, completion ids) pairs in batches. `TeacherReplicas` is
-the driver's handle on N of them: a step's pairs are cut into batches of `batch_size` dealt round-robin over the
-replicas; a replica that dies is replaced and its batch sent again (once; a second death fails the step).
-`same_tokenizer` is the check that a teacher can score the student's tokens at all.
+the driver's handle on N of them, supervised as reward-model servers are (`runtime.supervised`): a step's pairs are
+cut into batches of `batch_size`, each taken by whichever replica is free; a replica that dies, or gives no answer
+within `timeout_s`, is replaced and its batch sent again, once. A second failure of one batch, or
+`max_replacements` replacements in one step, fails the step with an error saying which. `same_tokenizer` is the
+check that a teacher can score the student's tokens at all.
 
-Boundary: token ids in, log-probs out; this module knows nothing of prompts, routing or losses. Departures: text
-only (a vision prompt's pixels are not sent, so VL teachers see placeholders; refused, not silently wrong), and
-it does not yet share `rewards.model_server.ModelReplicas`'s supervision (deadlines, memory limits, blame): that
-pool scores `Sample`s into `RewardResult`s, and serving any function from it is the one-mechanism follow-up.
+Boundary: token ids in, log-probs out; this module knows nothing of prompts, routing or losses. Departure: text
+only (a vision prompt's pixels are not sent, so VL teachers see placeholders; refused, not silently wrong).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 
 import torch
+
+from runtime.devices import torch_device
+from runtime.supervised import Outcome, Supervised, error_line
 
 Pair = tuple[list[int], list[int]]  # (prompt ids, completion ids)
 
@@ -28,9 +32,7 @@ class TeacherServer:
 
         import keye_vl  # noqa: F401  (registers the Keye architecture with transformers' Auto classes)
 
-        self.device = "cuda" if gpus > 0 else "cpu"
-        if gpus > 0 and not torch.cuda.is_available():
-            raise RuntimeError(f"teacher {model_dir}: asked for {gpus} GPUs but torch sees no CUDA device")
+        self.device = torch_device(gpus, f"teacher {model_dir}")
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
         self.temperature = temperature  # the student's logprob temperature: both sides score the same distribution
 
@@ -53,46 +55,51 @@ class TeacherServer:
 
 
 class TeacherReplicas:
-    """N `TeacherServer` actors for one teacher; `logprobs` fans a step's pairs out over them."""
+    """N supervised `TeacherServer` actors for one teacher; `logprobs` fans a step's pairs out over them."""
 
     def __init__(self, model_dir: str, replicas: int = 1, gpus_per_replica: float = 0.0, cpus_per_replica: float = 1,
-                 batch_size: int = 16, temperature: float = 1.0):
+                 batch_size: int = 16, temperature: float = 1.0, timeout_s: float = 600.0,
+                 startup_timeout_s: float = 600.0, max_replacements: int = 4):
         import ray
 
-        self.remote = ray.remote(TeacherServer).options(num_cpus=cpus_per_replica, num_gpus=gpus_per_replica)
-        self.args = (model_dir, temperature, gpus_per_replica)
-        self.batch_size, self.replaced = batch_size, 0
-        self.actors = [self._launch() for _ in range(replicas)]
-
-    def _launch(self):
-        import ray
-
-        actor = self.remote.remote(*self.args)
-        ray.get(actor.ready.remote())
-        return actor
+        remote = ray.remote(TeacherServer).options(num_cpus=cpus_per_replica, num_gpus=gpus_per_replica,
+                                                   max_restarts=0)
+        self.model_dir, self.batch_size, self.timeout_s = model_dir, batch_size, timeout_s
+        try:
+            self.actors = Supervised(remote, (model_dir, temperature, gpus_per_replica), replicas,
+                                     startup_timeout_s=startup_timeout_s, max_replacements=max_replacements)
+        except Exception as error:
+            raise RuntimeError(f"teacher {model_dir} failed to start: {error_line(error, -1)}") from error
 
     def logprobs(self, pairs: list[Pair]) -> list[list[float]]:
-        import ray
-        from ray.exceptions import RayActorError
-
         batches = [pairs[i:i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
-        refs = [(k % len(self.actors), self.actors[k % len(self.actors)].logprobs.remote(b))
-                for k, b in enumerate(batches)]
-        out = []
-        for (slot, ref), batch in zip(refs, batches):
-            try:
-                out += ray.get(ref)
-            except RayActorError:  # the replica died: replace it and send its batch again, once
-                self.replaced += 1
-                self.actors[slot] = self._launch()
-                out += ray.get(self.actors[slot].logprobs.remote(batch))
-        return out
+        answers, queue, resent = [None] * len(batches), deque(range(len(batches))), set()
+        self.actors.new_round()
+        while queue or self.actors.busy():
+            if self.actors.exhausted:
+                raise RuntimeError(f"teacher {self.model_dir}: {self.actors.strikes} replicas were replaced in this "
+                                   f"step (max_replacements); it keeps dying, hanging or failing to start")
+            for slot in self.actors.free()[:len(queue)]:
+                k = queue.popleft()
+                self.actors.send(slot, k, self.timeout_s, lambda actor: actor.logprobs.remote(batches[k]))
+            for outcome in self.actors.wait():
+                k = outcome.item
+                if outcome.kind == "answered":
+                    answers[k] = outcome.reply
+                elif outcome.kind == "failed" or k in resent:
+                    raise RuntimeError(self._failure(outcome)) from outcome.error
+                else:  # its replica died or hung, and was replaced: send it again, once
+                    resent.add(k)
+                    queue.appendleft(k)
+        return [lp for answer in answers for lp in answer]
+
+    def _failure(self, outcome: Outcome) -> str:
+        what = {"failed": f"failed ({error_line(outcome.error)})", "died": "died, the second time for this batch",
+                "hung": f"gave no answer within {self.timeout_s:g}s, the second time for this batch"}[outcome.kind]
+        return f"teacher {self.model_dir}: a replica scoring a batch {what}"
 
     def close(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor)
+        self.actors.close()
 
 
 def same_tokenizer(student, teacher_dir: str | Path) -> str | None:

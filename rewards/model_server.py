@@ -2,7 +2,8 @@
 
 `ModelServer` is the actor's logic (a plain class, testable without Ray): it loads the reward once, on the GPU
 its actor reserved or on its CPUs, and scores a batch with it. `ModelReplicas` is the driver's handle on N of
-them. A step's samples are cut into batches of `batch_size`, each sent to one replica at a time:
+them (supervised: `runtime.supervised`). A step's samples are cut into batches of `batch_size`, each sent to one
+replica at a time:
 - ``random``: every batch is assigned to a replica drawn at random (seeded), Keye's dispatch: no feedback, a
   replica's batches wait for it even if another is idle;
 - ``least_loaded``: batches wait in one queue, and whichever replica is free takes the next (ties: the replica
@@ -53,6 +54,8 @@ from rewards.result import RewardResult
 from rewards.reward_process import score_call
 from rewards.sample import Sample
 from rewards.worker import check_deadline
+from runtime.devices import torch_device
+from runtime.supervised import Outcome, Supervised, error_line
 
 DISPATCH = ("random", "least_loaded")
 MEMORY_HEADROOM_MB = 4096  # growth allowed past the loaded model when memory_mb is unset: the pool's memory_mb default
@@ -102,7 +105,7 @@ class ModelServer:
                  memory_mb: int | None = None):
         import torch
 
-        device = claim_devices(gpus)
+        device = torch_device(gpus, "reward server")
         torch.set_num_threads(max(1, math.ceil(cpus)))
         self.reward = load_reward(spec, **with_device(spec, dict(options or {}), device))
         self.loaded_mb = rss_mb()
@@ -130,23 +133,6 @@ def rss_mb() -> float:
     """This process's resident memory in MB (Linux's /proc, as `rewards.reward_process` reads it)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def claim_devices(gpus: float) -> str:
-    """The torch device of a server: "cuda" when it reserved GPUs and torch sees one (else an error saying what
-    is missing), "cpu" otherwise, with CUDA hidden inside an actor that reserved none (`runtime.devices`)."""
-    from runtime.devices import hide_unreserved_gpus
-
-    ids = hide_unreserved_gpus()
-    if not gpus:
-        return "cpu"
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"reward server reserved {gpus:g} GPU(s) (Ray GPU ids {ids}, CUDA_VISIBLE_DEVICES="
-                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but torch {torch.__version__} sees no CUDA "
-                           f"device: install a CUDA build of torch on the GPU nodes, or serve it with gpus: 0")
-    return "cuda"
 
 
 def with_device(spec, options: dict, device: str) -> dict:
@@ -208,33 +194,21 @@ class _Batch:
 
 
 @dataclass
-class _Replica:
-    actor: object
-    starting: object = None  # the `ready` ref while it starts (until `deadline`)
-    queue: deque = field(default_factory=deque)  # random dispatch: the batches assigned to it
-    call: object = None  # the `score` ref in flight
-    batch: _Batch | None = None
-    sent: float = 0.0
-    deadline: float = 0.0
-    samples: int = 0  # scored this step
-
-
-@dataclass
 class _Step:
     results: list
+    own: list  # random dispatch: each replica's own queue of batches
+    samples: list  # scored by each replica
     shared: deque = field(default_factory=deque)  # least_loaded: batches waiting for any free replica
     latencies: list = field(default_factory=list)
     model_s: float = 0.0
     sent: list = field(default_factory=list)  # sizes of the batches sent
     queue_max: int = 0
     rss_max_mb: float = 0.0
-    replaced: int = 0
-    strikes: int = 0  # replacements caused by this step's batches (those found dead before it do not count)
-    given_up: bool = False  # past max_replacements: nothing more is sent this step
 
 
 class ModelReplicas:
-    """N `ModelServer` actors for one reward; `score(samples) -> (results, metrics)` (see the module docstring)."""
+    """N `ModelServer` actors for one reward, supervised (`runtime.supervised`); `score(samples) -> (results,
+    metrics)` (see the module docstring)."""
 
     def __init__(self, spec, options: dict | None = None, config: ServeConfig | None = None):
         import ray
@@ -242,25 +216,27 @@ class ModelReplicas:
         if not ray.is_initialized():
             raise RuntimeError("ModelReplicas needs a running Ray cluster: call ray.init(...) first")
         self.spec, self.options, self.config = spec, dict(options or {}), config or ServeConfig()
+        c = self.config
         validate_reward(spec, **self.options)  # a broken spec or option fails here, not inside N actors
         self._check_gpus()
-        self._remote = ray.remote(ModelServer)
-        self.replicas = [_Replica(self._launch()) for _ in range(self.config.replicas)]
+        remote = ray.remote(ModelServer).options(num_cpus=c.cpus, num_gpus=c.gpus, max_restarts=0)
         try:
-            names = ray.get([r.actor.ready.remote() for r in self.replicas], timeout=self.config.startup_timeout_s)
+            self.actors = Supervised(remote, (spec, self.options, c.cpus, c.gpus, c.memory_mb), c.replicas,
+                                     startup_timeout_s=c.startup_timeout_s, grace_s=c.grace_s,
+                                     max_replacements=c.max_replacements)
         except ray.exceptions.GetTimeoutError as error:
-            self.close()
-            c = self.config
             raise RuntimeError(f"reward server for {spec!r} did not start within {c.startup_timeout_s:g}s: Ray could "
                                f"not place {c.replicas} replicas x ({c.cpus:g} CPUs, {c.gpus:g} GPUs) beside the "
                                f"other actors (free now: {ray.available_resources()}), or loading the model hung; "
                                f"lower serve.cpus / serve.replicas") from error
         except Exception as error:
-            self.close()
-            raise RuntimeError(f"reward server for {spec!r} failed to start: {_last_line(error)}") from error
-        self.name = names[0]
-        self.rng = random.Random(self.config.seed)
-        self.replaced_total = 0
+            raise RuntimeError(f"reward server for {spec!r} failed to start: {error_line(error, -1)}") from error
+        self.name = self.actors.ready_replies[0]
+        self.rng = random.Random(c.seed)
+
+    @property
+    def replicas(self) -> list:  # the supervised slots, each with its `actor`
+        return self.actors.slots
 
     def _check_gpus(self) -> None:
         import ray
@@ -272,55 +248,48 @@ class ModelReplicas:
                                f"(serve.replicas x serve.gpus) but the Ray cluster has {have:g} GPUs; run on GPU "
                                f"nodes (cluster.gpus_per_node) or serve it on CPU with gpus: 0")
 
-    def _launch(self):
-        c = self.config
-        return self._remote.options(num_cpus=c.cpus, num_gpus=c.gpus, max_restarts=0).remote(
-            self.spec, self.options, c.cpus, c.gpus, c.memory_mb)
-
     def close(self) -> None:
-        import ray
-
-        for replica in self.replicas:
-            ray.kill(replica.actor, no_restart=True)
-        self.replicas = []
+        self.actors.close()
 
     # ------------------------------------------------------------------------------------------ one step
     def score(self, samples: list[Sample]) -> tuple[list[RewardResult], dict]:
-        start = time.perf_counter()
-        step = _Step([None] * len(samples))
-        self._check_health(step)
+        start, n = time.perf_counter(), len(self.replicas)
+        step = _Step([None] * len(samples), [deque() for _ in range(n)], [0] * n)
+        self.actors.new_round()  # replicas that died or hang between steps are replaced, no batch blamed
         size = self.config.batch_size
         for i in range(0, len(samples), size):
-            self._assign(step, _Batch(list(range(i, min(len(samples), i + size)))))
+            batch = _Batch(list(range(i, min(len(samples), i + size))))
+            (step.own[self.rng.randrange(n)] if self.config.dispatch == "random" else step.shared).append(batch)
         while self._pending(step):
             self._send(samples, step)
-            self._wait(step)
+            for outcome in self.actors.wait():
+                self._ended(outcome, step)
         return step.results, self._metrics(step, time.perf_counter() - start)
 
-    def _assign(self, step: _Step, batch: _Batch) -> None:
-        queue = (self.replicas[self.rng.randrange(len(self.replicas))].queue
-                 if self.config.dispatch == "random" else step.shared)
-        queue.append(batch)
+    def _queue_of(self, step: _Step, slot: int) -> deque:
+        """Where a batch for `slot` waits: that replica's own queue under random dispatch, else the shared one."""
+        return step.own[slot] if self.config.dispatch == "random" else step.shared
 
     def _pending(self, step: _Step) -> bool:
-        return bool(step.shared) or any(r.queue or r.call is not None for r in self.replicas)
+        return bool(step.shared) or any(step.own) or self.actors.busy()
 
     def _send(self, samples: list[Sample], step: _Step) -> None:
-        """Each free, started replica takes its next batch (its own queue, else the shared one)."""
+        """Each free, started replica takes its next batch (its own queue, else the shared one); past
+        `max_replacements` in this step, the batches waiting are marked ``crash`` instead."""
+        if self.actors.exhausted:
+            self._give_up(step)
         self._drop_spent(step)
-        free = sorted((r for r in self.replicas if r.call is None and r.starting is None), key=lambda r: r.samples)
-        for replica in free:
-            queue = replica.queue or step.shared
+        for slot in sorted(self.actors.free(), key=lambda k: step.samples[k]):
+            queue = step.own[slot] or step.shared
             if not queue:
                 continue
-            batch = queue.popleft()
-            replica.batch, replica.sent = batch, time.perf_counter()
-            replica.deadline = replica.sent + self._allowed(batch, replica.sent)
+            batch, now = queue.popleft(), time.perf_counter()
             if batch.retry is not None:
-                batch.retry.sent(replica.sent)
-            replica.call = replica.actor.score.remote([samples[i] for i in batch.indices])
+                batch.retry.sent(now)
+            chunk = [samples[i] for i in batch.indices]
+            self.actors.send(slot, batch, self._allowed(batch, now), lambda actor: actor.score.remote(chunk))
             step.sent.append(len(batch.indices))
-        step.queue_max = max(step.queue_max, len(step.shared) + max(len(r.queue) for r in self.replicas))
+        step.queue_max = max(step.queue_max, len(step.shared) + max(len(q) for q in step.own))
 
     def _allowed(self, batch: _Batch, now: float) -> float:
         """Seconds a call of `batch` may take (see Timeouts in the module docstring)."""
@@ -332,7 +301,7 @@ class ModelReplicas:
     def _drop_spent(self, step: _Step) -> None:
         """Mark ``timeout`` the waiting samples of timed-out batches whose re-scoring budget is spent."""
         now = time.perf_counter()
-        for queue in [step.shared] + [r.queue for r in self.replicas]:
+        for queue in [step.shared, *step.own]:
             spent = [b for b in queue if b.retry is not None and b.retry.left(now) <= 0]
             for batch in spent:
                 queue.remove(batch)
@@ -343,51 +312,29 @@ class ModelReplicas:
                 f"samples again one at a time used up their {retry.budget_s:g}s (serve.batch_timeout_s) before "
                 f"this one's turn; raise serve.batch_timeout_s if the model is this slow")
 
-    def _wait(self, step: _Step) -> None:
-        import ray
-
-        calls = {r.call: r for r in self.replicas if r.call is not None}
-        starts = {r.starting: r for r in self.replicas if r.starting is not None}
-        if not self._pending(step) or (not calls and not starts):  # nothing left but replicas starting: done
-            return
-        timeout = max(0.0, min(r.deadline for r in [*calls.values(), *starts.values()]) - time.perf_counter())
-        ready, _ = ray.wait(list(calls) + list(starts), num_returns=1, timeout=timeout)
-        if ready:  # take everything that is in
-            ready, _ = ray.wait(list(calls) + list(starts), num_returns=len(calls) + len(starts), timeout=0)
-        for ref in ready:
-            if ref in calls:
-                self._collect(ref, calls[ref], step)
-            else:
-                self._started(ref, starts[ref], step)
-        self._expire(step)
-
-    def _collect(self, ref, replica: _Replica, step: _Step) -> None:
-        import ray
-
-        batch = self._take(replica)
-        try:
-            reply: ServerReply = ray.get(ref)
-        except ray.exceptions.RayActorError as error:
-            self._died(replica, batch, step, error)
-            return
-        except ray.exceptions.RayError as error:  # the call itself failed (a sample that cannot be sent)
-            self._fail(step, batch.indices, "exception", f"reward server call failed: {_first_line(error)}")
-            return
-        step.latencies.append(time.perf_counter() - replica.sent)
-        step.model_s += reply.model_s
-        replica.samples += len(batch.indices)
-        for i, result in zip(batch.indices, reply.results):
-            step.results[i] = result
-        self._check_memory(replica, reply, step)
-
-    def _take(self, replica: _Replica) -> _Batch:
-        """The replica's call is over (answered, failed or abandoned): its batch, the replica free."""
-        batch, replica.call, replica.batch = replica.batch, None, None
+    def _ended(self, outcome: Outcome, step: _Step) -> None:
+        batch = outcome.item
         if batch.retry is not None:
             batch.retry.back(time.perf_counter())
-        return batch
+        if outcome.kind == "answered":
+            self._scored(outcome, step)
+        elif outcome.kind == "failed":  # the call itself failed (a sample that cannot be sent)
+            self._fail(step, batch.indices, "exception", f"reward server call failed: {error_line(outcome.error)}")
+        elif outcome.kind == "died":
+            self._died(outcome, step)
+        else:
+            self._hung(outcome, step)
 
-    def _check_memory(self, replica: _Replica, reply: ServerReply, step: _Step) -> None:
+    def _scored(self, outcome: Outcome, step: _Step) -> None:
+        reply: ServerReply = outcome.reply
+        step.latencies.append(outcome.latency_s)
+        step.model_s += reply.model_s
+        step.samples[outcome.slot] += len(outcome.item.indices)
+        for i, result in zip(outcome.item.indices, reply.results):
+            step.results[i] = result
+        self._check_memory(outcome.slot, reply, step)
+
+    def _check_memory(self, slot: int, reply: ServerReply, step: _Step) -> None:
         """Replace a replica grown past its memory bound (the scores it just gave stand)."""
         step.rss_max_mb = max(step.rss_max_mb, reply.rss_mb)
         bound = self.config.memory_mb or reply.loaded_mb + MEMORY_HEADROOM_MB
@@ -395,49 +342,30 @@ class ModelReplicas:
             return
         setting = f"memory_mb={self.config.memory_mb}" if self.config.memory_mb else \
             f"{reply.loaded_mb:.0f} MB once loaded + {MEMORY_HEADROOM_MB} MB, memory_mb unset"
-        print(f"reward server {self.name!r}: replica {self.replicas.index(replica)} (pid {reply.pid}) holds "
-              f"{reply.rss_mb:.0f} MB, over its bound of {bound:.0f} MB ({setting}); replacing it", file=sys.stderr,
-              flush=True)
-        self._replace(replica, step)
+        print(f"reward server {self.name!r}: replica {slot} (pid {reply.pid}) holds {reply.rss_mb:.0f} MB, over its "
+              f"bound of {bound:.0f} MB ({setting}); replacing it", file=sys.stderr, flush=True)
+        self.actors.replace(slot)
 
-    def _died(self, replica: _Replica, batch: _Batch, step: _Step, error: Exception) -> None:
-        """Replace the replica; re-send its batch, or split it, or blame its one sample."""
+    def _died(self, outcome: Outcome, step: _Step) -> None:
+        """Its replica was replaced: re-send the batch, or split it, or blame its one sample."""
+        batch = outcome.item
         batch.deaths += 1
-        self._replace(replica, step)
         if batch.deaths == 1:
-            self._requeue(step, replica, [batch])
+            self._queue_of(step, outcome.slot).appendleft(batch)
         elif len(batch.indices) > 1:
-            self._requeue(step, replica, [_Batch([i], deaths=1) for i in batch.indices])
+            self._queue_of(step, outcome.slot).extendleft(reversed([_Batch([i], deaths=1) for i in batch.indices]))
         else:
             self._fail(step, batch.indices, "crash", f"reward server died while scoring, twice "
-                                                      f"({_first_line(error)})")
+                                                      f"({error_line(outcome.error)})")
 
-    def _requeue(self, step: _Step, replica: _Replica, batches: list[_Batch]) -> None:
-        if step.given_up:
-            self._fail(step, [i for b in batches for i in b.indices], "crash", self._limit_message(step))
-            return
-        queue = replica.queue if self.config.dispatch == "random" else step.shared
-        queue.extendleft(reversed(batches))
-
-    def _expire(self, step: _Step) -> None:
-        import ray
-
-        now = time.perf_counter()
-        for replica in [r for r in self.replicas if r.starting is not None and now >= r.deadline]:
-            replica.starting = None  # still not started (no free resources, or a hung load)
-            self._replace(replica, step)
-        for replica in [r for r in self.replicas if r.call is not None and now >= r.deadline]:
-            if ray.wait([replica.call], timeout=0)[0]:  # it answered while the driver was busy
-                self._collect(replica.call, replica, step)
-                continue
-            waited = replica.deadline - replica.sent
-            batch = self._take(replica)
-            self._replace(replica, step)
-            if len(batch.indices) > 1:  # find the guilty sample(s): the others get their scores
-                retry = _Retries(len(batch.indices), waited, max(self.config.timeout_s, self.config.batch_timeout_s))
-                self._requeue(step, replica, [_Batch([i], retry=retry) for i in batch.indices])
-            else:
-                self._fail(step, batch.indices, "timeout", self._timeout_message(batch, waited))
+    def _hung(self, outcome: Outcome, step: _Step) -> None:
+        """Its replica was replaced: a batch's samples are scored again alone, in one budget; one is ``timeout``."""
+        batch, waited = outcome.item, outcome.allowed_s
+        if len(batch.indices) > 1:
+            retry = _Retries(len(batch.indices), waited, max(self.config.timeout_s, self.config.batch_timeout_s))
+            self._queue_of(step, outcome.slot).extendleft(reversed([_Batch([i], retry=retry) for i in batch.indices]))
+        else:
+            self._fail(step, batch.indices, "timeout", self._timeout_message(batch, waited))
 
     def _timeout_message(self, batch: _Batch, waited: float) -> str:
         text = f"reward server gave no answer within {waited:g}s for this sample alone"
@@ -448,60 +376,14 @@ class ModelReplicas:
                 text += f" (what was left of their {retry.budget_s:g}s, serve.batch_timeout_s)"
         return text + "; the replica was killed and replaced"
 
-    def _replace(self, replica: _Replica, step: _Step, strike: bool = True) -> None:
-        """Kill the replica's actor and start another in its place (it takes batches once it is ready); past
-        `max_replacements` strikes in this step, everything not yet sent is marked ``crash``."""
-        import ray
-
-        ray.kill(replica.actor, no_restart=True)
-        step.replaced += 1
-        step.strikes += strike
-        self.replaced_total += 1
-        replica.actor = self._launch()
-        replica.starting = replica.actor.ready.remote()
-        replica.deadline = time.perf_counter() + self.config.startup_timeout_s
-        if step.strikes > self.config.max_replacements and not step.given_up:
-            self._give_up(step)
-
-    def _started(self, ref, replica: _Replica, step: _Step) -> None:
-        import ray
-
-        replica.starting = None
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayError:
-            self._replace(replica, step)  # it died starting: try again (bounded by max_replacements)
-
     def _give_up(self, step: _Step) -> None:
         """Mark every batch still waiting ``crash``; the batches in flight on live replicas still finish."""
-        step.given_up = True
-        queues = [step.shared] + [r.queue for r in self.replicas]
-        self._fail(step, [i for q in queues for b in q for i in b.indices], "crash", self._limit_message(step))
-        for queue in queues:
+        message = (f"not scored: {self.actors.strikes} reward server replicas were replaced in this step (limit "
+                   f"max_replacements={self.config.max_replacements}); the model keeps dying, hanging or failing to "
+                   f"start")
+        for queue in [step.shared, *step.own]:
+            self._fail(step, [i for b in queue for i in b.indices], "crash", message)
             queue.clear()
-
-    def _limit_message(self, step: _Step) -> str:
-        return (f"not scored: {step.strikes} reward server replicas were replaced in this step (limit "
-                f"max_replacements={self.config.max_replacements}); the model keeps dying, hanging or failing to "
-                f"start")
-
-    def _check_health(self, step: _Step) -> None:
-        """Replace replicas that died (or hang) between steps, so no batch is sent to a dead one."""
-        import ray
-
-        for replica in self.replicas:
-            replica.samples = 0
-        refs = {r.actor.ready.remote(): r for r in self.replicas if r.starting is None}
-        if not refs:
-            return
-        ready, stuck = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.grace_s)
-        for ref in ready:
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                self._replace(refs[ref], step, strike=False)
-        for ref in stuck:
-            self._replace(refs[ref], step, strike=False)
 
     @staticmethod
     def _fail(step: _Step, indices: list[int], kind: str, message: str) -> None:
@@ -514,19 +396,8 @@ class ModelReplicas:
         metrics = {p + "latency_s": sum(lat) / len(lat) if lat else 0.0, p + "latency_max_s": max(lat, default=0.0),
                    p + "model_s": step.model_s, p + "wall_s": wall_s, p + "batches": len(step.sent),
                    p + "batch_size": sum(step.sent) / len(step.sent) if step.sent else 0.0,
-                   p + "queue_max": step.queue_max, p + "replicas_replaced": step.replaced,
+                   p + "queue_max": step.queue_max, p + "replicas_replaced": self.actors.replaced,
                    p + "rss_max_mb": step.rss_max_mb,
                    p + "errors": sum(r is not None and r.error is not None for r in step.results)}
-        metrics.update({f"{p}replica_{k}/samples": r.samples for k, r in enumerate(self.replicas)})
+        metrics.update({f"{p}replica_{k}/samples": n for k, n in enumerate(step.samples)})
         return metrics
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _last_line(error: Exception) -> str:
-    """An actor's failed `__init__` arrives as Ray's traceback text; its last line is the exception raised."""
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else type(error).__name__

@@ -1,4 +1,4 @@
-"""The reward worker pool: K `RewardWorker` Ray actors, batched dispatch, deadlines, and replacement.
+"""The reward worker pool: K `RewardWorker` Ray actors under `runtime.supervised`, and what their failures mean.
 
 A batch is cut into chunks, one in flight per worker. Each worker enforces the per-sample deadline itself by
 killing the reward's child process (see `worker`, `reward_process`), so a stuck sample costs its chunk the
@@ -28,6 +28,7 @@ from rewards.result import RewardResult, summarize
 from rewards.sample import Sample
 from rewards.reward_process import ProcessLimits
 from rewards.worker import RewardWorker, WorkerReply, check_deadline
+from runtime.supervised import Outcome, Supervised, error_line
 
 ON_ERROR = ("zero", "skip", "fail")
 
@@ -69,13 +70,6 @@ class RewardFailed(RuntimeError):
         self.batch = batch
 
 
-@dataclass
-class _Job:
-    slot: int
-    indices: list[int]
-    deadline: float
-
-
 class RewardPool:
     def __init__(self, reward, options: dict | None = None, config: PoolConfig | None = None):
         import ray
@@ -85,70 +79,24 @@ class RewardPool:
                                "`with runtime.local_ray.local_ray(2): ...`")
         validate_reward(reward, **(options or {}))  # a broken spec fails here, not inside K actors
         self.reward, self.options = reward, options or {}
-        self.config = config or PoolConfig()
-        self._remote = ray.remote(RewardWorker)
-        self.actors = [self._launch() for _ in range(self.config.num_workers)]
-        self._await_ready(self.actors)
-        self._spare = None  # started after the first replacement: a reward that broke one worker may again
-        self.replaced_total = 0
-        self._replaced_batch, self._crashed_once = 0, set()
-
-    # ------------------------------------------------------------------------------------- actors
-    def _launch(self):
-        cpus, c = self.config.cpus_per_worker, self.config
-        return self._remote.options(num_cpus=cpus, max_restarts=0).remote(self.reward, self.options, cpus,
-                                                                           c.memory_mb, c.output_mb)
-
-    def _await_ready(self, actors) -> None:
-        import ray
-
-        try:
-            ray.get([a.ready.remote() for a in actors], timeout=self.config.startup_timeout_s)
+        c = self.config = config or PoolConfig()
+        remote = ray.remote(RewardWorker).options(num_cpus=c.cpus_per_worker, max_restarts=0)
+        try:  # a worker starts in seconds: it imports the reward and its dependencies
+            self.workers = Supervised(remote, (reward, self.options, c.cpus_per_worker, c.memory_mb, c.output_mb),
+                                      c.num_workers, startup_timeout_s=c.startup_timeout_s, grace_s=c.grace_s,
+                                      max_replacements=c.max_replacements, spare=c.spare)
         except Exception as error:
-            raise RuntimeError(f"reward workers for {self.reward!r} failed to start: {error}") from error
+            raise RuntimeError(f"reward workers for {reward!r} failed to start: {error}") from error
 
-    def _replace(self, slot: int) -> None:
-        """Kill the worker in `slot`; the warm spare takes its place and a new spare starts in the background.
-        (A worker starts in seconds: it imports the reward and its dependencies.)"""
-        import ray
-
-        ray.kill(self.actors[slot], no_restart=True)
-        candidate, self._spare = self._spare or self._launch(), None
-        try:
-            self._await_ready([candidate])
-        except RuntimeError:  # the spare itself died while waiting: start one from scratch
-            candidate = self._launch()
-            self._await_ready([candidate])
-        self.actors[slot] = candidate
-        self._spare = self._launch() if self.config.spare else None
-        self.replaced_total += 1
-        self._replaced_batch += 1
-
-    def _check_health(self) -> None:
-        """Replace workers that died or hung while idle, so no sample is blamed for them."""
-        import ray
-
-        refs = {a.ready.remote(): slot for slot, a in enumerate(self.actors)}
-        ready, stuck = ray.wait(list(refs), num_returns=len(refs), timeout=self.config.grace_s)
-        for ref in ready:
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                self._replace(refs[ref])
-        for ref in stuck:
-            self._replace(refs[ref])
+    @property
+    def actors(self) -> list:
+        return [slot.actor for slot in self.workers.slots]
 
     def close(self) -> None:
         """Close each worker's reward process first (it kills everything the reward started, ``setsid`` ones
         included), waiting at most `grace_s`; then kill the actors. ``ray.kill`` alone would leave those
         descendants running: the reward process dies with its actor, but what it started does not."""
-        import ray
-
-        actors = self.actors + ([self._spare] if self._spare else [])
-        ray.wait([a.close.remote() for a in actors], num_returns=len(actors), timeout=self.config.grace_s)
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        self.actors, self._spare = [], None
+        self.workers.close(lambda worker: worker.close.remote())
 
     def __enter__(self):
         return self
@@ -165,92 +113,55 @@ class RewardPool:
     def results(self, samples: list[Sample]) -> tuple[list[RewardResult], dict]:
         """Every sample's result before `on_error` is applied, and the pool's replacement counts: what `score`
         reports, for a caller that merges these results with other scores first (`rewards.served`)."""
-        self._replaced_batch, self._crashed_once, self._restarts = 0, set(), 0
-        self._check_health()
+        self._crashed_once, self._restarts = set(), 0
+        self.workers.new_round()  # workers that died or hung while idle are replaced, no sample blamed
         results: list[RewardResult | None] = [None] * len(samples)
         self._run(samples, results)
-        return results, {"reward/workers_replaced": self._replaced_batch, "reward/processes_replaced": self._restarts}
+        return results, {"reward/workers_replaced": self.workers.replaced, "reward/processes_replaced": self._restarts}
 
     def _chunks(self, n: int) -> list[list[int]]:
-        size = self.config.chunk_size or max(1, math.ceil(n / (2 * len(self.actors))))
+        size = self.config.chunk_size or max(1, math.ceil(n / (2 * len(self.workers.slots))))
         return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
     def _run(self, samples: list[Sample], results: list) -> None:
-        import ray
-
-        queue, in_flight = deque(self._chunks(len(samples))), {}
-        idle = list(range(len(self.actors)))
-        deadline_s = self.config.deadline_s
-        while queue or in_flight:
-            while queue and idle:
+        queue, deadline_s, grace = deque(self._chunks(len(samples))), self.config.deadline_s, self.config.grace_s
+        while queue or self.workers.busy():
+            while queue and self.workers.exhausted:
+                self._give_up(queue.popleft(), results)
+            for slot in self.workers.free()[:len(queue)]:
                 indices = queue.popleft()
-                if self._replaced_batch >= self.config.max_replacements:
-                    self._give_up(indices, results)
-                    continue
-                slot = idle.pop()
-                ref = self.actors[slot].score.remote([samples[i] for i in indices], deadline_s)
-                grace = self.config.grace_s
-                hard = time.perf_counter() + len(indices) * (2 * deadline_s + grace) + grace
-                in_flight[ref] = _Job(slot, indices, hard)
-            if not in_flight:
-                continue
-            wait = max(0.0, min(j.deadline for j in in_flight.values()) - time.perf_counter())
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait)
-            if ready:  # take every reply that is in, not just the first
-                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
-            for ref in ready:
-                job = in_flight.pop(ref)
-                self._collect(ref, job, results, queue)
-                idle.append(job.slot)
-            self._expire(in_flight, idle, results, queue)
+                chunk = [samples[i] for i in indices]
+                hard = len(indices) * (2 * deadline_s + grace) + grace  # the most a worker doing its job takes
+                self.workers.send(slot, indices, hard, lambda worker: worker.score.remote(chunk, deadline_s))
+            for outcome in self.workers.wait():
+                self._ended(outcome, results, queue)
 
-    def _expire(self, in_flight: dict, idle: list, results: list, queue: deque) -> None:
-        """Kill and replace workers past their hard deadline (the worker actor itself stopped answering). A reply
-        that arrived while the driver was busy replacing another worker is collected."""
-        import ray
-
-        now = time.perf_counter()
-        expired = [ref for ref, job in in_flight.items() if now >= job.deadline]
-        if not expired:
-            return
-        arrived, _ = ray.wait(expired, num_returns=len(expired), timeout=0)
-        for ref in expired:
-            job = in_flight.pop(ref)
-            if ref in arrived:
-                self._collect(ref, job, results, queue)
+    def _ended(self, outcome: Outcome, results: list, queue: deque) -> None:
+        indices = outcome.item
+        if outcome.kind == "answered":
+            self._collect(outcome.reply, indices, results, queue)
+        elif outcome.kind == "failed":  # the call itself failed (e.g. a sample that cannot pickle)
+            for i in indices:
+                results[i] = RewardResult.failed("exception", f"reward worker call failed: {outcome.error}")
+        elif outcome.kind == "died":
+            if len(indices) == 1 and indices[0] not in self._crashed_once:
+                self._crashed_once.add(indices[0])  # a worker can die for other reasons: blame on the 2nd
+                queue.append(indices)
             else:
-                self._replace(job.slot)
-                self._retry_or_fail(job.indices, "timeout", f"worker gave no answer within its "
-                                    f"hard deadline ({self.config.deadline_s:g}s per sample, twice, plus "
-                                    f"{self.config.grace_s:g}s grace); "
-                                    f"it was killed and replaced", results, queue)
-            idle.append(job.slot)
+                message = f"reward worker process died while scoring ({error_line(outcome.error)})"
+                self._retry_or_fail(indices, "crash", message, results, queue)
+        else:
+            self._retry_or_fail(indices, "timeout", f"worker gave no answer within its hard deadline "
+                                f"({self.config.deadline_s:g}s per sample, twice, plus {self.config.grace_s:g}s "
+                                f"grace); it was killed and replaced", results, queue)
 
-    def _collect(self, ref, job: _Job, results: list, queue: deque) -> None:
-        import ray
-
-        try:
-            reply: WorkerReply = ray.get(ref)
-        except ray.exceptions.RayActorError as error:
-            self._replace(job.slot)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            message = f"reward worker process died while scoring ({first})"
-            if len(job.indices) == 1 and job.indices[0] not in self._crashed_once:
-                self._crashed_once.add(job.indices[0])  # a worker can die for other reasons: blame on the 2nd
-                queue.append(job.indices)
-            else:
-                self._retry_or_fail(job.indices, "crash", message, results, queue)
-            return
-        except ray.exceptions.RayError as error:  # the call itself failed (e.g. a sample that cannot pickle)
-            for i in job.indices:
-                results[i] = RewardResult.failed("exception", f"reward worker call failed: {error}")
-            return
+    def _collect(self, reply: WorkerReply, indices: list[int], results: list, queue: deque) -> None:
         self._restarts += reply.restarts
-        leftover = [i for i, r in zip(job.indices, reply.results) if r is None]
-        for i, r in zip(job.indices, reply.results):
+        leftover = [i for i, r in zip(indices, reply.results) if r is None]
+        for i, r in zip(indices, reply.results):
             if r is not None:
                 results[i] = r
-        if leftover and len(leftover) == len(job.indices) and len(leftover) > 1:
+        if leftover and len(leftover) == len(indices) and len(leftover) > 1:
             queue.extend([i] for i in leftover)  # a batched call hung: find the culprit one by one
         elif leftover:
             queue.append(leftover)  # never reached: innocent, score them elsewhere
@@ -265,7 +176,7 @@ class RewardPool:
     def _give_up(self, indices: list[int], results: list) -> None:
         for i in indices:
             results[i] = RewardResult.failed(
-                "crash", f"not scored: {self._replaced_batch} workers were replaced in this batch (limit "
+                "crash", f"not scored: {self.workers.strikes} workers were replaced in this batch (limit "
                          f"max_replacements={self.config.max_replacements}); the reward keeps killing or hanging "
                          f"its workers")
 

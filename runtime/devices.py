@@ -34,6 +34,19 @@ def hide_unreserved_gpus() -> list[str]:
     return ids
 
 
+def torch_device(gpus: float, who: str) -> str:
+    """An actor's torch device: "cuda" if it reserved `gpus` (an error naming `who` and what is missing if torch sees
+    no CUDA device: never a silent CPU fall-back), else "cpu", with every GPU hidden (`hide_unreserved_gpus`)."""
+    ids = hide_unreserved_gpus()
+    import torch
+
+    if gpus and not torch.cuda.is_available():
+        raise RuntimeError(f"{who} reserved {gpus:g} GPU(s) (Ray GPU ids {ids}, CUDA_VISIBLE_DEVICES="
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}) but torch {torch.__version__} sees no CUDA "
+                           f"device: install a CUDA build of torch on the GPU nodes, or give it gpus: 0")
+    return "cuda" if gpus else "cpu"
+
+
 def visible_devices() -> dict:
     """Where this process runs (Ray node id, pid) and what it may use: for logs, the placement tests and the
     memory benchmarks."""
