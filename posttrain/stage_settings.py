@@ -24,9 +24,10 @@ SECTIONS_READ = {"sft": ("learner",), "rl": ("learner", "rollout", "reward"),
                  "cold_start_build": (), "rejection_sample": ("rollout", "reward"), "preference": ("learner",)}
 PLACEMENT_KEYS = {"num_workers", "cpus_per_worker", "gpus_per_worker", "threads", "max_batch_size", "timeout_s",
                   "checkpoint_every"}
-# How fast, not what: every engine samples from the same model and sampling settings, and packed micro-batches
-# give the logits of unpacked ones. A run started when the defaults were `transformers` / `bucket` resumes.
-SPEED_KEYS = {"engine", "micro_batching"}
+# How fast, not what: every engine samples from the same model and sampling settings, and packed or
+# shared-prefix micro-batches give the logits of unpacked ones. A run started when the defaults were
+# `transformers` / `bucket` resumes.
+SPEED_KEYS = {"engine", "micro_batching", "shared_prefix"}
 # Bounds that stop a run but never change what it trains (`reward.max_error_rate`): raising one to resume a
 # stopped run is what its error message suggests, so it is no change.
 GUARD_KEYS = {"max_error_rate", "error_window"}

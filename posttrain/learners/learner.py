@@ -1,6 +1,7 @@
 """`Learner`: one data-parallel rank of training, a DeepSpeed engine plus the loss, as a plain class.
 
-It turns a `TrainBatch` (its rank's share) into one optimizer update: micro-batches (bucketed or packed), a
+It turns a `TrainBatch` (its rank's share) into one optimizer update: micro-batches (bucketed or packed, or with
+`learner.shared_prefix` each group's prompt once before its completions: `shared_prefix.py`), a
 forward under optional bf16 autocast over fp32 master weights (DeepSpeed's `torch_autocast`; the step's
 `matmul_bits` says what the matmuls ran in), the registered loss with whole-batch
 denominators, one backward per micro-batch, one DeepSpeed `step()`. `learner_group.py` runs N of these as Ray
@@ -39,6 +40,7 @@ from posttrain.learners import engine_setup, lora
 from posttrain.learners.batch import TrainBatch, VisionLayout
 from posttrain.learners.learner_config import LearnerConfig
 from posttrain.learners.micro_batches import Layout, MicroBatch, build_micro_batches
+from posttrain.learners.shared_prefix import build_shared_micro_batches, token_logprobs
 from posttrain.losses import BatchTotals, LossInputs, build_loss
 from rollout.shared_weights import SharedWeightsLayout, private_weights_path, write_slot
 from rollout.weight_sync import BroadcastGroup, Plan, TensorMeta
@@ -57,6 +59,9 @@ class Learner:
         self.autocast = engine_setup.use_bf16_autocast(config)
         torch.manual_seed(config.seed)
         self.loss = build_loss(config.loss.name, **config.loss.args)
+        if config.shared_prefix and self.loss.model_output != "logprobs":
+            raise ValueError(f"learner.shared_prefix needs a loss on token log-probs; {config.loss.name!r} reads "
+                             f"head scores, one per row")
         self.ds_config = engine_setup.deepspeed_config(config, self.world_size)
         model = model if model is not None else engine_setup.load_model(config, ds_config=self.ds_config)
         if config.gradient_checkpointing:
@@ -139,8 +144,9 @@ class Learner:
         if self.loss.model_output == "scores" and mode in ("pack", "auto"):
             mode = "bucket"  # a classification head pools one token per row: rows must not be packed
         pad = getattr(self.model_config, "pad_token_id", None) or 0
-        return build_micro_batches(batch, self.config.grad_accum_steps, mode, self._positions(batch),
-                                   self.vision_layout, self.config.pack_length, pad)
+        build = build_shared_micro_batches if self.config.shared_prefix else build_micro_batches
+        return build(batch, self.config.grad_accum_steps, mode, self._positions(batch), self.vision_layout,
+                     self.config.pack_length, pad)
 
     def _run_model(self, model, mb: MicroBatch):
         """The forward of the DeepSpeed engine (which opens its own bf16 autocast: `engine_setup.BF16_AUTOCAST`) or
@@ -159,6 +165,11 @@ class Learner:
         """Compact [n, l] log-probs of each token given its prefix (column 0: none, 0) and optional entropy
         (outside autograd unless a loss trains on it: a logged entropy would otherwise cost a second softmax's
         backward graph over the whole vocabulary)."""
+        if mb.predecessor is not None:  # shared prefix: a completion's first token is scored by the prefix's end
+            logits = self._run_model(model, mb).logits.float()  # [r, Lp, V]
+            if self.config.temperature != 1.0:
+                logits = logits / self.config.temperature
+            return token_logprobs(logits, mb, entropy, entropy_grad)
         logits = self._run_model(model, mb).logits[:, :-1].float()  # [r, Lp-1, V]
         if self.config.temperature != 1.0:
             logits = logits / self.config.temperature

@@ -80,6 +80,8 @@ class LearnerConfig(BaseModel):
     # auto: per batch, pack when bucketing would leave over a quarter of the slots padding (micro_batches.py)
     micro_batching: Literal["none", "bucket", "pack", "auto"] = "auto"
     pack_length: int | None = Field(None, ge=1)  # packed row length; None: the batch's longest sequence
+    # one sequence per group (group_ids): the common prompt once, then each completion (shared_prefix.py)
+    shared_prefix: bool = False
     rank_balance: Literal["none", "flops"] = "flops"  # rows across data-parallel ranks (rank_balance.py)
     seed: int = 0
     # bad input
@@ -94,6 +96,9 @@ class LearnerConfig(BaseModel):
             raise ValueError(f"schedule {self.schedule!r} decays to total_steps: set learner.total_steps")
         if self.total_steps is not None and self.warmup_steps >= self.total_steps:
             raise ValueError(f"warmup_steps {self.warmup_steps} must be < total_steps {self.total_steps}")
+        if self.shared_prefix and self.model_class != "causal_lm":
+            raise ValueError("shared_prefix needs model_class causal_lm: a classification head pools one token per "
+                             "row, and shared-prefix rows hold several sequences")
         if len(set(self.freeze)) != len(self.freeze):
             raise ValueError(f"freeze lists a group twice: {self.freeze}")
         return self

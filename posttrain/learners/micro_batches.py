@@ -46,6 +46,8 @@ class MicroBatch:
     vision: dict[str, Tensor | None]
     real_tokens: int
     slot_tokens: int  # r * Lp, what the model computes on
+    # [n, l] flat slot whose logits score each compact token (shared_prefix.py); None: the slot before it in its row
+    predecessor: Tensor | None = None
 
     def take(self, per_token: Tensor) -> Tensor:
         """A [B, L] batch tensor in this micro-batch's compact layout [n, l] (0 outside `valid`)."""

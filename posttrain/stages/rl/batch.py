@@ -3,7 +3,9 @@
 The completion's loss mask (0 on inserted sandbox tokens) and the sampler's logprobs are placed at the
 completion's positions (`old_logprobs[b, t]` scores `input_ids[b, t]`, the learner's convention). Vision inputs
 are re-encoded here from the prompt rows (and the sandbox images of agentic samples), in row order; the prompt
-ids the encoder produces must equal the ones the rollout used, which is checked.
+ids the encoder produces must equal the ones the rollout used, which is checked. With `group_size` the rows
+carry `group_ids` (G consecutive rows per prompt), which the learner's shared-prefix layout and the rank
+balancer keep together.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rollout.types import Completion
 
 
 def rl_batch(rows: list[dict], completions: list[Completion], advantages: torch.Tensor,
-             encoder: PromptEncoder) -> TrainBatch:
+             encoder: PromptEncoder, group_size: int | None = None) -> TrainBatch:
     """rows[i] is the prompt row of completions[i]; advantages [B]."""
     sequences = [c.prompt_ids + c.token_ids for c in completions]
     longest = max(len(s) for s in sequences)
@@ -32,8 +34,9 @@ def rl_batch(rows: list[dict], completions: list[Completion], advantages: torch.
         loss_mask[b, start:end] = torch.tensor(c.loss_mask, dtype=torch.long)
         old[b, start:end] = torch.tensor(c.logprobs, dtype=torch.float32)
     vision = _vision(rows, completions, encoder)
+    groups = torch.arange(len(sequences)) // group_size if group_size else None
     return TrainBatch(input_ids=ids, attention_mask=attention, loss_mask=loss_mask, old_logprobs=old,
-                      advantages=advantages.float(), **vision)
+                      advantages=advantages.float(), group_ids=groups, **vision)
 
 
 def _vision(rows: list[dict], completions: list[Completion], encoder: PromptEncoder) -> dict:

@@ -94,6 +94,7 @@ class RlLoop:
         self.sampling = recipe.rollout.sampling.model_copy(update={"n": self.stage.group_size})
         config = learner_config(ctx, temperature=self.sampling.logprob_temperature, total_steps=self.stage.steps)
         self.learners = start_learners(ctx, config)
+        self.shared_prefix = config.shared_prefix  # the batch then says which rows share a prompt
         stage = self.stage
         self.curriculum = Curriculum(stage.pass_rate_filter, stage.hints, stage.max_hint_level)
         checkpoint = latest_checkpoint(ctx)
@@ -249,7 +250,8 @@ class RlLoop:
     def train_batch(self, rows, completions, results, advantages):
         """The learner's batch of one step (a subclass adds fields, e.g. distill's teacher log-probs)."""
         g = self.stage.group_size
-        batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder)
+        batch = rl_batch([rows[i // g] for i in range(len(completions))], completions, advantages, self.encoder,
+                         group_size=g if self.shared_prefix else None)
         skipped = torch.tensor([self.carries_no_loss(r) for r in results])
         if skipped.any():
             batch = batch.with_fields(loss_mask=batch.loss_mask * (~skipped).long()[:, None])
