@@ -90,7 +90,7 @@ def through_ray(model_dir: str, args) -> dict[str, float]:
     from rewards.served import ServedComponent, ServedRewards
 
     rm = {"weight": 0.2, "options": {"model": model_dir, "max_length": 256, "threads": args.threads}}
-    pool_config = PoolConfig(num_workers=1, cpus_per_worker=0.25, deadline_s=60, spare=False)
+    pool_config = PoolConfig(num_workers=1, cpus_per_worker=0.25, timeout_s=60, spare=False)
     times = {}
     with local_ray(num_cpus=2, object_store_mb=128):
         with RewardPool({"math": 1.0}, config=pool_config) as pool:

@@ -67,7 +67,7 @@ def pool_rate(spec: str, workers: int, samples, repeats: int = 1) -> tuple[float
     """(samples/s, seconds per sample) through a pool, after one warm-up batch."""
     from rewards.pool import PoolConfig, RewardPool
 
-    config = PoolConfig(num_workers=workers, cpus_per_worker=1.0 / workers, deadline_s=60, spare=False)
+    config = PoolConfig(num_workers=workers, cpus_per_worker=1.0 / workers, timeout_s=60, spare=False)
     with RewardPool(spec, config=config) as pool:
         pool.score(samples[: 2 * workers])
         start = time.perf_counter()

@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    import ray
+    from runtime.local_ray import local_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         init_model_dir(tmp, "keye-tiny")
@@ -103,12 +103,9 @@ def main() -> None:
         for name, rate in rates.items():
             print(f"{name:<16}{rate:>20,.0f}")
         print(f"ratio engine/generate = {ratio:.3f} (target >= 0.95) {'OK' if ratio >= 0.95 else 'MISSED'}")
-        ray.init(num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-        try:
+        with local_ray(num_cpus=1, log_to_driver=False):
             tiny = TransformersEngine.from_pretrained(tmp).model
             syncs = [sync_cost(engine.model, tiny, "keye-tiny"), sync_cost(qwen3_100m(), qwen3_100m(), "qwen3-100m")]
-        finally:
-            ray.shutdown()
     print(f"\n{'model':<12}{'MB':>8}{'bucket s':>10}{'load s':>9}{'via ray s':>11}")
     for s in syncs:
         print(f"{s['model']:<12}{s['bytes'] / 1e6:>8.1f}{s['bucket_s']:>10.3f}{s['load_s']:>9.3f}"

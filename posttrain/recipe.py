@@ -34,6 +34,8 @@ from posttrain.learners.learner_config import LearnerConfig
 from posttrain.model_import import PACKAGE_PREFIX  # model.import_from: a file an installed package ships
 from posttrain.recipe_errors import KeyedError, NestedErrors, format_errors
 from posttrain.yaml_lines import Location, load_yaml
+from rewards.model_server import ServeConfig
+from rewards.pool import PoolConfig
 from rewards.registry import spec_file
 from rollout.types import SamplingParams
 
@@ -130,36 +132,20 @@ class RolloutSection(Section):
 STAGE_PREFIX = "stage:"  # a model this recipe trains, by its stage's name: `model: stage:rm`, `start_from: stage:sft`
 
 
-class ServeSection(Section):
-    """A model-based reward on its own Ray actors (`rewards/model_server.py`), scored while the rule rewards run."""
-
-    replicas: int = Field(1, ge=1)
-    dispatch: Literal["random", "least_loaded"] = "least_loaded"  # random: Keye's; least_loaded: a free replica
-    cpus: float = Field(1.0, gt=0)  # Ray CPUs per replica (its torch threads)
-    gpus: float = Field(0.0, ge=0)  # GPUs per replica; 0: CPU. More than the cluster has is an error, not CPU
-    batch_size: int = Field(64, ge=1)  # samples per call
-    timeout_s: float | None = Field(None, gt=0)  # per sample; None: reward.timeout_s
-    # the most one batch waits (a batch of n: n x timeout_s up to this, never less than timeout_s); a batch that
-    # times out is scored again a sample at a time within as much again, so only its hanging samples are timeout
-    batch_timeout_s: float = Field(60.0, gt=0)
-    # a replica's resident memory (MB) past which it is replaced; None: what it holds once loaded + 4096
-    memory_mb: int | None = Field(None, gt=0)
-    max_replacements: int = Field(4, ge=0)  # replicas replaced per step before the rest is marked crash
-
-
 class RewardComponent(Section):
     spec: str  # a registered name, module.path:func or path/to/file.py:func
     weight: float = 1.0
     options: dict[str, Any] = {}
-    serve: ServeSection | None = None  # None: scored in the reward worker pool with the other components
+    # on its own model server actors (a reward model, a judge), scored while the rule rewards run; None: scored in
+    # the reward worker pool with the other components
+    serve: ServeConfig | None = None
 
 
-class RewardSection(Section):
+class RewardSection(PoolConfig):
+    """The reward worker pool's settings (`rewards.pool.PoolConfig`: num_workers, timeout_s, on_error, ...) and
+    what the RL loop reads besides."""
+
     components: list[RewardComponent] = [RewardComponent(spec="math")]
-    num_workers: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(0.25, gt=0)
-    timeout_s: float = Field(10.0, gt=0)
-    on_error: Literal["zero", "skip", "fail"] = "zero"
     # stop an RL run when, over the last `error_window` steps, a component (or the reward as a whole: timeouts,
     # crashes) failed on more than this fraction of the samples, whatever on_error made of them; 1.0: never stop
     max_error_rate: float = Field(0.5, ge=0, le=1)
@@ -245,6 +231,11 @@ class Teacher(Section):
     cpus: float = Field(1.0, gt=0)  # Ray CPUs per replica (placed like reward servers: `posttrain.placement`)
     gpus: float = Field(0.0, ge=0)  # GPUs per replica; 0: CPU
     batch_size: int = Field(16, ge=1)  # samples per call
+    # supervision (`posttrain.teacher_server.TeacherReplicas`): a replica without an answer to a batch within
+    # timeout_s is replaced and the batch sent again, once; past max_replacements in one step the step fails
+    timeout_s: float = Field(600.0, gt=0)
+    startup_timeout_s: float = Field(600.0, gt=0)  # loading the teacher
+    max_replacements: int = Field(4, ge=0)
 
     @property
     def label(self) -> str:

@@ -15,6 +15,7 @@ only (a vision prompt's pixels are not sent, so VL teachers see placeholders; re
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from pathlib import Path
 
@@ -27,12 +28,15 @@ Pair = tuple[list[int], list[int]]  # (prompt ids, completion ids)
 
 
 class TeacherServer:
-    def __init__(self, model_dir: str, temperature: float = 1.0, gpus: float = 0.0):
+    def __init__(self, model_dir: str, temperature: float = 1.0, gpus: float = 0.0, cpus: float | None = None):
+        """`cpus`: the actor's Ray CPUs, its torch threads (rounded up); None (not an actor): threads as they are."""
         from transformers import AutoModelForCausalLM
 
         import keye_vl  # noqa: F401  (registers the Keye architecture with transformers' Auto classes)
 
         self.device = torch_device(gpus, f"teacher {model_dir}")
+        if cpus is not None:
+            torch.set_num_threads(max(1, math.ceil(cpus)))
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.device).eval()
         self.temperature = temperature  # the student's logprob temperature: both sides score the same distribution
 
@@ -40,17 +44,22 @@ class TeacherServer:
         return self.device
 
     def logprobs(self, pairs: list[Pair]) -> list[list[float]]:
-        """log p_teacher(completion[t] | prompt, completion[<t]) for every pair, one list per completion."""
-        out = []
+        """log p_teacher(completion[t] | prompt, completion[<t]) for every pair, one list per completion: one
+        forward for the batch, right-padded (a causal model's real tokens never see the padding after them)."""
+        if not pairs:
+            return []
+        rows = [prompt + completion for prompt, completion in pairs]
+        ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, row in enumerate(rows):
+            ids[b, :len(row)], mask[b, :len(row)] = torch.tensor(row), 1
         with torch.no_grad():
-            for prompt, completion in pairs:  # one at a time: no padding question, and teachers are small here
-                if not completion:
-                    out.append([])
-                    continue
-                ids = torch.tensor([prompt + completion], device=self.device)
-                logits = self.model(input_ids=ids).logits[0, len(prompt) - 1:-1].float() / self.temperature
-                target = ids[0, len(prompt):, None]
-                out.append(torch.log_softmax(logits, -1).gather(1, target)[:, 0].cpu().tolist())
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        logprobs = torch.log_softmax(logits.float() / self.temperature, -1).cpu()
+        out = []
+        for b, (prompt, completion) in enumerate(pairs):
+            at = torch.arange(len(prompt) - 1, len(prompt) + len(completion) - 1)
+            out.append(logprobs[b, at, torch.tensor(completion, dtype=torch.long)].tolist())
         return out
 
 
@@ -66,7 +75,7 @@ class TeacherReplicas:
                                                    max_restarts=0)
         self.model_dir, self.batch_size, self.timeout_s = model_dir, batch_size, timeout_s
         try:
-            self.actors = Supervised(remote, (model_dir, temperature, gpus_per_replica), replicas,
+            self.actors = Supervised(remote, (model_dir, temperature, gpus_per_replica, cpus_per_replica), replicas,
                                      startup_timeout_s=startup_timeout_s, max_replacements=max_replacements)
         except Exception as error:
             raise RuntimeError(f"teacher {model_dir} failed to start: {error_line(error, -1)}") from error

@@ -21,12 +21,13 @@ from rewards.reward_process import describe
 from rewards.sample import Sample
 
 
-class _Row:
-    """One sample's running sum over the components."""
+class Row:
+    """One sample's running weighted sum over the components (`rewards.served` merges a split reward with it)."""
 
     def __init__(self):
-        self.total, self.applicable, self.components = 0.0, False, {}
-        self.errors: list[tuple[str, str, str]] = []  # (component, kind, message)
+        self.total, self.applicable, self.components, self.seconds = 0.0, False, {}, 0.0
+        self.errors: list[tuple[str, str | None]] = []  # (kind, message); the first kind is the sample's
+        self.component_errors: dict[str, str] = {}
 
     def add(self, name: str, weight: float, value: float, extra: dict) -> None:
         self.applicable = True
@@ -34,13 +35,26 @@ class _Row:
         self.total += weight * value
         self.components.update({f"{name}/{k}": v for k, v in extra.items()})
 
+    def fail(self, name: str, kind: str, message: str) -> None:
+        self.errors.append((kind, message))
+        self.component_errors[name] = message
+
+    def include(self, result: RewardResult) -> None:
+        """A result summed elsewhere (the pool's part of a split reward): its total, components and errors."""
+        self.components.update(result.components)
+        self.component_errors.update(result.component_errors)
+        self.seconds += result.seconds
+        if result.error is not None:
+            self.errors.append((result.error, result.message))
+        if result.total is not None:  # with an error: the credit of the components that did score
+            self.total, self.applicable = self.total + result.total, True
+
     def result(self) -> RewardResult:
         total = self.total if self.applicable else None
         if not self.errors:
-            return RewardResult(total, self.components, skipped=total is None)
-        return RewardResult(total, self.components, error=self.errors[0][1],
-                            message="; ".join(m for _, _, m in self.errors),
-                            component_errors={name: m for name, _, m in self.errors})
+            return RewardResult(total, self.components, seconds=self.seconds, skipped=total is None)
+        return RewardResult(total, self.components, self.errors[0][0], "; ".join(m or "" for _, m in self.errors),
+                            self.seconds, component_errors=self.component_errors)
 
 
 class WeightedSum:
@@ -50,7 +64,7 @@ class WeightedSum:
         self.parts = parts
 
     def __call__(self, samples: list[Sample]) -> list[RewardResult]:
-        rows = [_Row() for _ in samples]
+        rows = [Row() for _ in samples]
         for name, part, weight in self.parts:
             try:
                 raw = part(samples)
@@ -58,13 +72,13 @@ class WeightedSum:
                 kind = "invalid" if isinstance(error, InvalidReward) else "exception"
                 message = f"component {name!r} ({part.spec}): {describe(error, part.fn)}"
                 for row in rows:
-                    row.errors.append((name, kind, message))
+                    row.fail(name, kind, message)
                 continue
             for row, value in zip(rows, raw):
                 try:
                     total, extra = normalize(value, part.spec)
                 except InvalidReward as error:
-                    row.errors.append((name, "invalid", f"component {name!r}: {error}"))
+                    row.fail(name, "invalid", f"component {name!r}: {error}")
                     continue
                 if total is not None:
                     row.add(name, weight, total, extra)

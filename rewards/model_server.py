@@ -48,46 +48,40 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.registry import is_factory, load_reward, resolve, validate_reward
 from rewards.result import RewardResult
 from rewards.reward_process import score_call
 from rewards.sample import Sample
-from rewards.worker import check_deadline
+from rewards.worker import Seconds
 from runtime.devices import torch_device
 from runtime.supervised import Outcome, Supervised, error_line
 
-DISPATCH = ("random", "least_loaded")
 MEMORY_HEADROOM_MB = 4096  # growth allowed past the loaded model when memory_mb is unset: the pool's memory_mb default
 
 
-@dataclass
-class ServeConfig:
-    replicas: int = 1
-    dispatch: str = "least_loaded"
-    cpus: float = 1.0  # Ray CPUs per replica; its torch threads are this, rounded up
-    gpus: float = 0.0  # GPUs per replica (0: CPU)
-    batch_size: int = 64  # samples per call
-    timeout_s: float = 30.0  # a sample scored alone; a batch of n: n x timeout_s, at most batch_timeout_s
-    batch_timeout_s: float = 60.0  # the most one batch waits (never less than timeout_s); also its re-scoring's budget
-    memory_mb: int | None = None  # a replica's resident memory before it is replaced; None: once loaded + headroom
-    startup_timeout_s: float = 300.0
-    grace_s: float = 5.0  # a live replica answers the between-steps health check within this (as the pool's workers)
-    max_replacements: int = 4  # per step
-    seed: int = 0  # random dispatch
+class ServeConfig(BaseModel):
+    """One served reward's settings; a recipe's reward component takes one as its `serve` section."""
 
-    def __post_init__(self):
-        if self.dispatch not in DISPATCH:
-            raise ValueError(f"serve.dispatch must be one of {DISPATCH}, got {self.dispatch!r}")
-        if self.replicas < 1 or self.batch_size < 1 or not self.cpus > 0 or self.gpus < 0:
-            raise ValueError(f"serve needs replicas >= 1, batch_size >= 1, cpus > 0 and gpus >= 0 (got replicas "
-                             f"{self.replicas}, batch_size {self.batch_size}, cpus {self.cpus}, gpus {self.gpus})")
-        self.timeout_s = check_deadline(self.timeout_s)
-        self.batch_timeout_s = check_deadline(self.batch_timeout_s)
-        if self.memory_mb is not None and (isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, int)
-                                           or self.memory_mb <= 0):
-            raise ValueError(f"serve.memory_mb must be a whole number of MB > 0, or None (what a replica holds once "
-                             f"loaded + {MEMORY_HEADROOM_MB} MB), got {self.memory_mb!r}")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or inf is always a mistake
+
+    replicas: int = Field(1, ge=1)
+    dispatch: Literal["random", "least_loaded"] = "least_loaded"  # random: Keye's; least_loaded: a free replica
+    cpus: float = Field(1.0, gt=0)  # Ray CPUs per replica; its torch threads are this, rounded up
+    gpus: float = Field(0.0, ge=0)  # GPUs per replica; 0: CPU. More than the cluster has is an error, not CPU
+    batch_size: int = Field(64, ge=1)  # samples per call
+    # a sample scored alone; a batch of n: n x timeout_s, at most batch_timeout_s. None: the reward pool's
+    # timeout_s (`rewards.served`; `default_timeout_s` of a ModelReplicas alone)
+    timeout_s: Seconds | None = None
+    batch_timeout_s: Seconds = 60.0  # the most one batch waits (never less than timeout_s), and its re-scoring
+    # a replica's resident memory before it is replaced; None: what it holds once loaded + MEMORY_HEADROOM_MB
+    memory_mb: int | None = Field(None, gt=0)
+    startup_timeout_s: float = Field(300.0, gt=0)
+    grace_s: float = Field(5.0, gt=0)  # a live replica answers the between-steps health check within this
+    max_replacements: int = Field(4, ge=0)  # per step; then the rest is marked crash
 
 
 @dataclass
@@ -210,13 +204,16 @@ class ModelReplicas:
     """N `ModelServer` actors for one reward, supervised (`runtime.supervised`); `score(samples) -> (results,
     metrics)` (see the module docstring)."""
 
-    def __init__(self, spec, options: dict | None = None, config: ServeConfig | None = None):
+    def __init__(self, spec, options: dict | None = None, config: ServeConfig | None = None, seed: int = 0,
+                 default_timeout_s: float = 30.0):
+        """`seed`: random dispatch's; `default_timeout_s`: a sample's when `config.timeout_s` is None."""
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("ModelReplicas needs a running Ray cluster: call ray.init(...) first")
-        self.spec, self.options, self.config = spec, dict(options or {}), config or ServeConfig()
-        c = self.config
+        c = config or ServeConfig()
+        c = self.config = c if c.timeout_s is not None else c.model_copy(update={"timeout_s": default_timeout_s})
+        self.spec, self.options = spec, dict(options or {})
         validate_reward(spec, **self.options)  # a broken spec or option fails here, not inside N actors
         self._check_gpus()
         remote = ray.remote(ModelServer).options(num_cpus=c.cpus, num_gpus=c.gpus, max_restarts=0)
@@ -232,7 +229,7 @@ class ModelReplicas:
         except Exception as error:
             raise RuntimeError(f"reward server for {spec!r} failed to start: {error_line(error, -1)}") from error
         self.name = self.actors.ready_replies[0]
-        self.rng = random.Random(c.seed)
+        self.rng = random.Random(seed)
 
     @property
     def replicas(self) -> list:  # the supervised slots, each with its `actor`

@@ -22,38 +22,34 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.registry import validate_reward
 from rewards.result import RewardResult, summarize
 from rewards.sample import Sample
-from rewards.reward_process import ProcessLimits
-from rewards.worker import RewardWorker, WorkerReply, check_deadline
+from rewards.worker import RewardWorker, Seconds, WorkerReply
 from runtime.supervised import Outcome, Supervised, error_line
 
-ON_ERROR = ("zero", "skip", "fail")
 
+class PoolConfig(BaseModel):
+    """The pool's settings; a recipe's `reward` section is one (with what the RL loop reads besides), so every key
+    here is a recipe key."""
 
-@dataclass
-class PoolConfig:
-    num_workers: int = 2
-    deadline_s: float = 30.0  # per sample
-    on_error: str = "zero"
-    chunk_size: int | None = None  # None: ceil(batch / (2 * workers)), so work spreads and balances
-    cpus_per_worker: float = 0.25  # small fractions: K workers fit beside learners on 2 cores
-    grace_s: float = 5.0  # beyond the worker's own deadline, before the driver declares it hung
-    startup_timeout_s: float = 120.0
-    max_replacements: int = 8  # per batch; a reward that kills every worker stops being retried
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN or inf is always a mistake
+
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(0.25, gt=0)  # small fractions: K workers fit beside learners on 2 cores
+    timeout_s: Seconds = 10.0  # per sample
+    on_error: Literal["zero", "skip", "fail"] = "zero"
+    chunk_size: int | None = Field(None, ge=1)  # None: ceil(batch / (2 * workers)), so work spreads and balances
+    grace_s: float = Field(5.0, gt=0)  # beyond the worker's own deadline, before the driver declares it hung
+    startup_timeout_s: float = Field(120.0, gt=0)
+    max_replacements: int = Field(8, ge=0)  # per batch; a reward that kills every worker stops being retried
     spare: bool = True  # after a first replacement, keep a started worker in reserve so the next is instant
-    memory_mb: int = 4096  # resident memory of a worker's reward process before it is killed and replaced
-    output_mb: int = 16  # what one reward call may print before its process is killed and replaced
-
-    def __post_init__(self):
-        if self.on_error not in ON_ERROR:
-            raise ValueError(f"reward on_error must be one of {ON_ERROR}, got {self.on_error!r}")
-        if self.num_workers < 1:
-            raise ValueError(f"reward pool needs num_workers >= 1, got {self.num_workers}")
-        self.deadline_s = check_deadline(self.deadline_s)
-        ProcessLimits(deadline_s=self.deadline_s, memory_mb=self.memory_mb, output_mb=self.output_mb)
+    memory_mb: int = Field(4096, gt=0)  # resident memory of a worker's reward process before it is replaced
+    output_mb: int = Field(16, gt=0)  # what one reward call may print before its process is replaced
 
 
 @dataclass
@@ -124,7 +120,7 @@ class RewardPool:
         return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
     def _run(self, samples: list[Sample], results: list) -> None:
-        queue, deadline_s, grace = deque(self._chunks(len(samples))), self.config.deadline_s, self.config.grace_s
+        queue, deadline_s, grace = deque(self._chunks(len(samples))), self.config.timeout_s, self.config.grace_s
         while queue or self.workers.busy():
             while queue and self.workers.exhausted:
                 self._give_up(queue.popleft(), results)
@@ -152,7 +148,7 @@ class RewardPool:
                 self._retry_or_fail(indices, "crash", message, results, queue)
         else:
             self._retry_or_fail(indices, "timeout", f"worker gave no answer within its hard deadline "
-                                f"({self.config.deadline_s:g}s per sample, twice, plus {self.config.grace_s:g}s "
+                                f"({self.config.timeout_s:g}s per sample, twice, plus {self.config.grace_s:g}s "
                                 f"grace); it was killed and replaced", results, queue)
 
     def _collect(self, reply: WorkerReply, indices: list[int], results: list, queue: deque) -> None:

@@ -3,15 +3,12 @@
 A recipe's weighted components are split in two: the rule rewards (math, format, ...) stay one weighted
 combination on the reward worker pool (`rewards.pool`), and each component with `serve` gets its own
 `rewards.model_server.ModelReplicas`. `ServedRewards.score` runs every server in a thread of its own while the
-pool scores in the calling thread, so a slow model never holds up the rule checks, then merges per sample
-exactly as `rewards.combine` sums: total = the pool's weighted total + sum(weight x served score), each served
-score logged as its own component (a dict-valued one also as `name/key`), a served None adding nothing, and a
-sample that no component applies to not applicable (skipped). A failure keeps every score that did come in:
-the rule components of a sample whose model failed are still in its components and its total (the failed model
-adds nothing, as a failed component does in `rewards.combine`), while its error (the first, with every message
-joined, each naming its component, also per component in `component_errors`) and `on_error` apply as for any
-reward. The batch's
-metrics are the pool's plus each server's `reward_server/<name>/...`. This module knows nothing about recipes.
+pool scores in the calling thread, so a slow model never holds up the rule checks, then merges per sample with
+`rewards.combine`'s own running sum (`Row`): total = the pool's weighted total + sum(weight x served score), each
+served score logged as its own component, a failed or None one adding nothing. A failure keeps every score that
+did come in; its error (the first, every message joined, each naming its component) and `on_error` apply as for
+any reward. The batch's metrics are the pool's plus each server's `reward_server/<name>/...`. This module knows
+nothing about recipes.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from rewards.combine import Row
 from rewards.model_server import ModelReplicas, ServeConfig
 from rewards.pool import PoolConfig, RewardPool, ScoredBatch, finish_batch
 from rewards.registry import resolve
@@ -39,12 +37,13 @@ class ServedRewards:
     """`score(samples) -> ScoredBatch`, as `RewardPool`; `rule` is the `{spec: weight}` mapping of the
     components scored in the pool (None or empty: no pool), `served` the components with servers."""
 
-    def __init__(self, rule: dict | None, served: list[ServedComponent], config: PoolConfig | None = None):
+    def __init__(self, rule: dict | None, served: list[ServedComponent], config: PoolConfig | None = None,
+                 seed: int = 0):
         self.config = config or PoolConfig()
         self.pool = self.servers = None
         try:
-            self.pool = RewardPool(rule, {}, self.config) if rule else None
-            self.servers = [ModelReplicas(c.spec, c.options, c.serve) for c in served]
+            self.pool = RewardPool(rule, {}, self.config) if rule else None  # a served timeout_s None: the pool's
+            self.servers = [ModelReplicas(c.spec, c.options, c.serve, seed, self.config.timeout_s) for c in served]
         except BaseException:
             self.close()
             raise
@@ -87,30 +86,16 @@ def merge(rule: RewardResult | None, served: list[tuple[str, float, RewardResult
     >>> failed.error, failed.total, failed.components, failed.component_errors
     ('timeout', 1.0, {'math': 1.0}, {'reward_model': "component 'reward_model' (served): slow"})
     """
-    total, applicable, components, errors = 0.0, False, {}, []
-    seconds = rule.seconds if rule is not None else 0.0
-    component_errors = dict(rule.component_errors) if rule is not None else {}
+    row = Row()
     if rule is not None:
-        components.update(rule.components)
-        if rule.error is not None:
-            errors.append((rule.error, rule.message))
-        if rule.total is not None:  # with an error: the credit of the rule components that did score
-            total, applicable = rule.total, True
+        row.include(rule)
     for name, weight, result in served:
-        seconds += result.seconds
+        row.seconds += result.seconds
         if result.error is not None:
-            errors.append((result.error, f"component {name!r} (served): {result.message}"))
-            component_errors[name] = errors[-1][1]
+            row.fail(name, result.error, f"component {name!r} (served): {result.message}")
         elif result.total is not None:
-            applicable = True
-            total += weight * result.total
-            components[name] = result.total
-            components.update({f"{name}/{k}": v for k, v in result.components.items()})
-    total = total if applicable else None
-    if errors:
-        return RewardResult(total, components, errors[0][0], "; ".join(m or "" for _, m in errors), seconds,
-                            component_errors=component_errors)
-    return RewardResult(total, components, seconds=seconds, skipped=not applicable)
+            row.add(name, weight, result.total, result.components)
+    return row.result()
 
 
 def _served_names(rule: dict, servers: list[ModelReplicas]) -> list[str]:

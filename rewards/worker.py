@@ -24,6 +24,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 from rewards.result import RewardResult
 from rewards.reward_process import ProcessLimits, RewardProcess
@@ -43,6 +46,9 @@ def check_deadline(deadline_s) -> float:
             or deadline_s <= 0:
         raise ValueError(f"reward deadline must be a finite number of seconds > 0, got {deadline_s!r}")
     return float(deadline_s)
+
+
+Seconds = Annotated[float, BeforeValidator(check_deadline)]  # a deadline field of a settings model
 
 
 class RewardWorker:

@@ -111,11 +111,7 @@ def cluster_gpus():
 @pytest.fixture(scope="module")
 def cluster(cluster_gpus):
     """A two-CPU Ray cluster on loopback for one test module's actors."""
-    import ray
+    from runtime.local_ray import local_ray
 
-    ray.init(num_cpus=2, num_gpus=cluster_gpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
-    try:
+    with local_ray(num_cpus=2, num_gpus=cluster_gpus, log_to_driver=False):
         yield
-    finally:
-        ray.shutdown()

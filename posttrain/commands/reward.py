@@ -132,7 +132,7 @@ def _score_pool(spec, options: dict, samples: list, args: argparse.Namespace) ->
     from rewards.pool import PoolConfig, RewardFailed, RewardPool
     from runtime.local_ray import local_ray
 
-    config = PoolConfig(num_workers=args.workers, deadline_s=args.deadline, on_error=args.on_error,
+    config = PoolConfig(num_workers=args.workers, timeout_s=args.deadline, on_error=args.on_error,
                         cpus_per_worker=min(0.5, 1.0 / args.workers), memory_mb=args.memory_mb,
                         output_mb=args.output_mb)
     # Ray relays its own notices (a worker that died) to sys.stdout, which carries only the JSON lines here

@@ -74,27 +74,22 @@ def training_reward_pool(recipe, components=None):
     (`rewards.served`), and everything else is unchanged. A judge named with a `model` generates through a
     rollout engine (`posttrain.judge_engine`)."""
     from posttrain.judge_engine import engine_backed
-    from rewards.pool import PoolConfig, RewardPool
+    from rewards.pool import RewardPool
 
-    w = recipe.reward
-    components = components or w.components
+    components = components or recipe.reward.components
     specs = [c.spec for c in components]
     if len(set(specs)) != len(specs):
         raise ValueError(f"reward components name {sorted({s for s in specs if specs.count(s) > 1})} twice; "
                          f"give each reward once (one weight, one set of options)")
-    config = PoolConfig(num_workers=w.num_workers, deadline_s=w.timeout_s, on_error=w.on_error,
-                        cpus_per_worker=w.cpus_per_worker)
     rule = {engine_backed(c.spec, c.options): _weighted(recipe, c) for c in components if c.serve is None}
     served = [c for c in components if c.serve is not None]
     if not served:
-        return RewardPool(rule, {}, config)
-    from rewards.model_server import ServeConfig
+        return RewardPool(rule, {}, recipe.reward)
     from rewards.served import ServedComponent, ServedRewards
 
-    return ServedRewards(rule, [ServedComponent(
-        engine_backed(c.spec, c.options), c.weight, _resolved(recipe, c.options),
-        ServeConfig(**c.serve.model_dump(exclude={"timeout_s"}), timeout_s=c.serve.timeout_s or w.timeout_s,
-                    seed=recipe.seed)) for c in served], config)
+    return ServedRewards(rule, [ServedComponent(engine_backed(c.spec, c.options), c.weight,
+                                                _resolved(recipe, c.options), c.serve) for c in served],
+                         recipe.reward, seed=recipe.seed)
 
 
 def _weighted(recipe, component):

@@ -81,12 +81,17 @@ def refuse_images(rows: list[dict], completions: list) -> None:
                          "so far (an image's pixels are not sent); give the distill stage text prompts")
 
 
+def start_teachers(teachers, temperature: float, path_of) -> dict[str, TeacherReplicas]:
+    """Each recipe `Teacher`'s supervised servers, by label; `path_of` turns its `model` into a directory."""
+    return {t.label: TeacherReplicas(path_of(t.model), t.replicas, t.gpus, t.cpus, t.batch_size, temperature,
+                                     timeout_s=t.timeout_s, startup_timeout_s=t.startup_timeout_s,
+                                     max_replacements=t.max_replacements) for t in teachers}
+
+
 class DistillLoop(RlLoop):
     def __init__(self, ctx: StageContext):
         super().__init__(ctx)
-        temperature = self.sampling.logprob_temperature
-        self.teachers = {t.label: TeacherReplicas(self.model_path(t.model), t.replicas, t.gpus, t.cpus,
-                                                  t.batch_size, temperature) for t in self.stage.teachers}
+        self.teachers = start_teachers(self.stage.teachers, self.sampling.logprob_temperature, self.model_path)
         self.routes: list[str] = []
         self.teacher: list[list[float]] = []
         self.token_text: dict[int, str] = {}  # token id -> its text, for the trace records

@@ -62,7 +62,7 @@ class Evaluator:
                  resume_after: int | None = None):
         """`resume_after`: an RL stage resumed from the checkpoint of that step drops later evaluations from the
         logs (they are run again), as its traces do."""
-        from rewards.pool import PoolConfig, RewardPool
+        from rewards.pool import RewardPool
 
         self.ctx, self.rollout = ctx, rollout
         path = ctx.data_file("eval.jsonl")
@@ -71,9 +71,8 @@ class Evaluator:
         self.chosen = modes  # None: every row in its own mode
         self.modes = modes or data_modes or sorted({r.get("mode") or "auto_think" for r in self.rows})
         override, reward = reward, ctx.recipe.reward
-        self.pool = RewardPool(override or reward.eval_reward, {},
-                               PoolConfig(num_workers=1, deadline_s=reward.timeout_s, on_error="zero", spare=False,
-                                          cpus_per_worker=reward.cpus_per_worker))
+        self.pool = RewardPool(override or reward.eval_reward, {},  # the recipe's pool settings, one worker
+                               reward.model_copy(update={"num_workers": 1, "on_error": "zero", "spare": False}))
         self.log = StepLog(ctx.dir / "eval.jsonl", resume_after)
         self.traces = StepLog(ctx.dir / "eval_traces.jsonl", resume_after) if ctx.recipe.trace.enabled else None
 

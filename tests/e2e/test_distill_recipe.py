@@ -24,6 +24,7 @@ stages:
   - {{kind: rl, name: teacher, steps: 1, prompts_per_step: 2, group_size: 2, learner: {{loss: {{name: grpo}}}}}}
   - kind: distill
     start_from: stage:sft
+    pipeline: one_step_off_policy  # the RL stage's pipelined step: the next step generates while this one trains
     steps: 2
     prompts_per_step: 2
     group_size: 2

@@ -7,6 +7,7 @@ import ray
 from rich.console import Console
 
 from posttrain import actor_logs
+from runtime.local_ray import local_ray
 
 
 @ray.remote(num_cpus=0)
@@ -25,15 +26,11 @@ class Noisy:
 def test_actor_warnings_reach_the_run_log_and_the_console(tmp_path):
     console = Console(file=io.StringIO(), width=200)
     watch = actor_logs.ActorLogWatch(tmp_path)
-    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, runtime_env=actor_logs.runtime_env(tmp_path))
-    try:
+    with local_ray(1, address="local", log_to_driver=False, runtime_env=actor_logs.runtime_env(tmp_path)):
         # an actor with env vars of its own still gets the run's (Ray merges env_vars); naming the accelerator
         # keeps DeepSpeed from warning that it picked the CPU, as the toolkit's own actors do (posttrain.quiet)
         actor = Noisy.options(runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu"}}).remote()
         assert ray.get(actor.warn.remote()) == 1
-    finally:
-        ray.shutdown()
     text = "\n".join(p.read_text() for p in (tmp_path / "actor-logs").glob("*.log"))
     assert "WARNING py.warnings" in text and "a python warning from an actor" in text
     assert "WARNING DeepSpeed" in text and "a DeepSpeed warning from an actor" in text

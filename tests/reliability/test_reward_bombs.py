@@ -108,7 +108,7 @@ def test_a_reward_that_prints_without_end_is_marked_and_replaced(tmp_path, capsy
 
 def test_the_pool_marks_only_the_bad_samples_of_a_chunk():
     with local_ray(num_cpus=2, object_store_mb=128):
-        config = PoolConfig(num_workers=1, deadline_s=5, chunk_size=8, grace_s=2)
+        config = PoolConfig(num_workers=1, timeout_s=5, chunk_size=8, grace_s=2)
         with RewardPool(BOMBS, config=config) as pool:
             batch = pool.score([sample("ok", 1.0), sample("huge_int"), sample("ok", 2.0), sample("none"),
                                 sample("nan"), sample("raise"), sample("ok", 3.0)])
@@ -124,7 +124,7 @@ def test_a_deadline_that_never_or_always_expires_is_refused(tmp_path, capsys, de
         main(["reward", "check", "--reward", "math", "--data", str(data), "--deadline", deadline])
     assert exit_.value.code == 2 and "finite number of seconds > 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="finite"):
-        PoolConfig(deadline_s=float(deadline))
+        PoolConfig(timeout_s=float(deadline))
 
 
 # Issue 33, item 3: a reward that writes into its own reply channel, and one whose processes try to outlive it.
@@ -190,7 +190,7 @@ def test_a_setsid_grandchild_ends_with_the_worker():
 def test_the_pool_scores_past_a_forged_reply_and_leaves_no_process_behind():
     tag = _tag()
     with local_ray(num_cpus=2, object_store_mb=128):
-        config = PoolConfig(num_workers=1, deadline_s=5, chunk_size=8, grace_s=2)
+        config = PoolConfig(num_workers=1, timeout_s=5, chunk_size=8, grace_s=2)
         with RewardPool(BOMBS, config=config) as pool:
             batch = pool.score([sample("ok", 1.0), sample("forge"), sample("ok", 2.0), sample("ok", 3.0),
                                 Sample.from_row({"prompt": "q", "completion": "c", "attack": "setsid", "tag": tag})])

@@ -29,7 +29,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def pool(cluster):
-    with RewardPool(FAULTY, config=PoolConfig(num_workers=2, deadline_s=1.0, grace_s=1.0)) as pool:
+    with RewardPool(FAULTY, config=PoolConfig(num_workers=2, timeout_s=1.0, grace_s=1.0)) as pool:
         yield pool
 
 

@@ -1,12 +1,15 @@
 """Distill stage without Ray: routing rows to teachers, per-teacher log-probs and KL, recipe checks."""
 
+import inspect
 from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
 from posttrain.recipe import DistillStage, Teacher
-from posttrain.stages.distill import refuse_images, route_of, teacher_logprobs
+from posttrain.stages import distill
+from posttrain.stages.distill import refuse_images, route_of, start_teachers, teacher_logprobs
+from posttrain.teacher_server import TeacherReplicas
 
 TEACHERS = [Teacher(model="m/think", route={"mode": "think"}), Teacher(model="m/count", route={"task": "counting"}),
             Teacher(model="m/base")]
@@ -92,3 +95,21 @@ def test_a_step_with_images_is_refused_since_teachers_would_score_placeholders()
         refuse_images([{"prompt": "what is this?", "images": ["cat.png"]}], [text, text])
     with pytest.raises(ValueError, match="give the distill stage text prompts"):
         refuse_images([{"prompt": "zoom in"}], [text, SimpleNamespace(images=["crop.png"])])  # a tool's image
+
+
+def test_a_teachers_supervision_knobs_reach_its_servers_and_bad_ones_are_refused_at_their_key(tmp_path, monkeypatch):
+    from posttrain.recipe import RecipeError, read_recipe
+
+    made = []
+    monkeypatch.setattr(distill, "TeacherReplicas", lambda *args, **kwargs: made.append((args, kwargs)) or "server")
+    teachers = [Teacher(model="m/a", timeout_s=30, startup_timeout_s=90, max_replacements=1), Teacher(model="m/b")]
+    assert start_teachers(teachers, 0.6, lambda model: "/abs/" + model) == {"a": "server", "b": "server"}
+    assert made[0] == (("/abs/m/a", 1, 0.0, 1.0, 16, 0.6),
+                       {"timeout_s": 30.0, "startup_timeout_s": 90.0, "max_replacements": 1})
+    signature = inspect.signature(TeacherReplicas).parameters  # the recipe's defaults are the servers' own
+    assert made[1][1] == {knob: signature[knob].default for knob in made[1][1]}
+    recipe = tmp_path / "recipe.yaml"
+    for knob, value in (("timeout_s", 0), ("startup_timeout_s", ".nan"), ("max_replacements", -1)):
+        recipe.write_text(f"name: t\nstages:\n  - kind: distill\n    teachers: [{{model: m, {knob}: {value}}}]\n")
+        with pytest.raises(RecipeError, match=rf"stages\.0\.teachers\.0\.{knob}: "):
+            read_recipe(recipe)
