@@ -71,17 +71,24 @@ class Layout:
         return 1.0 - self.real_tokens / max(self.slot_tokens, 1)
 
 
-def build_micro_batches(batch: TrainBatch, count: int, mode: str, positions: Tensor,
-                        layout: VisionLayout | None = None, pack_length: int | None = None,
-                        pad_token_id: int = 0) -> Layout:
-    """Split `batch` into exactly `count` micro-batches. positions: [P, B, L] model positions of the batch."""
+def checked_units(batch: TrainBatch, count: int, mode: str) -> list[list[int]]:
+    """The batch's units (`units_of`), refused with the fix where `mode` is unknown or they cannot fill `count`
+    micro-batches."""
     if mode not in MODES:
         raise ValueError(f"unknown micro-batch mode {mode!r}; choose one of {MODES}")
-    starts, lengths = batch.spans()
     units = units_of(batch)
     if len(units) < count:
         raise ValueError(f"{len(batch)} rows ({len(units)} groups) cannot fill {count} micro-batches; give each "
                          f"learner rank at least grad_accum_steps groups or lower grad_accum_steps")
+    return units
+
+
+def build_micro_batches(batch: TrainBatch, count: int, mode: str, positions: Tensor,
+                        layout: VisionLayout | None = None, pack_length: int | None = None,
+                        pad_token_id: int = 0) -> Layout:
+    """Split `batch` into exactly `count` micro-batches. positions: [P, B, L] model positions of the batch."""
+    units = checked_units(batch, count, mode)
+    starts, lengths = batch.spans()
     if mode == "none":
         bins = [[[i] for unit in chunk for i in unit] for chunk in _split_even(units, count)]
         return _assemble(batch, bins, starts, lengths, positions, layout, pad_token_id, packed=False,

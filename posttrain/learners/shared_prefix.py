@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from posttrain.learners.batch import TrainBatch, VisionLayout, _items_per_row
-from posttrain.learners.micro_batches import (MODES, PACK_FROM_PADDING, Layout, MicroBatch, _balance,
-                                              _bucket_bins, _pack_rows, _padding, _split_even, units_of)
+from posttrain.learners.micro_batches import (PACK_FROM_PADDING, Layout, MicroBatch, _balance, _bucket_bins,
+                                              _pack_rows, _padding, _split_even, checked_units)
 
 KINDS = (("image", "pixel_values", "image_grid_thw"), ("video", "pixel_values_videos", "video_grid_thw"))
 
@@ -39,13 +39,8 @@ def build_shared_micro_batches(batch: TrainBatch, count: int, mode: str, positio
                                layout: VisionLayout | None = None, pack_length: int | None = None,
                                pad_token_id: int = 0) -> Layout:
     """Split `batch` into exactly `count` micro-batches of shared-prefix groups. positions: [P, B, L]."""
-    if mode not in MODES:
-        raise ValueError(f"unknown micro-batch mode {mode!r}; choose one of {MODES}")
+    units = checked_units(batch, count, mode)
     starts, lengths = batch.spans()
-    units = units_of(batch)
-    if len(units) < count:
-        raise ValueError(f"{len(batch)} rows ({len(units)} groups) cannot fill {count} micro-batches; give each "
-                         f"learner rank at least grad_accum_steps groups or lower grad_accum_steps")
     items = _vision_items(batch, layout, starts)
     prefixes = [prefix_length(batch, unit, starts, lengths, items) for unit in units]
     sizes = torch.tensor([p + sum(int(lengths[i]) - p for i in unit) for unit, p in zip(units, prefixes)])
