@@ -129,7 +129,7 @@ class RolloutSection(Section):
     weight_sync: Literal["auto", "object_store", "shared_memory", "broadcast"] = "auto"
 
 
-STAGE_PREFIX = "stage:"  # a model this recipe trains, by its stage's name: `model: stage:rm`, `start_from: stage:sft`
+STAGE_PREFIX = "stage:"  # where a path is expected, a model this recipe trains, by its stage's name: `model: stage:rm`
 
 
 class RewardComponent(Section):
@@ -218,7 +218,7 @@ class RlStage(Section):
     # (with this step's weights) while the learner trains, so samples are one version stale; give the rollout
     # workers and learners their own cores (rollout.threads + cluster.learner_threads <= the node's CPUs)
     pipeline: Literal["sync", "one_step_off_policy"] = "sync"
-    start_from: str | None = None  # `stage:<name>`: an earlier stage's model, not the previous stage's
+    start_from: str | None = None  # the name of an earlier stage whose model to start from; None: the previous one
 
 
 class Teacher(Section):
@@ -487,25 +487,28 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _stage_references(self):
-        """Every `stage:<name>` names a stage before the one that reads it (checked at load time): a reward_model
-        stage in reward options, any stage that writes a model in `start_from` and a teacher's `model`."""
+        """Every stage a recipe names is one before the stage that reads it (checked at load time): `start_from`
+        (a name), a teacher's `model` and reward options (`stage:<name>`; for rewards a reward_model stage)."""
         for at, component in self._reward_components():
             for key, value in component.options.items():
-                self._check_reference(at + ("options", key), value, len(self.stages), ("reward_model",))
+                if isinstance(value, str) and value.startswith(STAGE_PREFIX):
+                    self._check_name(at + ("options", key), value, len(self.stages), "reward_model")
         for i, stage in enumerate(self.stages):
-            self._check_reference(("stages", i, "start_from"), getattr(stage, "start_from", None), i)
+            if getattr(stage, "start_from", None):
+                self._check_name(("stages", i, "start_from"), stage.start_from, i)
             for j, teacher in enumerate(getattr(stage, "teachers", [])):
-                self._check_reference(("stages", i, "teachers", j, "model"), teacher.model, i)
+                if teacher.model.startswith(STAGE_PREFIX):
+                    self._check_name(("stages", i, "teachers", j, "model"), teacher.model, i)
         return self
 
-    def _check_reference(self, at: Location, value: Any, before: int, kinds: tuple[str, ...] = ()) -> None:
-        if not (isinstance(value, str) and value.startswith(STAGE_PREFIX)):
-            return
-        named = [s.name for s in self.stages[:before] if s.name and (not kinds or s.kind in kinds)]
-        if value[len(STAGE_PREFIX):] not in named:
-            what = f"no {kinds[0]} stage of this recipe" if kinds else "no earlier stage of this recipe"
+    def _check_name(self, at: Location, value: str, before: int, kind: str | None = None) -> None:
+        """`value` (a stage name, or `stage:<name>`) names one of the first `before` stages (of `kind`)."""
+        name = value.removeprefix(STAGE_PREFIX)
+        named = [s.name for s in self.stages[:before] if s.name and kind in (None, s.kind)]
+        if name not in named:
+            what = f"no {kind} stage of this recipe" if kind else "no earlier stage of this recipe"
             raise KeyedError(at, f"{value!r} names {what} (named ones: {sorted(named)}); give that stage "
-                             f"`name: {value[len(STAGE_PREFIX):]}`")
+                             f"`name: {name}`")
 
     def _reward_components(self) -> list[tuple[Location, RewardComponent]]:
         """Every reward component with its key path: the recipe's and those a stage lists as its own."""
@@ -516,14 +519,17 @@ class Recipe(Section):
         return found
 
     def stage_output(self, reference: str) -> Path:
-        """`stage:<name>` -> the model directory that stage trained (a reward_model stage's `reward_model`)."""
-        name = reference[len(STAGE_PREFIX):]
+        """`stage:<name>` -> `stage_model(name)`."""
+        return self.stage_model(reference[len(STAGE_PREFIX):])
+
+    def stage_model(self, name: str) -> Path:
+        """The model directory the stage called `name` trained (a reward_model stage's `reward_model`)."""
         index = next(i for i, st in enumerate(self.stages) if st.name == name)
         kind = self.stages[index].kind
         path = self.stage_dirs()[index] / ("reward_model" if kind == "reward_model" else "model")
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"{reference}: {path} holds no trained model yet; the {name!r} stage "
-                                    f"must run before a stage that reads it")
+            raise FileNotFoundError(f"stage {name!r}: {path} holds no trained model yet; that stage must run "
+                                    f"before a stage that reads it")
         return path
 
     def stage_learner(self, stage) -> LearnerConfig:

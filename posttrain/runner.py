@@ -47,8 +47,8 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
     actor_logs = ActorLogWatch(recipe.run_dir)
     with ray_cluster(recipe), reserved(recipe) as placement:  # the bundles stay reserved for the whole run
         for index, (stage, stage_dir) in enumerate(zip(recipe.stages, recipe.stage_dirs())):
-            start = getattr(stage, "start_from", None)  # `stage:<name>`: an earlier stage's model
-            ctx = StageContext(recipe, index, stage, stage_dir, recipe.stage_output(start) if start else model,
+            start = getattr(stage, "start_from", None)  # the name of an earlier stage whose model it starts from
+            ctx = StageContext(recipe, index, stage, stage_dir, recipe.stage_model(start) if start else model,
                                data_dirs[0], console, placement, tuple(data_dirs[1:]))
             done = stage_dir / "done.json"
             if done.exists():
@@ -58,7 +58,7 @@ def run_recipe(recipe: Recipe, console: Console | None = None) -> list[dict[str,
                 record(recipe, index, stage_dir)
                 console.rule(f"{ctx.label}")
                 if start:
-                    console.print(f"{ctx.label}: starts from {start} ({ctx.model_in})", soft_wrap=True)
+                    console.print(f"{ctx.label}: starts from stage {start}'s model ({ctx.model_in})", soft_wrap=True)
                 try:
                     summary = run_stage(ctx, console)
                 finally:  # a failed stage's warnings may say why

@@ -63,14 +63,6 @@ def mixture_order(sizes: list[int], weights: list[float], steps: int, batch_size
     return order
 
 
-def start_model(ctx: StageContext) -> Path:
-    """The previous stage's model, or the named earlier stage's (`start_from`)."""
-    name = getattr(ctx.stage, "start_from", None)
-    if name is None:
-        return ctx.model_in
-    return stage_model(ctx, name, "start_from")
-
-
 def stage_model(ctx: StageContext, name: str, key: str) -> Path:
     earlier = {s.name: d for s, d in zip(ctx.recipe.stages[:ctx.index], ctx.recipe.stage_dirs())}
     if name not in earlier:
@@ -84,7 +76,7 @@ def stage_model(ctx: StageContext, name: str, key: str) -> Path:
 
 def run_pretraining(ctx: StageContext) -> dict:
     stage = ctx.stage
-    model_in = start_model(ctx)
+    model_in = ctx.model_in  # the previous stage's, or `start_from`'s (the runner resolves it)
     rows = read_task_rows(ctx.data_dir, "train", list(stage.mixture))
     empty = [task for task in stage.mixture if not rows[task]]
     if empty:

@@ -23,7 +23,7 @@ stages:
   - {{kind: sft, name: sft, epochs: 1, batch_size: 32, learner: {{lr: 1.0e-3, loss: {{name: sft}}}}}}
   - {{kind: rl, name: teacher, steps: 1, prompts_per_step: 2, group_size: 2, learner: {{loss: {{name: grpo}}}}}}
   - kind: distill
-    start_from: stage:sft
+    start_from: sft
     pipeline: one_step_off_policy  # the RL stage's pipelined step: the next step generates while this one trains
     steps: 2
     prompts_per_step: 2
@@ -48,7 +48,7 @@ def test_distill_recipe_end_to_end(tmp_path, tiny_model_dir):
     assert process.returncode == 0, process.stdout + process.stderr
     run = tmp_path / "runs" / "e2e-distill"
     sft, distill = run / "00-sft", run / "02-distill"
-    assert f"02-distill: starts from stage:sft ({sft / 'model'})" in process.stdout  # not the teacher stage's model
+    assert f"02-distill: starts from stage sft's model ({sft / 'model'})" in process.stdout  # not the teacher stage's model
     before = load_file(sft / "model" / "model.safetensors")
     after = load_file(distill / "model" / "model.safetensors")
     assert any((before[k] - after[k]).abs().max() > 0 for k in before), "distillation changed no parameter"

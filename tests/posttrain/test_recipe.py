@@ -62,23 +62,23 @@ def test_a_recipe_wide_error_says_what_is_wrong_without_echoing_the_recipe(tmp_p
 def test_start_from_and_teachers_name_an_earlier_stage(tmp_path):
     stages = ("stages:\n  - {{kind: sft, name: sft}}\n  - {{kind: rl, name: teacher}}\n"
               "  - {{kind: distill, start_from: {start}, teachers: [{{model: {teacher}}}]}}\n")
-    recipe = load_recipe(write(tmp_path, "name: t\n" + stages.format(start="stage:sft", teacher="stage:teacher")),
+    recipe = load_recipe(write(tmp_path, "name: t\n" + stages.format(start="sft", teacher="stage:teacher")),
                          check_environment=False)
-    assert recipe.stages[2].start_from == "stage:sft" and recipe.stages[2].teachers[0].model == "stage:teacher"
+    assert recipe.stages[2].start_from == "sft" and recipe.stages[2].teachers[0].model == "stage:teacher"
     assert recipe.stages[2].teachers[0].label == "teacher"  # not made a path, named after its stage
-    with pytest.raises(RecipeError, match=r"stages.2.start_from: 'stage:grpo' names no earlier stage of this "
+    with pytest.raises(RecipeError, match=r"stages.2.start_from: 'grpo' names no earlier stage of this "
                                           r"recipe \(named ones: \['sft', 'teacher'\]\); give that stage `name: grpo`"):
-        load_recipe(write(tmp_path, "name: t\n" + stages.format(start="stage:grpo", teacher="stage:teacher")),
+        load_recipe(write(tmp_path, "name: t\n" + stages.format(start="grpo", teacher="stage:teacher")),
                     check_environment=False)
-    later = "name: t\n" + stages.format(start="stage:sft", teacher="stage:after") + "  - {kind: rl, name: after}\n"
+    later = "name: t\n" + stages.format(start="sft", teacher="stage:after") + "  - {kind: rl, name: after}\n"
     with pytest.raises(RecipeError, match=r"stages.2.teachers.0.model: 'stage:after' names no earlier stage"):
         load_recipe(write(tmp_path, later), check_environment=False)
 
 
 def test_stage_output_is_the_named_stages_model_once_trained(tmp_path):
     recipe = load_recipe(write(tmp_path, f"name: t\nruns_dir: {tmp_path}\nstages:\n  - {{kind: sft, name: sft}}\n"
-                                         "  - {kind: rl, start_from: 'stage:sft'}\n"), check_environment=False)
-    with pytest.raises(FileNotFoundError, match="holds no trained model yet; the 'sft' stage must run before"):
+                                         "  - {kind: rl, start_from: sft}\n"), check_environment=False)
+    with pytest.raises(FileNotFoundError, match="stage 'sft': .* holds no trained model yet; that stage must run before"):
         recipe.stage_output("stage:sft")
     model = recipe.stage_dirs()[0] / "model"
     model.mkdir(parents=True)

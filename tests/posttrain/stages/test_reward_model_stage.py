@@ -169,5 +169,5 @@ def test_a_reward_naming_a_stage_the_recipe_lacks_fails_at_load_time():
     recipe["stages"][0]["learner"] = {"lr": 3e-4, "loss": {"args": {"sft_weight": 1.0}}}  # the loss keeps its name
     assert Recipe.model_validate(recipe).stages[0].learner == {
         "lr": 3e-4, "freeze": [], "loss": {"name": "bradley_terry", "args": {"sft_weight": 1.0}}}
-    with pytest.raises(FileNotFoundError, match="holds no trained model yet; the 'rm' stage must run"):
+    with pytest.raises(FileNotFoundError, match="stage 'rm': .* holds no trained model yet; that stage must run"):
         parsed.stage_output("stage:rm")
