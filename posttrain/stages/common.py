@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column
 
@@ -119,7 +120,7 @@ def rollout_group(ctx: StageContext):
     r, colocated = ctx.recipe.rollout, ctx.recipe.cluster.placement == "colocated"
     engine, why = chosen_engine(r, ctx.model_in)
     if why:
-        ctx.console.print(f"[dim]{ctx.label}: rollout engine {why}[/]")
+        ctx.console.print(f"[dim]{ctx.label}: rollout engine {escape(why)}[/]")  # `.[vllm]` is no markup
         record_choice(ctx.dir, "rollout.engine", engine, why)
     return RolloutGroup(str(ctx.model_in), r.num_workers, r.cpus_per_worker, threads=r.threads,
                         gpus_per_worker=r.gpus_per_worker, actor_options=_actor_options(ctx, "rollout"),
